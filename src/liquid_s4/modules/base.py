@@ -1,0 +1,264 @@
+"""Shared interface of the SSM layers: input checks, FFT convolution with state passing,
+recurrent stepping with cached setup, and the S4 output block."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..ops.fftconv import bidirectional_kernel, fftconv
+from ..ops.state import DiscreteSSM
+
+ACTIVATIONS = {
+    None: nn.Identity,
+    "identity": nn.Identity,
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+POSTACTS = (None, "linear", "glu")
+
+
+class SSMLayer(nn.Module):
+    """Base class of S4D, S4 and LSSL (see those for the arguments).
+
+    Subclasses define the SSM parameters (`_init_ssm`), the convolution kernel (`kernel`) and the
+    discrete system used for stepping and state passing (`discrete`).
+    """
+
+    inits: tuple[str, ...] = ()
+    discs: tuple[str, ...] = ()
+    even_state: bool = True  # conjugate-pair storage needs an even d_state
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        l_max: int | None = None,
+        channels: int = 1,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        init: str = "legs",
+        disc: str = "bilinear",
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        activation: str | None = "gelu",
+        postact: str | None = "glu",
+        transposed: bool = False,
+        lr: float | None = 1e-3,
+        freeze: tuple[str, ...] | list[str] = (),
+    ):
+        super().__init__()
+        name = type(self).__name__
+        for arg, val in (("d_model", d_model), ("d_state", d_state), ("channels", channels)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise ValueError(f"{name}: {arg} must be a positive integer, got {val!r}")
+        if self.even_state and d_state % 2:
+            raise ValueError(
+                f"{name}: d_state must be even (modes are stored as N/2 conjugate pairs), got {d_state}; "
+                f"use {d_state + 1} or {d_state - 1}"
+            )
+        if l_max is not None and (not isinstance(l_max, int) or l_max < 1):
+            raise ValueError(f"{name}: l_max must be a positive integer or None (any length), got {l_max!r}")
+        if not (0 < dt_min <= dt_max):
+            raise ValueError(f"{name}: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        if init not in self.inits:
+            raise ValueError(f"{name}: unknown init {init!r}; expected one of {self.inits}")
+        if disc not in self.discs:
+            raise ValueError(f"{name}: unsupported disc {disc!r}; expected one of {self.discs}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"{name}: unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}")
+        if postact not in POSTACTS:
+            raise ValueError(f"{name}: unknown postact {postact!r}; expected one of {POSTACTS}")
+        if postact is None and channels != 1:
+            raise ValueError(f"{name}: channels={channels} needs an output projection; set postact='linear' or 'glu'")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
+        self.d_model, self.d_state, self.l_max, self.channels = d_model, d_state, l_max, channels
+        self.dt_min, self.dt_max, self.init, self.disc = dt_min, dt_max, init, disc
+        self.bidirectional, self.transposed, self.lr = bidirectional, transposed, lr
+        self.freeze = tuple(freeze)
+        self.rate = 1.0
+        self._step_cache = None
+
+        self._init_ssm()
+        unknown = set(self.freeze) - set(self.ssm_parameter_names)
+        if unknown:
+            raise ValueError(f"{name}: cannot freeze {sorted(unknown)}; freezable: {self.ssm_parameter_names}")
+
+        self.D = nn.Parameter(torch.randn(channels, d_model))
+        self.activation = ACTIVATIONS[activation]()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if postact is None:
+            self.output_linear = nn.Identity()
+        else:
+            out = 2 * d_model if postact == "glu" else d_model
+            self.output_linear = nn.Sequential(nn.Linear(channels * d_model, out), nn.GLU(-1) if postact == "glu" else nn.Identity())
+
+    # ---- parameters ------------------------------------------------------------------------
+    ssm_parameter_names: tuple[str, ...] = ()
+
+    def _register(self, name: str, value: torch.Tensor, group: str, ssm_lr: bool = True) -> None:
+        """Register value as a parameter (or a buffer if `group` is frozen) with optimizer hints.
+
+        group is the user-facing name ("A", "B", "C", "dt", "P") used by `freeze`."""
+        if group in self.freeze:
+            self.register_buffer(name, value)
+            return
+        p = nn.Parameter(value)
+        if ssm_lr and self.lr is not None:
+            p._optim = {"lr": self.lr, "weight_decay": 0.0}
+        self.register_parameter(name, p)
+
+    def _init_log_dt(self) -> torch.Tensor:
+        u = torch.rand(self.d_model, dtype=torch.float64)
+        return (math.log(self.dt_min) + u * (math.log(self.dt_max) - math.log(self.dt_min))).float()
+
+    def _dt(self, rate: float) -> torch.Tensor:
+        return torch.exp(self.log_dt) * rate  # (H,)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.D.dtype
+
+    # ---- subclass API ------------------------------------------------------------------------
+    def _init_ssm(self) -> None:
+        raise NotImplementedError
+
+    def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
+        """Convolution kernel (channels * (2 if bidirectional else 1), H, L)."""
+        raise NotImplementedError
+
+    def discrete(self, rate: float = 1.0) -> DiscreteSSM:
+        """The discrete causal system (forward direction) for stepping and state passing."""
+        raise NotImplementedError
+
+    # ---- input checks ------------------------------------------------------------------------
+    def _check_input(self, u: torch.Tensor) -> torch.Tensor:
+        name = type(self).__name__
+        layout = "(B, H, L)" if self.transposed else "(B, L, H)"
+        if not isinstance(u, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor of shape {layout}, got {type(u).__name__}")
+        if not u.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point input, got dtype {u.dtype}; convert it with u.float()")
+        if u.dim() != 3:
+            raise ValueError(f"{name}: expected a 3-d input {layout} (transposed={self.transposed}), got shape {tuple(u.shape)}")
+        H = u.shape[1] if self.transposed else u.shape[2]
+        if H != self.d_model:
+            hint = " (is `transposed` set right?)" if (u.shape[2] if self.transposed else u.shape[1]) == self.d_model else ""
+            raise ValueError(f"{name}: expected {self.d_model} channels in input of layout {layout}, got shape {tuple(u.shape)}{hint}")
+        u = u if self.transposed else u.transpose(1, 2)
+        L = u.shape[-1]
+        if L < 1:
+            raise ValueError(f"{name}: empty sequence (L = 0)")
+        if self.l_max is not None and L > self.l_max:
+            raise ValueError(f"{name}: sequence length {L} exceeds l_max={self.l_max}; build the layer with a larger l_max or l_max=None")
+        return u.to(self._dtype)  # (B, H, L)
+
+    def _check_state(self, state: torch.Tensor, batch: int) -> None:
+        expected = self.default_state(batch)
+        if not isinstance(state, torch.Tensor) or state.shape != expected.shape or state.is_complex() != expected.is_complex():
+            got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+            kind = "complex" if expected.is_complex() else "real"
+            raise ValueError(
+                f"{type(self).__name__}: expected a {kind} state of shape {tuple(expected.shape)} "
+                f"(from default_state or a previous call), got {got}"
+            )
+
+    def _check_lengths(self, lengths, B: int, L: int) -> torch.Tensor:
+        lengths = torch.as_tensor(lengths)
+        if lengths.shape != (B,) or lengths.is_floating_point() or lengths.is_complex():
+            raise ValueError(
+                f"{type(self).__name__}: lengths must be an integer tensor of shape ({B},), "
+                f"got {lengths.dtype} {tuple(lengths.shape)}"
+            )
+        if bool((lengths < 0).any()) or bool((lengths > L).any()):
+            raise ValueError(f"{type(self).__name__}: lengths must lie in [0, {L}], got {lengths.tolist()}")
+        return lengths.to(torch.long)
+
+    # ---- convolution mode --------------------------------------------------------------------
+    def forward(self, u: torch.Tensor, state: torch.Tensor | None = None, lengths=None, rate: float | None = None):
+        """u: (B, L, H), or (B, H, L) if transposed. Returns (y, next_state), y shaped like u.
+
+        state: continue from a previous chunk (start a stream with `default_state`); next_state is
+        returned only when a state is passed, else None. lengths: (B,) valid lengths of
+        right-padded sequences; padded inputs are ignored, outputs there are zero, and
+        next_state is each sequence's state after its own last input.
+        rate: multiplies dt (rate=2 runs a layer trained at 16 kHz on 8 kHz input).
+        """
+        rate = self.rate if rate is None else rate
+        x = self._check_input(u)  # (B, H, L)
+        B, H, L = x.shape
+        mask = None
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, B, L)
+            mask = torch.arange(L, device=x.device) < lengths[:, None].to(x.device)  # (B, L)
+            x = x * mask[:, None]
+        k = self.kernel(L, rate)  # (C or 2C, H, L)
+        if self.bidirectional:
+            k = bidirectional_kernel(*k.chunk(2, dim=0))
+        y = fftconv(x, k)  # (B, C, H, L)
+        next_state = None
+        if state is not None:
+            if self.bidirectional:
+                raise ValueError(f"{type(self).__name__}: state passing needs a causal layer; this one is bidirectional")
+            self._check_state(state, B)
+            sys = self.discrete(rate)
+            y = y + sys.state_output(state, L)
+            next_state = sys.next_state(x, state, lengths)
+        y = self._output(y, x)  # (B, L, H)
+        if mask is not None:
+            y = y * mask[..., None]
+        return (y.transpose(1, 2) if self.transposed else y), next_state
+
+    def _output(self, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """D skip, activation, dropout, position-wise linear (+GLU). y (B, C, H, L), u (B, H, L) -> (B, L, H)."""
+        y = y + self.D[..., None] * u[:, None]
+        y = self.dropout(self.activation(y.flatten(1, 2)))  # (B, C*H, L)
+        return self.output_linear(y.transpose(1, 2))
+
+    # ---- recurrent mode ----------------------------------------------------------------------
+    def default_state(self, batch_size: int) -> torch.Tensor:
+        """Zero state (batch_size, H, N) (complex for S4/S4D: the stored half of conjugate pairs)."""
+        n = self.d_state // 2 if self.even_state else self.d_state
+        dtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(self._dtype) if self.even_state else self._dtype
+        return torch.zeros(batch_size, self.d_model, n, dtype=dtype, device=self.D.device)
+
+    def _stepper(self, rate: float) -> DiscreteSSM:
+        """Discrete system for stepping, recomputed whenever parameters change (cached otherwise)."""
+        tensors = list(self.parameters()) + list(self.buffers())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in tensors):
+            return self.discrete(rate)  # differentiable, not cached
+        key = (rate, tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
+        if self._step_cache is None or self._step_cache[0] != key:
+            with torch.no_grad():
+                self._step_cache = (key, self.discrete(rate))
+        return self._step_cache[1]
+
+    def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float | None = None):
+        """One recurrent step. u_t: (B, H), state: (B, H, N). Returns (y_t (B, H), next_state)."""
+        name = type(self).__name__
+        if self.bidirectional:
+            raise RuntimeError(f"{name}: a bidirectional layer sees the future and cannot run step by step")
+        if not isinstance(u_t, torch.Tensor) or u_t.dim() != 2 or u_t.shape[1] != self.d_model:
+            got = tuple(u_t.shape) if isinstance(u_t, torch.Tensor) else type(u_t).__name__
+            raise ValueError(f"{name}.step: expected input of shape (B, {self.d_model}), got {got}")
+        if not u_t.is_floating_point():
+            raise TypeError(f"{name}.step: expected a floating-point input, got dtype {u_t.dtype}")
+        self._check_state(state, u_t.shape[0])
+        sys = self._stepper(self.rate if rate is None else rate)
+        u_t = u_t.to(self._dtype)
+        state = sys.step(state, u_t)
+        y = self._output(sys.output(state)[..., None], u_t[..., None])  # (B, 1, H)
+        return y[:, 0], state
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, l_max={self.l_max}, channels={self.channels}, "
+            f"init={self.init!r}, disc={self.disc!r}, bidirectional={self.bidirectional}"
+        )

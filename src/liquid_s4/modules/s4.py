@@ -1,0 +1,111 @@
+"""S4: the diagonal-plus-low-rank (DPLR) structured state-space layer (Gu et al. 2022,
+"Efficiently Modeling Long Sequences with Structured State Spaces")."""
+
+from __future__ import annotations
+
+import torch
+
+from ..ops.discretize import discretize_gbt
+from ..ops.hippo import MEASURES, nplr
+from ..ops.kernels import kernel_dplr
+from ..ops.state import DiscreteSSM
+from .base import SSMLayer
+
+
+class S4(SSMLayer):
+    """DPLR SSM layer. Per channel, in the eigenbasis of the normal part of a HiPPO matrix,
+
+        A = Lambda - P P^*   (Lambda diagonal, P of rank r; conjugate pairs implied)
+
+    discretized with the bilinear transform. The kernel is evaluated through Cauchy sums at the
+    roots of unity with a Woodbury correction (`kernel_dplr`), for which the output vector is stored
+    as C~ = C (I - A_bar^L) at the kernel length L = `l_kernel` (a buffer): if l_max is given
+    L = l_max; otherwise L is set by the first forward call (C is converted), and it doubles,
+    C~ <- C~ (I + A_bar^L), whenever a longer sequence arrives. Stepping and state passing use the
+    equivalent dense system with C = C~ (I - A_bar^L)^{-1}.
+
+    Args as S4D, with init in (legs, legt, lagt, fout) and disc = bilinear only (the generating
+    function of the DPLR kernel needs it; use S4D or LSSL for zoh). freeze: any of "A", "P", "B",
+    "C", "dt".
+    """
+
+    inits = MEASURES
+    discs = ("bilinear",)
+    ssm_parameter_names = ("A", "P", "B", "C", "dt")
+
+    def __init__(self, d_model: int, d_state: int = 64, init: str = "legs", disc: str = "bilinear", **kwargs):
+        super().__init__(d_model, d_state, init=init, disc=disc, **kwargs)
+
+    def _init_ssm(self) -> None:
+        H, N2 = self.d_model, self.d_state // 2
+        n_c = self.channels * (2 if self.bidirectional else 1)
+        Lambda, P, B, _ = nplr(self.init, self.d_state)
+        Lambda, P, B = Lambda.expand(H, N2), P[:, None].expand(-1, H, N2), B.expand(H, N2)
+        self._register("log_A_real", torch.log((-Lambda.real).clamp(min=1e-4)).float(), "A")
+        self._register("A_imag", Lambda.imag.float(), "A")
+        self._register("P", torch.view_as_real(P.to(torch.complex64)).clone(), "P")
+        self._register("B", torch.view_as_real(B.to(torch.complex64)).clone(), "B")
+        C = torch.randn(n_c, H, N2, dtype=torch.complex64)
+        self._register("C", torch.view_as_real(C).clone(), "C", ssm_lr=False)
+        self._register("log_dt", self._init_log_dt(), "dt")
+        self.register_buffer("l_kernel", torch.tensor(self.l_max or 0, dtype=torch.long))
+
+    def _Lambda(self) -> torch.Tensor:
+        return torch.complex(-torch.exp(self.log_A_real).clamp(min=1e-4), self.A_imag)  # (H, N/2)
+
+    def dense(self, rate: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A_bar, B_bar) of the full 2*(N/2)-dimensional system in the eigenbasis: (H, N, N), (H, N)."""
+        lam = self._Lambda()
+        P, B = torch.view_as_complex(self.P), torch.view_as_complex(self.B)
+        lam, P, B = (torch.cat([x, x.conj()], -1) for x in (lam, P, B))
+        A = torch.diag_embed(lam) - torch.einsum("rhn,rhm->hnm", P, P.conj())
+        return discretize_gbt(A, B, self._dt(rate))
+
+    def _C_full(self) -> torch.Tensor:
+        C = torch.view_as_complex(self.C)
+        return torch.cat([C, C.conj()], -1)
+
+    def _C_true(self) -> torch.Tensor:
+        """C = C~ (I - A_bar^L)^{-1} for L = l_kernel (C~ itself while l_kernel is 0), full basis."""
+        C = self._C_full()
+        Lk = int(self.l_kernel)
+        if Lk == 0:
+            return C
+        dA, _ = self.dense()
+        M = torch.eye(dA.shape[-1], dtype=dA.dtype, device=dA.device) - torch.linalg.matrix_power(dA, Lk)
+        return torch.linalg.solve(M.mT, C.permute(1, 2, 0)).permute(2, 0, 1)  # C M = C~
+
+    @torch.no_grad()
+    def _setup_length(self, L: int) -> None:
+        """Make l_kernel >= L, rewriting C~ so that the underlying C is unchanged."""
+        Lk = int(self.l_kernel)
+        if Lk >= L:
+            return
+        dA, _ = self.dense()
+        C, N2 = self._C_full(), self.d_state // 2
+        if Lk == 0:  # C holds C itself: C~ = C (I - A_bar^L)
+            C = C - torch.einsum("chn,hnm->chm", C, torch.linalg.matrix_power(dA, L))
+            Lk = L
+        while Lk < L:  # C~_{2L} = C~_L (I + A_bar^L)
+            C = C + torch.einsum("chn,hnm->chm", C, torch.linalg.matrix_power(dA, Lk))
+            Lk *= 2
+        self.C.copy_(torch.view_as_real(C[..., :N2].contiguous()))
+        self.l_kernel.fill_(Lk)
+
+    def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
+        lam, dt = self._Lambda(), self._dt(rate)
+        P, B = torch.view_as_complex(self.P), torch.view_as_complex(self.B)
+        if rate == 1.0:
+            self._setup_length(L)
+            C, Lk = torch.view_as_complex(self.C), int(self.l_kernel)
+        else:  # re-derive C~ for the new step size at exactly this length
+            dA, _ = self.dense(rate)
+            C = self._C_true()
+            C = (C - torch.einsum("chn,hnm->chm", C, torch.linalg.matrix_power(dA, L)))[..., : self.d_state // 2]
+            Lk = L
+        return kernel_dplr(lam, P, B[None], C, dt, Lk)[0, ..., :L]  # (C, H, L)
+
+    def discrete(self, rate: float = 1.0) -> DiscreteSSM:
+        dA, dB = self.dense(rate)
+        C = self._C_true()[: self.channels, :, : self.d_state // 2]
+        return DiscreteSSM(dA, dB, C, diagonal=False, conj=True)

@@ -1,0 +1,95 @@
+"""S4D: the diagonal state-space layer (Gu et al. 2022, "On the Parameterization and
+Initialization of Diagonal State Space Models")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..ops.discretize import discretize_diag
+from ..ops.hippo import nplr
+from ..ops.kernels import vandermonde
+from ..ops.state import DiscreteSSM
+from .base import SSMLayer
+
+S4D_INITS = ("lin", "inv", "legs", "real", "random")
+
+
+def s4d_init(init: str, N: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diagonal A and B (each (N/2,) complex128) for d_state N, mode n = 0..N/2-1.
+
+    lin: A_n = -1/2 + i pi n        inv: A_n = -1/2 + i (N/pi)(N/(2n+1) - 1)
+    legs: the diagonal Lambda of the LegS NPLR form, with B = V^* B_LegS
+    real: A_n = -(n+1)              random: A_n = -1/2 + i pi N/2 U(0, 1)
+    B = 1 except for legs.
+    """
+    n = torch.arange(N // 2, dtype=torch.float64)
+    B = torch.ones(N // 2, dtype=torch.complex128)
+    if init == "legs":
+        Lambda, _, B, _ = nplr("legs", N)
+        return Lambda, B
+    if init == "lin":
+        A = -0.5 + 1j * math.pi * n
+    elif init == "inv":
+        A = -0.5 + 1j * (N / math.pi) * (N / (2 * n + 1) - 1)
+    elif init == "real":
+        A = -(n + 1) + 0j
+    elif init == "random":
+        A = -0.5 + 1j * math.pi * (N / 2) * torch.rand(N // 2, dtype=torch.float64, generator=generator)
+    else:
+        raise ValueError(f"unknown S4D init {init!r}; expected one of {S4D_INITS}")
+    return A.to(torch.complex128), B
+
+
+class S4D(SSMLayer):
+    """Diagonal SSM layer: per channel h, N/2 complex modes (conjugate pairs implied).
+
+        x_k = A_bar x_{k-1} + B_bar u_k,  y_k = 2 Re(C x_k) + D u_k,  K_bar[l] = 2 Re(C A_bar^l B_bar)
+
+    A = -exp(log_A_real) + i A_imag (real part kept <= -1e-4), discretized by `disc` (zoh or bilinear)
+    with step dt = exp(log_dt) (log-uniform in [dt_min, dt_max] at init).
+
+    Args: d_model (H), d_state (N, even), l_max (None = any length), channels, dt_min, dt_max,
+    init (lin, inv, legs, real, random), disc (zoh, bilinear), bidirectional, dropout, activation,
+    postact ('glu', 'linear', None), transposed (inputs (B, H, L) instead of (B, L, H)),
+    lr (learning rate hint for A, B, dt; None = the optimizer's), freeze (any of "A", "B", "C", "dt").
+    """
+
+    inits = S4D_INITS
+    discs = ("zoh", "bilinear")
+    ssm_parameter_names = ("A", "B", "C", "dt")
+
+    def __init__(self, d_model: int, d_state: int = 64, init: str = "lin", disc: str = "zoh", **kwargs):
+        super().__init__(d_model, d_state, init=init, disc=disc, **kwargs)
+
+    def _init_ssm(self) -> None:
+        H, N2 = self.d_model, self.d_state // 2
+        n_c = self.channels * (2 if self.bidirectional else 1)
+        A, B = s4d_init(self.init, self.d_state)
+        A, B = A.expand(H, N2), B.expand(H, N2)
+        self._register("log_A_real", torch.log((-A.real).clamp(min=1e-4)).float(), "A")
+        self._register("A_imag", A.imag.float(), "A")
+        self._register("B", torch.view_as_real(B.to(torch.complex64)).clone(), "B")
+        C = torch.randn(n_c, H, N2, dtype=torch.complex64)  # variance 1/2 per component
+        self._register("C", torch.view_as_real(C).clone(), "C", ssm_lr=False)
+        self._register("log_dt", self._init_log_dt(), "dt")
+
+    def _A(self) -> torch.Tensor:
+        return torch.complex(-torch.exp(self.log_A_real).clamp(min=1e-4), self.A_imag)  # (H, N/2)
+
+    def _discretize(self, rate: float):
+        A, B = self._A(), torch.view_as_complex(self.B)
+        dt = self._dt(rate)[:, None]
+        dA, dB = discretize_diag(self.disc, A, B, dt)
+        log_dA = dt * A if self.disc == "zoh" else torch.log(dA)
+        return dA, log_dA, dB
+
+    def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
+        _, log_dA, dB = self._discretize(rate)
+        return vandermonde(torch.view_as_complex(self.C) * dB, log_dA, L)  # (C, H, L)
+
+    def discrete(self, rate: float = 1.0) -> DiscreteSSM:
+        dA, log_dA, dB = self._discretize(rate)
+        C = torch.view_as_complex(self.C)[: self.channels]
+        return DiscreteSSM(dA, dB, C, diagonal=True, conj=True, log_dA=log_dA)

@@ -1,0 +1,137 @@
+"""Closed-form state updates, so convolution mode can hand a state to the next chunk.
+
+After L inputs the state of x_k = A_bar x_{k-1} + B_bar u_k started at x_0 is
+
+    x_L = A_bar^L x_0 + sum_{j<L} A_bar^j B_bar u_{L-1-j}
+
+The sum is evaluated in blocks of T steps (the same split l = m T + t as the kernels), so the work
+is a few matrix products instead of L sequential steps. Per-sequence lengths are handled by reversing
+each sequence within its own length first (`reverse_within`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .kernels import block_size
+
+
+def reverse_within(u: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """u_rev[b, ..., j] = u[b, ..., len_b - 1 - j] for j < len_b, else 0. u: (B, ..., L)."""
+    if lengths is None:
+        return u.flip(-1)
+    L = u.shape[-1]
+    j = torch.arange(L, device=u.device)
+    idx = lengths[:, None] - 1 - j  # (B, L)
+    valid = idx >= 0
+    idx = idx.clamp(min=0).view(idx.shape[0], *([1] * (u.dim() - 2)), L).expand_as(u)
+    return torch.gather(u, -1, idx) * valid.view(idx.shape[0], *([1] * (u.dim() - 2)), L)
+
+
+def _blocks(u: torch.Tensor, T: int) -> torch.Tensor:
+    L = u.shape[-1]
+    nb = -(-L // T)
+    u = torch.nn.functional.pad(u, (0, nb * T - L))
+    return u.unflatten(-1, (nb, T))  # (..., nb, T)
+
+
+def scan_diag(log_dA: torch.Tensor, u_rev: torch.Tensor) -> torch.Tensor:
+    """s[b, h, n] = sum_j exp(j log_dA[h, n]) u_rev[b, h, j]. u_rev: (B, H, L) real -> (B, H, N) complex."""
+    L = u_rev.shape[-1]
+    T = min(block_size(L), L)
+    ub = _blocks(u_rev, T).to(log_dA.dtype)  # (B, H, nb, T)
+    t = torch.arange(T, device=u_rev.device, dtype=log_dA.real.dtype)
+    m = torch.arange(ub.shape[-2], device=u_rev.device, dtype=log_dA.real.dtype) * T
+    inner = torch.exp(log_dA[..., None, :] * t[:, None])  # (H, T, N)
+    outer = torch.exp(log_dA[..., None, :] * m[:, None])  # (H, nb, N)
+    return ((ub @ inner) * outer).sum(-2)  # (B, H, N)
+
+
+def scan_dense(dA: torch.Tensor, dB: torch.Tensor, u_rev: torch.Tensor) -> torch.Tensor:
+    """s[b, h] = sum_j dA[h]^j dB[h] u_rev[b, h, j]. dA (H, M, M), dB (H, M), u_rev (B, H, L) -> (B, H, M)."""
+    L = u_rev.shape[-1]
+    T = block_size(L)
+    R, Ap = dB[..., None], dA  # (H, M, 1)
+    while R.shape[-1] < T:
+        R = torch.cat([R, Ap @ R], -1)
+        Ap = Ap @ Ap
+    ub = _blocks(u_rev, R.shape[-1]).to(dA.dtype)  # (B, H, nb, T)
+    w = ub @ R.transpose(-1, -2)  # (B, H, nb, M): block sums sum_t A^t B u
+    acc = w[..., -1, :]
+    for i in range(w.shape[-2] - 2, -1, -1):  # Horner in A^T over the blocks
+        acc = w[..., i, :] + (Ap @ acc[..., None])[..., 0]
+    return acc
+
+
+def power_apply(dA: torch.Tensor, x: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
+    """dA[h]^n_b x[b, h] for dense dA (H, M, M), x (B, H, M), n an int or a (B,) tensor."""
+    if isinstance(n, int):
+        return (torch.linalg.matrix_power(dA, n) @ x[..., None])[..., 0]
+    n = n.to(torch.long)
+    P = dA
+    while bool((n > 0).any()):
+        take = (n % 2 == 1).view(-1, 1, 1)
+        x = torch.where(take, (P @ x[..., None])[..., 0], x)
+        n = n // 2
+        P = P @ P
+    return x
+
+
+class DiscreteSSM:
+    """A discretized SSM in the coordinates where a layer keeps its state.
+
+    diagonal: dA (H, N) with log_dA its logarithm, dB (H, N);
+    dense:    dA (H, M, M), dB (H, M).
+    With conj=True the stored state x (.., N) is half of a conjugate-symmetric state [x, conj(x)]
+    (M = 2N for dense systems) and the output is y = 2 Re(C x); otherwise y = C x (real).
+    C: (Ch, H, N) for the stored half (conj) or (Ch, H, M).
+    """
+
+    def __init__(self, dA, dB, C, *, diagonal: bool, conj: bool, log_dA=None):
+        self.dA, self.dB, self.C = dA, dB, C
+        self.diagonal, self.conj = diagonal, conj
+        self.log_dA = log_dA if log_dA is not None or not diagonal else torch.log(dA)
+        self.N = C.shape[-1]
+
+    def _full(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.cat([v, v.conj()], -1) if self.conj and not self.diagonal else v
+
+    def _half(self, v: torch.Tensor) -> torch.Tensor:
+        return v[..., : self.N]
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """y[b, c, h] from the state x (B, H, N)."""
+        y = torch.einsum("chn,bhn->bch", self.C, x)
+        return 2 * y.real if self.conj else y
+
+    def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """x_k = A_bar x_{k-1} + B_bar u_k. x (B, H, N), u (B, H)."""
+        if self.diagonal:
+            return self.dA * x + self.dB * u[..., None]
+        rows = self.dA[:, : self.N]  # only the stored half of the new state is needed
+        dB = self._half(self.dB) if self.conj else self.dB
+        return (rows @ self._full(x)[..., None])[..., 0] + dB * u[..., None]
+
+    def state_output(self, x0: torch.Tensor, L: int) -> torch.Tensor:
+        """Contribution of the initial state to y_l: C A_bar^{l+1} x0, shape (B, Ch, H, L)."""
+        from .kernels import krylov, vandermonde
+
+        if self.diagonal:
+            w = self.C * (self.dA * x0)[:, None]  # (B, Ch, H, N)
+            y = vandermonde(w, self.log_dA, L)
+            return y if self.conj else y / 2  # vandermonde returns 2 Re(.)
+        b = (self.dA @ self._full(x0)[..., None])[..., 0]
+        y = krylov(self.dA, b, self._full(self.C), L)
+        return y.real if y.is_complex() else y
+
+    def next_state(self, u: torch.Tensor, x0: torch.Tensor, lengths=None) -> torch.Tensor:
+        """State after the inputs u (B, H, L) (each sequence up to its length), started at x0."""
+        L = u.shape[-1]
+        n = L if lengths is None else lengths
+        u_rev = reverse_within(u, lengths)
+        if self.diagonal:
+            steps = n if isinstance(n, int) else n.view(-1, 1, 1)
+            return self.dB * scan_diag(self.log_dA, u_rev) + torch.exp(steps * self.log_dA) * x0
+        dB = self.dB
+        x = scan_dense(self.dA, dB, u_rev) + power_apply(self.dA, self._full(x0), n)
+        return self._half(x) if self.conj else x
