@@ -2,7 +2,7 @@
 
 Each fast op sits next to its `*_ref` reference, which materializes the full (H, N, L) tensor and
 exists for the tests. The fast ops keep memory O(H N (L/T + T)) (Vandermonde, Krylov) or evaluate
-the Cauchy sums in frequency chunks (DPLR), recomputing each chunk in the backward pass.
+the Cauchy sums in frequency chunks (DPLR), recomputing each chunk in an analytic backward pass.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 # Elements of the (H, N, F_chunk) Cauchy workspace evaluated at once.
 CAUCHY_CHUNK_ELEMENTS = 1 << 22
@@ -55,31 +54,70 @@ def vandermonde_ref(w: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tens
 # --------------------------------------------------------------------------------------------
 
 
-def _cauchy_chunk(v, lam, a, b):
-    r = 1.0 / (a[:, None, :] - b * lam[..., None])  # (H, N, F)
-    return (v.transpose(0, 1) @ r).transpose(0, 1)  # (M, H, F)
+def _reciprocal(lam, a, b):
+    """r[h, n, f] = 1 / (a[h, f] - b[f] lam[h, n])."""
+    return torch.addcmul(a[:, None, :], lam[..., None], b, value=-1).reciprocal_()
+
+
+class _Cauchy(torch.autograd.Function):
+    """Chunked Cauchy sums with an analytic backward that recomputes each chunk's reciprocals.
+
+    With r = 1 / (a - b lam) and PyTorch's convention grad_x = grad_out * conj(d out / d x):
+        grad_v   = sum_f g conj(r)
+        grad_lam = sum_m conj(v) sum_f g conj(b r^2)
+        grad_a   = -sum_m g conj(sum_n v r^2)
+    each a matrix product per chunk, so no (H, N, F) tensor is ever stored.
+    """
+
+    @staticmethod
+    def forward(ctx, v, lam, a, b, chunk):
+        ctx.save_for_backward(v, lam, a, b)
+        ctx.chunk = chunk
+        vt = v.transpose(0, 1)  # (H, M, N)
+        outs = [vt @ _reciprocal(lam, a[:, s : s + chunk], b[s : s + chunk]) for s in range(0, a.shape[-1], chunk)]
+        return torch.cat(outs, -1).transpose(0, 1)  # (M, H, F)
+
+    @staticmethod
+    def backward(ctx, g):
+        v, lam, a, b = ctx.saved_tensors
+        chunk = ctx.chunk
+        need_v, need_lam, need_a = ctx.needs_input_grad[:3]
+        vt, gt = v.transpose(0, 1), g.transpose(0, 1)  # (H, M, N), (H, M, F)
+        grad_v = torch.zeros_like(vt) if need_v else None
+        grad_lam = torch.zeros_like(lam) if need_lam else None
+        grad_a = []
+        for s in range(0, a.shape[-1], chunk):
+            r = _reciprocal(lam, a[:, s : s + chunk], b[s : s + chunk])  # (H, N, Fc)
+            g_c = gt[..., s : s + chunk]
+            # products are formed as (r @ small^H)^H so that no conjugate copy of r is made
+            if need_v:
+                grad_v += (r @ g_c.mH).mH
+            if need_lam or need_a:
+                r2 = r * r
+            if need_lam:
+                grad_lam += (vt.conj() * (r2 @ (g_c * b[s : s + chunk].conj()).mH).mH).sum(1)
+            if need_a:
+                grad_a.append(-(g_c * (vt @ r2).conj()).sum(1))
+        return (
+            grad_v.transpose(0, 1) if need_v else None,
+            grad_lam,
+            torch.cat(grad_a, -1) if need_a else None,
+            None,
+            None,
+        )
 
 
 def cauchy(v: torch.Tensor, lam: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """out[m, h, f] = sum_n v[m, h, n] / (a[h, f] - b[f] lam[h, n]), in chunks of frequencies.
 
-    v: (M, H, N), lam: (H, N), a: (H, F), b: (F,), all complex. When gradients are needed each
-    chunk is checkpointed, so the backward pass also holds only one chunk's workspace.
+    v: (M, H, N), lam: (H, N), a: (H, F), b: (F,) (a constant: no gradient), all complex.
+    Forward and backward hold one chunk's (H, N, F_chunk) workspace at a time.
     """
+    if b.requires_grad:
+        raise ValueError("cauchy: b is treated as a constant; detach it")
     H, N = lam.shape
-    F = a.shape[-1]
     chunk = max(1, CAUCHY_CHUNK_ELEMENTS // (H * N))
-    if chunk >= F:
-        return _cauchy_chunk(v, lam, a, b)
-    grad = torch.is_grad_enabled() and any(x.requires_grad for x in (v, lam, a, b))
-    outs = []
-    for s in range(0, F, chunk):
-        args = (v, lam, a[:, s : s + chunk], b[s : s + chunk])
-        if grad:
-            outs.append(checkpoint(_cauchy_chunk, *args, use_reentrant=False))
-        else:
-            outs.append(_cauchy_chunk(*args))
-    return torch.cat(outs, -1)
+    return _Cauchy.apply(v, lam, a, b, chunk)
 
 
 def cauchy_ref(v, lam, a, b):
@@ -115,10 +153,13 @@ def kernel_dplr(Lambda, P, B, C, dt, L: int, cauchy_fn=cauchy) -> torch.Tensor:
     lam = torch.cat([Lambda, Lambda.conj()], -1)
     kk = cauchy_fn(v, lam, a, b).view(Ch + r, Kb + r, H, -1)
     k_CB, k_CP, k_PB, k_PP = kk[:Ch, :Kb], kk[:Ch, Kb:], kk[Ch:, :Kb], kk[Ch:, Kb:]
-    eye = torch.eye(r, dtype=kk.dtype, device=kk.device)
-    M = eye + b[:, None, None] * k_PP.permute(2, 3, 0, 1)  # (H, F, r, r)
-    X = torch.linalg.solve(M, k_PB.permute(2, 3, 0, 1))  # (H, F, r, Kb)
-    K_hat = 2 * (k_CB - b * torch.einsum("crhf,hfrk->ckhf", k_CP, X))  # (Ch, Kb, H, F)
+    if r == 1:
+        K_hat = 2 * (k_CB - b * k_CP * k_PB / (1 + b * k_PP[0, 0]))  # (Ch, Kb, H, F)
+    else:
+        eye = torch.eye(r, dtype=kk.dtype, device=kk.device)
+        M = eye + b[:, None, None] * k_PP.permute(2, 3, 0, 1)  # (H, F, r, r)
+        X = torch.linalg.solve(M, k_PB.permute(2, 3, 0, 1))  # (H, F, r, Kb)
+        K_hat = 2 * (k_CB - b * torch.einsum("crhf,hfrk->ckhf", k_CP, X))
     return torch.fft.irfft(K_hat, n=L).transpose(0, 1)
 
 
