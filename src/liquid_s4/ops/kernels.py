@@ -32,7 +32,7 @@ def vandermonde(w: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tensor:
     (w A^{mT}) of shape (.., L/T, N) and A^t of shape (N, T): no (H, N, L) tensor is formed.
     w: (..., H, N) complex, log_dA: (H, N) complex. Returns (..., H, L) real.
     """
-    T = min(block_size(L), L)
+    T = block_size(L)
     nb = -(-L // T)
     t = torch.arange(T, device=w.device, dtype=log_dA.real.dtype)
     m = torch.arange(nb, device=w.device, dtype=log_dA.real.dtype) * T
@@ -175,7 +175,7 @@ def krylov(dA: torch.Tensor, b: torch.Tensor, c: torch.Tensor, L: int) -> torch.
     in log2 steps of doubling; the kernel is their product: memory O(H N (L/T + T)).
     dA: (H, M, M), b: (..., H, M), c: (Ch, H, M). Returns (..., Ch, H, L) (complex if inputs are).
     """
-    T = min(block_size(L), 1 << max(0, math.ceil(math.log2(L))))
+    T = block_size(L)
     nb = -(-L // T)
     R, Ap = b[..., None], dA  # (..., H, M, 1)
     while R.shape[-1] < T:

@@ -38,7 +38,7 @@ def _blocks(u: torch.Tensor, T: int) -> torch.Tensor:
 def scan_diag(log_dA: torch.Tensor, u_rev: torch.Tensor) -> torch.Tensor:
     """s[b, h, n] = sum_j exp(j log_dA[h, n]) u_rev[b, h, j]. u_rev: (B, H, L) real -> (B, H, N) complex."""
     L = u_rev.shape[-1]
-    T = min(block_size(L), L)
+    T = block_size(L)
     ub = _blocks(u_rev, T).to(log_dA.dtype)  # (B, H, nb, T)
     t = torch.arange(T, device=u_rev.device, dtype=log_dA.real.dtype)
     m = torch.arange(ub.shape[-2], device=u_rev.device, dtype=log_dA.real.dtype) * T
@@ -90,7 +90,9 @@ class DiscreteSSM:
     def __init__(self, dA, dB, C, *, diagonal: bool, conj: bool, log_dA=None):
         self.dA, self.dB, self.C = dA, dB, C
         self.diagonal, self.conj = diagonal, conj
-        self.log_dA = log_dA if log_dA is not None or not diagonal else torch.log(dA)
+        if diagonal and log_dA is None:
+            log_dA = torch.log(dA)
+        self.log_dA = log_dA
         self.N = C.shape[-1]
 
     def _full(self, v: torch.Tensor) -> torch.Tensor:
@@ -132,6 +134,5 @@ class DiscreteSSM:
         if self.diagonal:
             steps = n if isinstance(n, int) else n.view(-1, 1, 1)
             return self.dB * scan_diag(self.log_dA, u_rev) + torch.exp(steps * self.log_dA) * x0
-        dB = self.dB
-        x = scan_dense(self.dA, dB, u_rev) + power_apply(self.dA, self._full(x0), n)
+        x = scan_dense(self.dA, self.dB, u_rev) + power_apply(self.dA, self._full(x0), n)
         return self._half(x) if self.conj else x
