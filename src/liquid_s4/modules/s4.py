@@ -12,6 +12,11 @@ from ..ops.state import DiscreteSSM
 from .base import SSMLayer
 
 
+def _times_power(C: torch.Tensor, dA: torch.Tensor, L: int) -> torch.Tensor:
+    """C A_bar^L for row vectors C (Ch, H, N) and A_bar (H, N, N)."""
+    return torch.einsum("chn,hnm->chm", C, torch.linalg.matrix_power(dA, L))
+
+
 class S4(SSMLayer):
     """DPLR SSM layer. Per channel, in the eigenbasis of the normal part of a HiPPO matrix,
 
@@ -84,10 +89,10 @@ class S4(SSMLayer):
         dA, _ = self.dense()
         C, N2 = self._C_full(), self.d_state // 2
         if Lk == 0:  # C holds C itself: C~ = C (I - A_bar^L)
-            C = C - torch.einsum("chn,hnm->chm", C, torch.linalg.matrix_power(dA, L))
+            C = C - _times_power(C, dA, L)
             Lk = L
         while Lk < L:  # C~_{2L} = C~_L (I + A_bar^L)
-            C = C + torch.einsum("chn,hnm->chm", C, torch.linalg.matrix_power(dA, Lk))
+            C = C + _times_power(C, dA, Lk)
             Lk *= 2
         self.C.copy_(torch.view_as_real(C[..., :N2].contiguous()))
         self.l_kernel.fill_(Lk)
@@ -101,7 +106,7 @@ class S4(SSMLayer):
         else:  # re-derive C~ for the new step size at exactly this length
             dA, _ = self.dense(rate)
             C = self._C_true()
-            C = (C - torch.einsum("chn,hnm->chm", C, torch.linalg.matrix_power(dA, L)))[..., : self.d_state // 2]
+            C = (C - _times_power(C, dA, L))[..., : self.d_state // 2]
             Lk = L
         return kernel_dplr(lam, P, B[None], C, dt, Lk)[0, ..., :L]  # (C, H, L)
 
