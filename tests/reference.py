@@ -124,3 +124,44 @@ class LargestTensor:
 
     def __exit__(self, *exc):
         self._mode.__exit__(*exc)
+
+
+def products(u, degree, squash=None):
+    """Correlation signals by explicit loops: v[b, p-2, h, k] = u_k u_{k-1} ... u_{k-p+1} (0 before the start)."""
+    Bsz, H, L = u.shape
+    v = torch.zeros(Bsz, degree - 1, H, L, dtype=u.dtype)
+    for p in range(2, degree + 1):
+        for k in range(L):
+            prod = torch.ones(Bsz, H, dtype=u.dtype)
+            for i in range(p):
+                prod = prod * (u[..., k - i] if k - i >= 0 else 0.0)
+            v[:, p - 2, :, k] = torch.tanh(prod) if squash == "tanh" else prod
+    return v
+
+
+def liquid_recurrence(dA, dB, C, u, kind, degree, squash=None):
+    """Brute-force Liquid-S4 terms, float64. y_k = Re(C x_k) plus
+    pb: sum_p Re(C B_bar^p) v^(p)_k;  kb: sum_p Re(C x^(p)_k) with x^(p)_k = A_bar x^(p)_{k-1} + B_bar^p v^(p)_k
+    (one state per degree). u (B, H, L) real -> (B, Ch, H, L)."""
+    y, _ = recurrence(dA, dB, C, u.to(dA.dtype))
+    v = products(u, degree, squash).to(dA.dtype)
+    for p in range(2, degree + 1):
+        Bp = dB**p
+        if kind == "pb":
+            coef = torch.einsum("chm,hm->ch", C, Bp).real
+            y = y + coef[None, :, :, None] * v[:, None, p - 2].real
+        else:
+            y = y + recurrence(dA, Bp, C, v[:, p - 2])[0]
+    return y
+
+
+def full_liquid_recurrence(dA, dB, C, u):
+    """The untruncated model x_k = (A_bar + diag(B_bar) u_k) x_{k-1} + B_bar u_k, y_k = Re(C x_k)."""
+    Bsz, H, L = u.shape
+    u = u.to(dA.dtype)
+    x = torch.zeros(Bsz, H, dA.shape[-1], dtype=dA.dtype)
+    ys = []
+    for k in range(L):
+        x = torch.einsum("hmn,bhn->bhm", dA, x) + dB * u[..., k, None] * x + dB * u[..., k, None]
+        ys.append(torch.einsum("chm,bhm->bch", C, x).real)
+    return torch.stack(ys, -1)

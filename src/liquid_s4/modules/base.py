@@ -8,7 +8,8 @@ import math
 import torch
 import torch.nn as nn
 
-from ..ops.fftconv import bidirectional_kernel, fftconv
+from ..ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
+from ..ops.liquid import SQUASHES, anticorrelation, correlation, last_inputs, shift_left
 from ..ops.state import DiscreteSSM
 
 ACTIVATIONS = {
@@ -22,18 +23,23 @@ ACTIVATIONS = {
     "sigmoid": nn.Sigmoid,
 }
 POSTACTS = (None, "linear", "glu")
+LIQUID_KERNELS = (None, "pb", "kb")
 
 
 class SSMLayer(nn.Module):
     """Base class of S4D, S4 and LSSL (see those for the arguments).
 
-    Subclasses define the SSM parameters (`_init_ssm`), the convolution kernel (`kernel`) and the
-    discrete system used for stepping and state passing (`discrete`).
+    Subclasses define the SSM parameters (`_init_ssm`), the convolution kernels (`_kernels`) and
+    the discrete system used for stepping and state passing (`discrete`).
+
+    Liquid terms (S4 and S4D; see `liquid_s4.modules.liquid_s4` for the definitions):
+    liquid_kernel None, "pb" or "kb"; liquid_degree P >= 2; liquid_squash None or "tanh".
     """
 
     inits: tuple[str, ...] = ()
     discs: tuple[str, ...] = ()
     even_state: bool = True  # conjugate-pair storage needs an even d_state
+    supports_liquid: bool = True
 
     def __init__(
         self,
@@ -52,6 +58,9 @@ class SSMLayer(nn.Module):
         transposed: bool = False,
         lr: float | None = 1e-3,
         freeze: tuple[str, ...] | list[str] = (),
+        liquid_kernel: str | None = None,
+        liquid_degree: int = 2,
+        liquid_squash: str | None = None,
     ):
         super().__init__()
         name = type(self).__name__
@@ -79,6 +88,15 @@ class SSMLayer(nn.Module):
             raise ValueError(f"{name}: channels={channels} needs an output projection; set postact='linear' or 'glu'")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
+        if liquid_kernel not in LIQUID_KERNELS:
+            raise ValueError(f"{name}: unknown liquid_kernel {liquid_kernel!r}; expected one of {LIQUID_KERNELS}")
+        if liquid_kernel is not None and not self.supports_liquid:
+            raise ValueError(f"{name}: liquid kernels are defined for S4 and S4D (state in diagonal coordinates); use one of those")
+        if not isinstance(liquid_degree, int) or isinstance(liquid_degree, bool) or liquid_degree < 2:
+            raise ValueError(f"{name}: liquid_degree must be an integer >= 2 (the highest input product), got {liquid_degree!r}")
+        if liquid_squash not in SQUASHES:
+            raise ValueError(f"{name}: unknown liquid_squash {liquid_squash!r}; expected one of {SQUASHES}")
+        self.liquid_kernel, self.liquid_degree, self.liquid_squash = liquid_kernel, liquid_degree, liquid_squash
         self.d_model, self.d_state, self.l_max, self.channels = d_model, d_state, l_max, channels
         self.dt_min, self.dt_max, self.init, self.disc = dt_min, dt_max, init, disc
         self.bidirectional, self.transposed, self.lr = bidirectional, transposed, lr
@@ -130,9 +148,15 @@ class SSMLayer(nn.Module):
     def _init_ssm(self) -> None:
         raise NotImplementedError
 
+    def _kernels(self, L: int, rate: float = 1.0, powers: tuple[int, ...] = (), L_powers: int = 0):
+        """(K, K_p): K (n_c, H, L) the kernel C A_bar^l B_bar, and for each p in `powers` the kernel
+        C A_bar^l B_bar^p for l < L_powers, stacked (len(powers), n_c, H, L_powers) (None if no powers).
+        n_c = channels * (2 if bidirectional else 1)."""
+        raise NotImplementedError
+
     def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
         """Convolution kernel (channels * (2 if bidirectional else 1), H, L)."""
-        raise NotImplementedError
+        return self._kernels(L, rate)[0]
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
         """The discrete causal system (forward direction) for stepping and state passing."""
@@ -199,22 +223,54 @@ class SSMLayer(nn.Module):
             lengths = self._check_lengths(lengths, B, L)
             mask = torch.arange(L, device=x.device) < lengths[:, None].to(x.device)  # (B, L)
             x = x * mask[:, None]
-        k = self.kernel(L, rate)  # (C or 2C, H, L)
-        if self.bidirectional:
-            k = bidirectional_kernel(*k.chunk(2, dim=0))
-        y = fftconv(x, k)  # (B, C, H, L)
-        next_state = None
+        hist = None
         if state is not None:
             if self.bidirectional:
                 raise ValueError(f"{type(self).__name__}: state passing needs a causal layer; this one is bidirectional")
             self._check_state(state, B)
-            sys = self.discrete(rate)
+            state, hist = self._split_state(state)
+        if self.liquid_kernel is None:
+            k = self.kernel(L, rate)  # (C or 2C, H, L)
+            y = fftconv_sum(x[:, None], self._main_kernel(k)[None])  # (B, C, H, L)
+        else:
+            y, v = self._liquid_conv(x, hist, L, rate)
+        next_state = None
+        if state is not None:
+            sys = self._system(rate)
             y = y + sys.state_output(state, L)
-            next_state = sys.next_state(x, state, lengths)
+            extra = (sys.liquid_B, v) if self.liquid_kernel == "kb" else None
+            next_state = sys.next_state(x, state, lengths, extra)
+            if self.liquid_kernel is not None:
+                next_state = self._join_state(next_state, last_inputs(x, self.liquid_degree - 1, hist, lengths))
         y = self._output(y, x)  # (B, L, H)
         if mask is not None:
             y = y * mask[..., None]
         return (y.transpose(1, 2) if self.transposed else y), next_state
+
+    def _main_kernel(self, k: torch.Tensor) -> torch.Tensor:
+        return bidirectional_kernel(*k.chunk(2, dim=0)) if self.bidirectional else k
+
+    def _liquid_conv(self, x: torch.Tensor, hist: torch.Tensor | None, L: int, rate: float):
+        """Convolution plus liquid terms. x (B, H, L) -> y (B, C, H, L) and the causal correlation
+        signal v (B, P-1, H, L) (needed for the next state)."""
+        P, C, kb = self.liquid_degree, self.channels, self.liquid_kernel == "kb"
+        k, kp = self._kernels(L, rate, tuple(range(2, P + 1)), L if kb else 1)  # (n_c, H, L), (P-1, n_c, H, .)
+        v = correlation(x, P, hist, self.liquid_squash)  # (B, P-1, H, L)
+        w = anticorrelation(x, P, self.liquid_squash) if self.bidirectional else None
+        if kb:  # every liquid signal gets its own kernel; all are summed before one inverse FFT
+            signals, kernels = [x[:, None], v], [self._main_kernel(k)[None], kp[:, :C]]
+            if self.bidirectional:
+                kernels[1] = nn.functional.pad(kernels[1], (0, L))
+                signals.append(w)
+                kernels.append(anticausal_kernel(kp[:, C:]))
+            return fftconv_sum(torch.cat(signals, 1), torch.cat(kernels)), v
+        y = fftconv_sum(x[:, None], self._main_kernel(k)[None])
+        coef = kp[..., 0]  # (P-1, n_c, H): C B_bar^p
+        for p in range(P - 1):
+            y = y + coef[p, :C, :, None] * v[:, p, None]
+            if self.bidirectional:  # anti-causal: the product of the p following inputs
+                y = y + coef[p, C:, :, None] * shift_left(w[:, p])[:, None]
+        return y, v
 
     def _output(self, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """D skip, activation, dropout, position-wise linear (+GLU). y (B, C, H, L), u (B, H, L) -> (B, L, H)."""
@@ -224,24 +280,48 @@ class SSMLayer(nn.Module):
 
     # ---- recurrent mode ----------------------------------------------------------------------
     def default_state(self, batch_size: int) -> torch.Tensor:
-        """Zero state (batch_size, H, N) (complex for S4/S4D: the stored half of conjugate pairs)."""
+        """Zero state (batch_size, H, N') where N' = N/2 complex entries (the stored half of conjugate
+        pairs) for S4/S4D, N real entries for LSSL. Liquid layers append the last P-1 inputs (as real
+        parts): N' = N/2 + P - 1."""
         n = self.d_state // 2 if self.even_state else self.d_state
+        if self.liquid_kernel is not None:
+            n += self.liquid_degree - 1
         dtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(self._dtype) if self.even_state else self._dtype
         return torch.zeros(batch_size, self.d_model, n, dtype=dtype, device=self.D.device)
+
+    def _split_state(self, state: torch.Tensor):
+        """(SSM state, input history (B, H, P-1) real, oldest first, or None)."""
+        if self.liquid_kernel is None:
+            return state, None
+        n = self.d_state // 2
+        return state[..., :n], state[..., n:].real
+
+    def _join_state(self, x: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, hist.to(x.dtype)], -1)
+
+    def _system(self, rate: float) -> DiscreteSSM:
+        """`discrete(rate)` with the liquid input vectors B_bar^p (liquid_B) and read-out
+        coefficients C B_bar^p (liquid_coef, (P-1, channels, H)) attached."""
+        sys = self.discrete(rate)
+        if self.liquid_kernel is not None:
+            sys.liquid_B = sys.powers_of_B(self.liquid_degree)
+            sys.liquid_coef = sys.output(sys._stored(sys.liquid_B))
+        return sys
 
     def _stepper(self, rate: float) -> DiscreteSSM:
         """Discrete system for stepping, recomputed whenever parameters change (cached otherwise)."""
         tensors = list(self.parameters()) + list(self.buffers())
         if torch.is_grad_enabled() and any(p.requires_grad for p in tensors):
-            return self.discrete(rate)  # differentiable, not cached
+            return self._system(rate)  # differentiable, not cached
         key = (rate, tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
         if self._step_cache is None or self._step_cache[0] != key:
             with torch.no_grad():
-                self._step_cache = (key, self.discrete(rate))
+                self._step_cache = (key, self._system(rate))
         return self._step_cache[1]
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float | None = None):
-        """One recurrent step. u_t: (B, H), state: (B, H, N). Returns (y_t (B, H), next_state)."""
+        """One recurrent step. u_t: (B, H), state: (B, H, N') (see `default_state`).
+        Returns (y_t (B, H), next_state)."""
         name = type(self).__name__
         if self.bidirectional:
             raise RuntimeError(f"{name}: a bidirectional layer sees the future and cannot run step by step")
@@ -253,12 +333,24 @@ class SSMLayer(nn.Module):
         self._check_state(state, u_t.shape[0])
         sys = self._stepper(self.rate if rate is None else rate)
         u_t = u_t.to(self._dtype)
-        state = sys.step(state, u_t)
-        y = self._output(sys.output(state)[..., None], u_t[..., None])  # (B, 1, H)
+        if self.liquid_kernel is None:
+            state = sys.step(state, u_t)
+            y = sys.output(state)
+        else:
+            x, hist = self._split_state(state)
+            v = correlation(u_t[..., None], self.liquid_degree, hist, self.liquid_squash)[..., 0]  # (B, P-1, H)
+            x = sys.step(x, u_t, (sys.liquid_B, v) if self.liquid_kernel == "kb" else None)
+            y = sys.output(x)
+            if self.liquid_kernel == "pb":
+                y = y + torch.einsum("pch,bph->bch", sys.liquid_coef, v)
+            state = self._join_state(x, torch.cat([hist[..., 1:], u_t[..., None]], -1))
+        y = self._output(y[..., None], u_t[..., None])  # (B, 1, H)
         return y[:, 0], state
 
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, l_max={self.l_max}, channels={self.channels}, "
             f"init={self.init!r}, disc={self.disc!r}, bidirectional={self.bidirectional}"
+            + (f", liquid_kernel={self.liquid_kernel!r}, liquid_degree={self.liquid_degree}" if self.liquid_kernel else "")
+            + (f", liquid_squash={self.liquid_squash!r}" if self.liquid_squash else "")
         )

@@ -45,9 +45,11 @@ class LSSL(SSMLayer):
         A = self.A.expand(self.d_model, -1, -1)
         return discretize_dense(self.disc, A, self.B, self._dt(rate))
 
-    def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
+    supports_liquid = False
+
+    def _kernels(self, L: int, rate: float = 1.0, powers: tuple[int, ...] = (), L_powers: int = 0):
         dA, dB = self.dense(rate)
-        return krylov(dA, dB, self.C, L)  # (C, H, L)
+        return krylov(dA, dB, self.C, L), None  # (C, H, L)
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
         dA, dB = self.dense(rate)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.discretize import discretize_gbt
+from ..ops.discretize import discretize_gbt, dplr_bilinear_B, dplr_bilinear_B_inverse
 from ..ops.hippo import MEASURES, nplr
 from ..ops.kernels import kernel_dplr
 from ..ops.state import DiscreteSSM
@@ -97,9 +97,17 @@ class S4(SSMLayer):
         self.C.copy_(torch.view_as_real(C[..., :N2].contiguous()))
         self.l_kernel.fill_(Lk)
 
-    def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
+    def _kernels(self, L: int, rate: float = 1.0, powers: tuple[int, ...] = (), L_powers: int = 0):
+        """The kernels for B_bar^p come from the same Cauchy/Woodbury evaluation: B_bar^p (elementwise,
+        eigenbasis) is mapped back to the continuous input vector B_p = (1/dt)(I - dt/2 A) B_bar^p,
+        which `kernel_dplr` discretizes to exactly B_bar^p."""
         lam, dt = self._Lambda(), self._dt(rate)
         P, B = torch.view_as_complex(self.P), torch.view_as_complex(self.B)
+        Bs = B[None]
+        if powers:
+            dB = dplr_bilinear_B(lam, P, B, dt)
+            Bp = dplr_bilinear_B_inverse(lam, P, torch.stack([dB**p for p in powers]), dt)
+            Bs = torch.cat([Bs, Bp])  # (1 + len(powers), H, N/2)
         if rate == 1.0:
             self._setup_length(L)
             C, Lk = torch.view_as_complex(self.C), int(self.l_kernel)
@@ -108,7 +116,8 @@ class S4(SSMLayer):
             C = self._C_true()
             C = (C - _times_power(C, dA, L))[..., : self.d_state // 2]
             Lk = L
-        return kernel_dplr(lam, P, B[None], C, dt, Lk)[0, ..., :L]  # (C, H, L)
+        K = kernel_dplr(lam, P, Bs, C, dt, Lk)  # (1 + len(powers), n_c, H, Lk)
+        return K[0, ..., :L], (K[1:, ..., :L_powers] if powers else None)
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
         dA, dB = self.dense(rate)

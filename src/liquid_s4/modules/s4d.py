@@ -85,9 +85,14 @@ class S4D(SSMLayer):
         log_dA = dt * A if self.disc == "zoh" else torch.log(dA)
         return dA, log_dA, dB
 
-    def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
+    def _kernels(self, L: int, rate: float = 1.0, powers: tuple[int, ...] = (), L_powers: int = 0):
         _, log_dA, dB = self._discretize(rate)
-        return vandermonde(torch.view_as_complex(self.C) * dB, log_dA, L)  # (C, H, L)
+        C = torch.view_as_complex(self.C)  # (n_c, H, N/2)
+        K = vandermonde(C * dB, log_dA, L)  # (n_c, H, L)
+        if not powers:
+            return K, None
+        w = C * torch.stack([dB**p for p in powers])[:, None]  # (len(powers), n_c, H, N/2)
+        return K, vandermonde(w, log_dA, L_powers)
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
         dA, log_dA, dB = self._discretize(rate)

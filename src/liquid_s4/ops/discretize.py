@@ -64,3 +64,35 @@ def discretize_dense(disc: str, A, B, dt):
     if disc == "zoh":
         return discretize_dense_zoh(A, B, dt)
     return discretize_gbt(A, B, dt, 0.5)
+
+
+# ---- DPLR A = Lambda - P P^* in half (conjugate-pair) storage ----------------------------------
+# A vector stored as its half x (N/2 modes) stands for [x, conj(x)], so P_i^* x = 2 Re(sum conj(P_i) x).
+
+
+def _pstar(P: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """P_i^* x for conjugate-symmetric x: (r, H, N2), (..., H, N2) -> (..., r, H), real."""
+    return 2 * torch.einsum("rhn,...hn->...rh", P.conj(), x).real
+
+
+def dplr_bilinear_B(Lambda: torch.Tensor, P: torch.Tensor, B: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+    """B_bar = dt (I - dt/2 A)^{-1} B for A = Lambda - P P^*, by Woodbury (no N x N solve).
+
+    With D = 1 - dt/2 Lambda:  (D + dt/2 P P^*)^{-1} = D^{-1} - D^{-1} P ((2/dt) I + P^* D^{-1} P)^{-1} P^* D^{-1}.
+    Lambda (H, N2), P (r, H, N2), B (..., H, N2), dt (H,). Returns (..., H, N2)."""
+    Dinv = 1.0 / (1.0 - dt[:, None] / 2 * Lambda)  # (H, N2)
+    y = dt[:, None] * B * Dinv
+    r = P.shape[0]
+    S = _pstar(P, P * Dinv)  # (r, r, H): S[j, i] = P_i^* D^{-1} P_j
+    S = S.permute(2, 1, 0) + torch.diag_embed((2.0 / dt)[:, None].expand(-1, r))  # (H, r, r)
+    rhs = _pstar(P, y).movedim(-2, -1)[..., None]  # (..., H, r, 1)
+    coef = torch.linalg.solve(S.to(rhs.dtype), rhs)[..., 0].movedim(-1, -2)  # (..., r, H)
+    return y - Dinv * torch.einsum("rhn,...rh->...hn", P, coef.to(P.dtype))
+
+
+def dplr_bilinear_B_inverse(Lambda: torch.Tensor, P: torch.Tensor, dB: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+    """The continuous B with `dplr_bilinear_B(Lambda, P, B, dt) == dB`: B = (1/dt) (I - dt/2 A) B_bar.
+
+    (I - dt/2 A) x = (1 - dt/2 Lambda) x + dt/2 P (P^* x). Shapes as `dplr_bilinear_B`."""
+    Mx = (1.0 - dt[:, None] / 2 * Lambda) * dB + dt[:, None] / 2 * torch.einsum("rhn,...rh->...hn", P, _pstar(P, dB).to(P.dtype))
+    return Mx / dt[:, None]

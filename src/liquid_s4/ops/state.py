@@ -106,13 +106,26 @@ class DiscreteSSM:
         y = torch.einsum("chn,bhn->bch", self.C, x)
         return 2 * y.real if self.conj else y
 
-    def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """x_k = A_bar x_{k-1} + B_bar u_k. x (B, H, N), u (B, H)."""
+    def _stored(self, v: torch.Tensor) -> torch.Tensor:
+        """An input vector in the layout of the stored state (the first half for dense conj systems)."""
+        return self._half(v) if self.conj and not self.diagonal else v
+
+    def powers_of_B(self, degree: int) -> torch.Tensor:
+        """B_bar^p (elementwise, in the state coordinates) for p = 2..degree: (degree - 1, H, .), laid out like dB."""
+        return torch.stack([self.dB**p for p in range(2, degree + 1)])
+
+    def step(self, x: torch.Tensor, u: torch.Tensor, extra=None) -> torch.Tensor:
+        """x_k = A_bar x_{k-1} + B_bar u_k (+ sum_p B_p v_p with extra = (B_p (S, H, .), v (B, S, H))).
+        x (B, H, N), u (B, H)."""
         if self.diagonal:
-            return self.dA * x + self.dB * u[..., None]
-        rows = self.dA[:, : self.N]  # only the stored half of the new state is needed
-        dB = self._half(self.dB) if self.conj else self.dB
-        return (rows @ self._full(x)[..., None])[..., 0] + dB * u[..., None]
+            x = self.dA * x + self.dB * u[..., None]
+        else:
+            rows = self.dA[:, : self.N]  # only the stored half of the new state is needed
+            x = (rows @ self._full(x)[..., None])[..., 0] + self._stored(self.dB) * u[..., None]
+        if extra is not None:
+            Bp, v = extra
+            x = x + torch.einsum("shn,bsh->bhn", self._stored(Bp), v.to(Bp.dtype))
+        return x
 
     def state_output(self, x0: torch.Tensor, L: int) -> torch.Tensor:
         """Contribution of the initial state to y_l: C A_bar^{l+1} x0, shape (B, Ch, H, L)."""
@@ -126,13 +139,19 @@ class DiscreteSSM:
         y = krylov(self.dA, b, self._full(self.C), L)
         return y.real if y.is_complex() else y
 
-    def next_state(self, u: torch.Tensor, x0: torch.Tensor, lengths=None) -> torch.Tensor:
-        """State after the inputs u (B, H, L) (each sequence up to its length), started at x0."""
+    def next_state(self, u: torch.Tensor, x0: torch.Tensor, lengths=None, extra=None) -> torch.Tensor:
+        """State after the inputs u (B, H, L) (each sequence up to its length), started at x0.
+        extra = (B_p (S, H, .), v (B, S, H, L)): further inputs sum_p B_p v_p, as in `step`."""
         L = u.shape[-1]
         n = L if lengths is None else lengths
-        u_rev = reverse_within(u, lengths)
+        inputs = [(self.dB, u)] + ([] if extra is None else list(zip(extra[0], extra[1].unbind(1))))
         if self.diagonal:
             steps = n if isinstance(n, int) else n.view(-1, 1, 1)
-            return self.dB * scan_diag(self.log_dA, u_rev) + torch.exp(steps * self.log_dA) * x0
-        x = scan_dense(self.dA, self.dB, u_rev) + power_apply(self.dA, self._full(x0), n)
+            x = torch.exp(steps * self.log_dA) * x0
+            for b, s in inputs:
+                x = x + b * scan_diag(self.log_dA, reverse_within(s, lengths))
+            return x
+        x = power_apply(self.dA, self._full(x0), n)
+        for b, s in inputs:
+            x = x + scan_dense(self.dA, b, reverse_within(s, lengths))
         return self._half(x) if self.conj else x

@@ -1,0 +1,79 @@
+"""Correlation signals of the liquid (input-dependent) state transition of Liquid-S4.
+
+The linearized liquid time-constant SSM of Hasani et al. (2023) is, after discretization,
+
+    x_k = (A_bar + diag(B_bar) u_k) x_{k-1} + B_bar u_k,    y_k = C x_k + D u_k.
+
+Unrolled, a chain of p - 1 liquid transitions in consecutive steps that ends at step j injects
+B_bar^p (elementwise power) times the correlation signal of degree p,
+
+    v^(p)_j = u_j u_{j-1} ... u_{j-p+1}       (inputs before the sequence start are 0),
+
+which then evolves under A_bar like any input. The liquid kernels keep these terms: PB the ones read
+out at once (C B_bar^p v^(p)_k), KB all of them (sum_l C A_bar^l B_bar^p v^(p)_{k-l}).
+The anti-causal half of a bidirectional layer runs the same recurrence backwards in time, so its
+signal is the product of the *following* inputs, w^(p)_j = u_j u_{j+1} ... u_{j+p-1}.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SQUASHES = (None, "tanh")
+
+
+def correlation(u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None) -> torch.Tensor:
+    """v^(p)_k = u_k u_{k-1} ... u_{k-p+1} for p = 2..degree.
+
+    u: (B, H, L). history: (B, H, degree - 1) inputs that preceded u, oldest first (zeros if None).
+    squash: None or "tanh" (applied to each v^(p), keeping high degrees bounded).
+    Returns (B, degree - 1, H, L).
+    """
+    L, P = u.shape[-1], degree
+    past = u.new_zeros(*u.shape[:-1], P - 1) if history is None else history.to(u.dtype)
+    ext = torch.cat([past, u], -1)  # ext[..., k + P - 1] = u_k
+    v, out = u, []
+    for p in range(2, P + 1):
+        v = v * ext[..., P - p : P - p + L]  # times u_{k-p+1}
+        out.append(v)
+    v = torch.stack(out, 1)
+    return torch.tanh(v) if squash == "tanh" else v
+
+
+def anticorrelation(u: torch.Tensor, degree: int, squash: str | None = None) -> torch.Tensor:
+    """w^(p)_k = u_k u_{k+1} ... u_{k+p-1} for p = 2..degree (inputs past the end are 0).
+
+    u: (B, H, L) -> (B, degree - 1, H, L)."""
+    return correlation(u.flip(-1), degree, squash=squash).flip(-1)
+
+
+def shift_left(v: torch.Tensor) -> torch.Tensor:
+    """out[..., k] = v[..., k + 1], with 0 at the end."""
+    return F.pad(v[..., 1:], (0, 1))
+
+
+def last_inputs(u: torch.Tensor, n: int, history: torch.Tensor | None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """The n most recent inputs (oldest first) after reading u (B, H, L) on top of `history` (B, H, n),
+    each sequence up to its own length. Returns (B, H, n)."""
+    past = u.new_zeros(*u.shape[:-1], n) if history is None else history.to(u.dtype)
+    ext = torch.cat([past, u], -1)  # (B, H, n + L)
+    if lengths is None:
+        return ext[..., -n:] if n else ext[..., :0]
+    idx = lengths.view(-1, 1, 1) + torch.arange(n, device=u.device)  # positions len .. len + n - 1
+    return torch.gather(ext, -1, idx.expand(*u.shape[:-1], n))
+
+
+def correlation_ref(u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None) -> torch.Tensor:
+    """Loop reference for `correlation`: one explicit product per (p, k)."""
+    B, H, L = u.shape
+    seq = [history[..., i] for i in range(degree - 1)] if history is not None else [torch.zeros_like(u[..., 0])] * (degree - 1)
+    seq = seq + [u[..., k] for k in range(L)]
+    out = torch.zeros(B, degree - 1, H, L, dtype=u.dtype, device=u.device)
+    for p in range(2, degree + 1):
+        for k in range(L):
+            prod = torch.ones_like(u[..., 0])
+            for i in range(p):
+                prod = prod * seq[k + degree - 1 - i]
+            out[:, p - 2, :, k] = torch.tanh(prod) if squash == "tanh" else prod
+    return out

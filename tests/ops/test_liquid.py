@@ -1,0 +1,59 @@
+"""Correlation signals, input history and the multi-signal FFT convolution."""
+
+import pytest
+import torch
+
+from liquid_s4.ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
+from liquid_s4.ops.liquid import anticorrelation, correlation, correlation_ref, last_inputs, shift_left
+
+
+@pytest.mark.parametrize("degree", [2, 3, 5])
+@pytest.mark.parametrize("squash", [None, "tanh"])
+def test_correlation_matches_loop_reference(degree, squash):
+    u = torch.randn(2, 3, 9, dtype=torch.float64)
+    assert torch.equal(correlation(u, degree, squash=squash), correlation_ref(u, degree, squash=squash))
+    hist = torch.randn(2, 3, degree - 1, dtype=torch.float64)
+    assert torch.allclose(correlation(u, degree, hist, squash), correlation_ref(u, degree, hist, squash))
+
+
+def test_correlation_by_hand():
+    u = torch.tensor([[[2.0, 3.0, 5.0, 7.0]]])
+    v = correlation(u, 3)
+    assert v[0, 0, 0].tolist() == [0.0, 6.0, 15.0, 35.0]  # u_k u_{k-1}
+    assert v[0, 1, 0].tolist() == [0.0, 0.0, 30.0, 105.0]  # u_k u_{k-1} u_{k-2}
+    w = anticorrelation(u, 3)
+    assert w[0, 0, 0].tolist() == [6.0, 15.0, 35.0, 0.0]  # u_k u_{k+1}
+    assert w[0, 1, 0].tolist() == [30.0, 105.0, 0.0, 0.0]
+    assert shift_left(u)[0, 0].tolist() == [3.0, 5.0, 7.0, 0.0]
+    v_h = correlation(u, 3, history=torch.tensor([[[11.0, 13.0]]]))
+    assert v_h[0, 1, 0].tolist() == [2 * 13 * 11.0, 3 * 2 * 13.0, 30.0, 105.0]
+
+
+def test_last_inputs_with_lengths_and_short_chunks():
+    hist = torch.tensor([[[1.0, 2.0, 3.0]], [[4.0, 5.0, 6.0]], [[7.0, 8.0, 9.0]]])  # (B=3, H=1, n=3)
+    u = torch.tensor([[[10.0, 11.0, 12.0, 13.0]], [[20.0, 21.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 0.0]]])
+    lengths = torch.tensor([4, 2, 0])
+    out = last_inputs(u, 3, hist, lengths)
+    assert out[:, 0].tolist() == [[11.0, 12.0, 13.0], [6.0, 20.0, 21.0], [7.0, 8.0, 9.0]]
+    assert last_inputs(u[:, :, :1], 3, hist)[:, 0].tolist() == [[2.0, 3.0, 10.0], [5.0, 6.0, 20.0], [8.0, 9.0, 0.0]]
+
+
+def test_fftconv_sum_is_a_linear_convolution():
+    """Each (signal, kernel) pair is convolved without wrap-around, causal or strictly anti-causal."""
+    B, S, C, H, L = 2, 3, 2, 3, 17
+    u = torch.randn(B, S, H, L, dtype=torch.float64)
+    k = torch.randn(S, C, H, L, dtype=torch.float64)
+    y = fftconv_sum(u, k)
+    ref = torch.zeros(B, C, H, L, dtype=torch.float64)
+    for n in range(L):
+        for j in range(n + 1):
+            ref[..., n] += torch.einsum("schn,bshn->bch", k[..., n - j, None], u[..., j, None])
+    assert torch.allclose(y, ref, atol=1e-12)
+    kb = torch.randn(S, C, H, L, dtype=torch.float64)
+    y2 = fftconv_sum(u, anticausal_kernel(kb))
+    ref2 = torch.zeros(B, C, H, L, dtype=torch.float64)
+    for n in range(L):
+        for j in range(n + 1, L):
+            ref2[..., n] += torch.einsum("schn,bshn->bch", kb[..., j - n - 1, None], u[..., j, None])
+    assert torch.allclose(y2, ref2, atol=1e-12)
+    assert torch.allclose(bidirectional_kernel(k, kb), torch.nn.functional.pad(k, (0, L)) + anticausal_kernel(kb))
