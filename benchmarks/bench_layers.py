@@ -1,13 +1,16 @@
-"""CPU speed and memory benchmark of the S4D, S4 and LSSL layers.
+"""CPU speed and memory benchmark of the S4D, S4 and LSSL layers and their Liquid-S4 variants.
 
 Run from the repository root:
 
     python benchmarks/bench_layers.py                       # all layers, all shapes, aligned table
     python benchmarks/bench_layers.py --markdown            # the same as a Markdown table (for the README)
     python benchmarks/bench_layers.py --layers S4D,S4 --shapes small --repeats 2 --json results.json
+    python benchmarks/bench_layers.py --layers liquid --shapes 2   # PB/KB against their plain bases
 
-For every (layer, shape) a fresh subprocess (`--worker LAYER B H N L`) builds the layer with
-d_model=H, d_state=N and default options, and times on a float32 input of shape (B, L, H):
+Layers: S4D, S4, LSSL (plain), and BASE-KINDDEGREE for the liquid kernels, e.g. S4-PB2 (= LiquidS4),
+S4D-KB3; "plain" and "liquid" name the two groups. For every (layer, shape) a fresh subprocess
+(`--worker LAYER B H N L`) builds the layer with d_model=H, d_state=N and default options, and
+times on a float32 input of shape (B, L, H):
   * fwd:      forward under torch.no_grad() in eval mode,
   * fwd+bwd:  forward, loss = y.square().mean(), backward, in train mode,
 as the median of --repeats runs after one warm-up run (at most 3 runs for L >= 16384). Peak
@@ -30,7 +33,19 @@ import sys
 import time
 
 SHAPES = [(16, 128, 64, 1024), (8, 128, 64, 4096), (2, 128, 64, 16384), (1, 256, 64, 65536)]  # (B, H, N, L)
-LAYERS = ("S4D", "S4", "LSSL")
+PLAIN = ("S4D", "S4", "LSSL")
+LIQUID = tuple(f"{base}-{kind}{degree}" for base in ("S4D", "S4") for kind in ("PB", "KB") for degree in (2, 3))
+LAYERS = PLAIN + LIQUID
+GROUPS = {"plain": PLAIN, "liquid": ("S4D", "S4") + LIQUID, "all": LAYERS}
+
+
+def build(name: str, H: int, N: int):
+    """The layer called `name` (see the module docstring) with d_model=H, d_state=N."""
+    import liquid_s4
+
+    base, _, liquid = name.partition("-")
+    kwargs = {"liquid_kernel": liquid[:2].lower(), "liquid_degree": int(liquid[2:])} if liquid else {}
+    return getattr(liquid_s4, base)(H, N, **kwargs)
 
 
 def peak_rss_kib() -> float:
@@ -62,10 +77,8 @@ def worker(layer: str, B: int, H: int, N: int, L: int, repeats: int, threads: in
     import torch
 
     torch.set_num_threads(threads)
-    import liquid_s4
-
     torch.manual_seed(0)
-    model = getattr(liquid_s4, layer)(H, N)
+    model = build(layer, H, N)
     u = torch.randn(B, L, H)
     base = current_rss_kib()
 
@@ -112,17 +125,21 @@ def fmt_mem(mib: float) -> str:
 
 
 def table(results: list[dict], markdown: bool) -> str:
-    head = ["layer", "B", "H", "N", "L", "fwd ms", "fwd+bwd ms", "peak delta", "peak total", "ratio to S4D fwd+bwd"]
-    s4d = {(r["B"], r["H"], r["N"], r["L"]): r["fwd_bwd_ms"] for r in results if r["layer"] == "S4D" and "error" not in r}
+    head = ["layer", "B", "H", "N", "L", "fwd ms", "fwd+bwd ms", "peak delta", "peak total", "fwd+bwd / S4D", "fwd+bwd / base"]
+    ok = {(r["layer"], r["B"], r["H"], r["N"], r["L"]): r["fwd_bwd_ms"] for r in results if "error" not in r}
     rows = []  # failed rows have 6 cells: the case and the error message
     for r in results:
         row = [r["layer"], *(str(r[k]) for k in "BHNL")]
         if "error" in r:
             rows.append(row + [r["error"]])
             continue
-        ref = s4d.get((r["B"], r["H"], r["N"], r["L"]))
-        ratio = f"{r['fwd_bwd_ms'] / ref:.2f}x" if ref else "-"
-        rows.append(row + [f"{r['fwd_ms']:.1f}", f"{r['fwd_bwd_ms']:.1f}", fmt_mem(r["peak_delta_mib"]), fmt_mem(r["peak_rss_mib"]), ratio])
+        shape = (r["B"], r["H"], r["N"], r["L"])
+        ratios = []
+        for ref_layer in ("S4D", r["layer"].partition("-")[0] if "-" in r["layer"] else None):
+            ref = ok.get((ref_layer, *shape))
+            ratios.append(f"{r['fwd_bwd_ms'] / ref:.2f}x" if ref else "-")
+        times = [f"{r['fwd_ms']:.1f}", f"{r['fwd_bwd_ms']:.1f}"]
+        rows.append(row + times + [fmt_mem(r["peak_delta_mib"]), fmt_mem(r["peak_rss_mib"]), *ratios])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|:---|" + "---:|" * (len(head) - 1)]
         return "\n".join(lines + ["| " + " | ".join(row + [""] * (len(head) - len(row))) + " |" for row in rows])
@@ -165,7 +182,7 @@ def parse_shapes(spec: str) -> list[tuple[int, ...]]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--layers", default=",".join(LAYERS), help="comma-separated subset of S4D,S4,LSSL")
+    p.add_argument("--layers", default="all", help=f"comma-separated layers and/or groups: {','.join(LAYERS)}; groups {','.join(GROUPS)}")
     p.add_argument("--shapes", default="all", help="'all', 'small' (first shape only), or comma-separated indices 0-3 / BxHxNxL; "
                    + "shapes (B,H,N,L): " + ", ".join(f"{i}={s}" for i, s in enumerate(SHAPES)))  # fmt: skip
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (at most 3 for L >= 16384)")
@@ -180,9 +197,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(worker(layer, *map(int, shape), args.repeats, args.threads)))
         return
 
-    layers = [x.strip() for x in args.layers.split(",") if x.strip()]
+    layers = []
+    for x in (x.strip() for x in args.layers.split(",") if x.strip()):
+        layers += [y for y in GROUPS.get(x, (x,)) if y not in layers]
     if bad := [x for x in layers if x not in LAYERS]:
-        p.error(f"unknown layers {bad}; choose from {','.join(LAYERS)}")
+        p.error(f"unknown layers {bad}; choose from {','.join(LAYERS)} or the groups {','.join(GROUPS)}")
     try:
         shapes = parse_shapes(args.shapes)
     except (ValueError, IndexError) as e:

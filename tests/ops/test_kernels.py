@@ -138,3 +138,11 @@ def test_fast_kernels_never_build_an_HNL_tensor(monkeypatch):
         with LargestTensor() as big:
             fn().square().sum().backward()
         assert big.numel < limit, big.numel
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 16])
+def test_irfft_first_equals_inverse_fft(n):
+    from liquid_s4.ops.kernels import irfft_first
+
+    X = torch.randn(3, n // 2 + 1, dtype=torch.complex128)
+    assert torch.allclose(irfft_first(X, n), torch.fft.irfft(X, n=n)[..., 0], atol=1e-14)

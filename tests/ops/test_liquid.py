@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from liquid_s4.ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
-from liquid_s4.ops.liquid import anticorrelation, correlation, correlation_ref, last_inputs, shift_left
+from liquid_s4.ops.liquid import anticorrelation, correlation, correlation_ref, delayed, last_inputs
 
 
 @pytest.mark.parametrize("degree", [2, 3, 5])
@@ -24,7 +24,10 @@ def test_correlation_by_hand():
     w = anticorrelation(u, 3)
     assert w[0, 0, 0].tolist() == [6.0, 15.0, 35.0, 0.0]  # u_k u_{k+1}
     assert w[0, 1, 0].tolist() == [30.0, 105.0, 0.0, 0.0]
-    assert shift_left(u)[0, 0].tolist() == [3.0, 5.0, 7.0, 0.0]
+    assert delayed(u, -1)[0, 0].tolist() == [3.0, 5.0, 7.0, 0.0]
+    assert delayed(u, 2)[0, 0].tolist() == [0.0, 0.0, 2.0, 3.0]
+    assert delayed(u, 2, torch.tensor([[[11.0, 13.0]]]))[0, 0].tolist() == [11.0, 13.0, 2.0, 3.0]
+    assert delayed(u, 4).abs().sum() == 0 and delayed(u, -5).abs().sum() == 0
     v_h = correlation(u, 3, history=torch.tensor([[[11.0, 13.0]]]))
     assert v_h[0, 1, 0].tolist() == [2 * 13 * 11.0, 3 * 2 * 13.0, 30.0, 105.0]
 
@@ -43,14 +46,14 @@ def test_fftconv_sum_is_a_linear_convolution():
     B, S, C, H, L = 2, 3, 2, 3, 17
     u = torch.randn(B, S, H, L, dtype=torch.float64)
     k = torch.randn(S, C, H, L, dtype=torch.float64)
-    y = fftconv_sum(u, k)
+    y = fftconv_sum(u.unbind(1), k.unbind(0))
     ref = torch.zeros(B, C, H, L, dtype=torch.float64)
     for n in range(L):
         for j in range(n + 1):
             ref[..., n] += torch.einsum("schn,bshn->bch", k[..., n - j, None], u[..., j, None])
     assert torch.allclose(y, ref, atol=1e-12)
     kb = torch.randn(S, C, H, L, dtype=torch.float64)
-    y2 = fftconv_sum(u, anticausal_kernel(kb))
+    y2 = fftconv_sum(u.unbind(1), anticausal_kernel(kb).unbind(0))
     ref2 = torch.zeros(B, C, H, L, dtype=torch.float64)
     for n in range(L):
         for j in range(n + 1, L):

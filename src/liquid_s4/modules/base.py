@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
-from ..ops.liquid import SQUASHES, anticorrelation, correlation, last_inputs, shift_left
+from ..ops.liquid import SQUASHES, anticorrelations, correlation, correlations, delayed, last_inputs
 from ..ops.state import DiscreteSSM
 
 ACTIVATIONS = {
@@ -229,20 +229,21 @@ class SSMLayer(nn.Module):
                 raise ValueError(f"{type(self).__name__}: state passing needs a causal layer; this one is bidirectional")
             self._check_state(state, B)
             state, hist = self._split_state(state)
+        v = skip = None  # KB correlation signal (for the next state); input-dependent D of the PB kernel
         if self.liquid_kernel is None:
             k = self.kernel(L, rate)  # (C or 2C, H, L)
-            y = fftconv_sum(x[:, None], self._main_kernel(k)[None])  # (B, C, H, L)
+            y = fftconv_sum([x], [self._main_kernel(k)])  # (B, C, H, L)
         else:
-            y, v = self._liquid_conv(x, hist, L, rate)
+            y, v, skip = self._liquid_conv(x, hist, L, rate)
         next_state = None
         if state is not None:
             sys = self._system(rate)
             y = y + sys.state_output(state, L)
-            extra = (sys.liquid_B, v) if self.liquid_kernel == "kb" else None
+            extra = (sys.liquid_B, v) if v is not None else None
             next_state = sys.next_state(x, state, lengths, extra)
             if self.liquid_kernel is not None:
                 next_state = self._join_state(next_state, last_inputs(x, self.liquid_degree - 1, hist, lengths))
-        y = self._output(y, x)  # (B, L, H)
+        y = self._output(y, x, skip)  # (B, L, H)
         if mask is not None:
             y = y * mask[..., None]
         return (y.transpose(1, 2) if self.transposed else y), next_state
@@ -251,30 +252,41 @@ class SSMLayer(nn.Module):
         return bidirectional_kernel(*k.chunk(2, dim=0)) if self.bidirectional else k
 
     def _liquid_conv(self, x: torch.Tensor, hist: torch.Tensor | None, L: int, rate: float):
-        """Convolution plus liquid terms. x (B, H, L) -> y (B, C, H, L) and the causal correlation
-        signal v (B, P-1, H, L) (needed for the next state)."""
+        """Convolution plus liquid terms. x (B, H, L) -> (y (B, C, H, L), v, skip): v the causal
+        correlation signals [(B, H, L)] * (P-1) when the next state needs them (KB), else None; skip
+        an input-dependent replacement of D (B, C, H, L) carrying the causal PB terms, or None."""
         P, C, kb = self.liquid_degree, self.channels, self.liquid_kernel == "kb"
         k, kp = self._kernels(L, rate, tuple(range(2, P + 1)), L if kb else 1)  # (n_c, H, L), (P-1, n_c, H, .)
-        v = correlation(x, P, hist, self.liquid_squash)  # (B, P-1, H, L)
-        w = anticorrelation(x, P, self.liquid_squash) if self.bidirectional else None
+        w = anticorrelations(x, P, self.liquid_squash) if self.bidirectional else None
         if kb:  # every liquid signal gets its own kernel; all are summed before one inverse FFT
-            signals, kernels = [x[:, None], v], [self._main_kernel(k)[None], kp[:, :C]]
+            v = correlations(x, P, hist, self.liquid_squash)
+            kf = kp[:, :C] if not self.bidirectional else nn.functional.pad(kp[:, :C], (0, L))
+            signals, kernels = [x, *v], [self._main_kernel(k), *kf.unbind(0)]
             if self.bidirectional:
-                kernels[1] = nn.functional.pad(kernels[1], (0, L))
-                signals.append(w)
-                kernels.append(anticausal_kernel(kp[:, C:]))
-            return fftconv_sum(torch.cat(signals, 1), torch.cat(kernels)), v
-        y = fftconv_sum(x[:, None], self._main_kernel(k)[None])
-        coef = kp[..., 0]  # (P-1, n_c, H): C B_bar^p
-        for p in range(P - 1):
-            y = y + coef[p, :C, :, None] * v[:, p, None]
-            if self.bidirectional:  # anti-causal: the product of the p following inputs
-                y = y + coef[p, C:, :, None] * shift_left(w[:, p])[:, None]
-        return y, v
+                signals += w
+                kernels += anticausal_kernel(kp[:, C:]).unbind(0)
+            return fftconv_sum(signals, kernels), v, None
+        y = fftconv_sum([x], [self._main_kernel(k)])
+        coef = kp[..., 0, None]  # (P-1, n_c, H, 1): C B_bar^p
+        if self.bidirectional:  # anti-causal: C_b B_bar^p times the product of the p following inputs
+            for p in range(P - 1):
+                y = y + coef[p, C:] * delayed(w[p], -1)[:, None]
+        if self.liquid_squash is None:
+            # sum_p c_p u_k u_{k-1}..u_{k-p+1} = u_k g_k with g_k = u_{k-1}(c_2 + u_{k-2}(c_3 + ...)) (Horner),
+            # so the causal PB terms fold into the D skip: y + (D + g) u, no (B, P-1, H, L) signals needed
+            c = coef[:, :C]  # c[p - 2] = c_p
+            g = delayed(x, P - 1, hist)[:, None] * c[P - 2]
+            for i in range(P - 2, 0, -1):
+                g = delayed(x, i, hist)[:, None] * (c[i - 1] + g)
+            return y, None, self.D[..., None] + g
+        for p, v_p in enumerate(correlations(x, P, hist, self.liquid_squash)):
+            y = y + coef[p, :C] * v_p[:, None]
+        return y, None, None
 
-    def _output(self, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """D skip, activation, dropout, position-wise linear (+GLU). y (B, C, H, L), u (B, H, L) -> (B, L, H)."""
-        y = y + self.D[..., None] * u[:, None]
+    def _output(self, y: torch.Tensor, u: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """D skip (or `skip` in its place), activation, dropout, position-wise linear (+GLU).
+        y (B, C, H, L), u (B, H, L) -> (B, L, H)."""
+        y = y + (self.D[..., None] if skip is None else skip) * u[:, None]
         y = self.dropout(self.activation(y.flatten(1, 2)))  # (B, C*H, L)
         return self.output_linear(y.transpose(1, 2))
 

@@ -7,7 +7,7 @@ import torch
 
 from ..ops.discretize import discretize_gbt, dplr_bilinear_B, dplr_bilinear_B_inverse
 from ..ops.hippo import MEASURES, nplr
-from ..ops.kernels import kernel_dplr
+from ..ops.kernels import irfft_first, kernel_dplr_hat
 from ..ops.state import DiscreteSSM
 from .base import SSMLayer
 
@@ -116,8 +116,13 @@ class S4(SSMLayer):
             C = self._C_true()
             C = (C - _times_power(C, dA, L))[..., : self.d_state // 2]
             Lk = L
-        K = kernel_dplr(lam, P, Bs, C, dt, Lk)  # (1 + len(powers), n_c, H, Lk)
-        return K[0, ..., :L], (K[1:, ..., :L_powers] if powers else None)
+        K_hat = kernel_dplr_hat(lam, P, Bs, C, dt, Lk)  # (1 + len(powers), n_c, H, Lk // 2 + 1)
+        if not powers:
+            return torch.fft.irfft(K_hat[0], n=Lk)[..., :L], None
+        if L_powers == 1:  # PB needs only K_p[0] = C B_bar^p
+            return torch.fft.irfft(K_hat[0], n=Lk)[..., :L], irfft_first(K_hat[1:], Lk)[..., None]
+        K = torch.fft.irfft(K_hat, n=Lk)
+        return K[0, ..., :L], K[1:, ..., :L_powers]
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
         dA, dB = self.dense(rate)

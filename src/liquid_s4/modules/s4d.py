@@ -88,11 +88,13 @@ class S4D(SSMLayer):
     def _kernels(self, L: int, rate: float = 1.0, powers: tuple[int, ...] = (), L_powers: int = 0):
         _, log_dA, dB = self._discretize(rate)
         C = torch.view_as_complex(self.C)  # (n_c, H, N/2)
-        K = vandermonde(C * dB, log_dA, L)  # (n_c, H, L)
         if not powers:
-            return K, None
-        w = C * torch.stack([dB**p for p in powers])[:, None]  # (len(powers), n_c, H, N/2)
-        return K, vandermonde(w, log_dA, L_powers)
+            return vandermonde(C * dB, log_dA, L), None  # (n_c, H, L)
+        w = C * torch.stack([dB] + [dB**p for p in powers])[:, None]  # (1 + len(powers), n_c, H, N/2)
+        if L_powers == L:  # one blocked evaluation for all
+            K = vandermonde(w, log_dA, L)
+            return K[0], K[1:]
+        return vandermonde(w[0], log_dA, L), vandermonde(w[1:], log_dA, L_powers)
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
         dA, log_dA, dB = self._discretize(rate)

@@ -22,20 +22,20 @@ def anticausal_kernel(k_bwd: torch.Tensor) -> torch.Tensor:
 def fftconv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """y[b, c, h, l] = sum_j k[c, h, l - j] u[b, h, j] (causal; or the 2L kernel of
     `bidirectional_kernel`). u (B, H, L), k (C, H, L) or (C, H, 2L). Returns (B, C, H, L)."""
-    return fftconv_sum(u[:, None], k[None])
+    return fftconv_sum([u], [k])
 
 
-def fftconv_sum(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def fftconv_sum(us, ks) -> torch.Tensor:
     """Several signals, each with its own kernel, summed in the frequency domain (one inverse FFT):
-    y[b, c, h, l] = sum_s sum_j k[s, c, h, l - j] u[b, s, h, j].
+    y[b, c, h, l] = sum_s sum_j ks[s][c, h, l - j] us[s][b, h, j].
 
-    u (B, S, H, L), k (S, C, H, L) causal or (S, C, H, 2L) (see `bidirectional_kernel`).
-    The FFT size is 2L, so a causal kernel of length L gives a true linear convolution."""
-    L = u.shape[-1]
+    us: sequence of (B, H, L); ks: sequence of (C, H, L) causal or (C, H, 2L) kernels (see
+    `bidirectional_kernel`). The FFT size is 2L, so a causal kernel of length L gives a true
+    linear convolution."""
+    L = us[0].shape[-1]
     n = 2 * L
-    u_f = torch.fft.rfft(u, n=n)  # (B, S, H, n/2+1)
-    k_f = torch.fft.rfft(k, n=n)  # (S, C, H, n/2+1)
-    y_f = u_f[:, 0, None] * k_f[0]
-    for s in range(1, u.shape[1]):
-        y_f = y_f + u_f[:, s, None] * k_f[s]
+    y_f = None
+    for u, k in zip(us, ks, strict=True):
+        t = torch.fft.rfft(u, n=n)[:, None] * torch.fft.rfft(k, n=n)  # (B, C, H, n/2+1)
+        y_f = t if y_f is None else y_f + t
     return torch.fft.irfft(y_f, n=n)[..., :L]

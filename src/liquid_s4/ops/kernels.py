@@ -126,7 +126,23 @@ def cauchy_ref(v, lam, a, b):
 
 
 def kernel_dplr(Lambda, P, B, C, dt, L: int, cauchy_fn=cauchy) -> torch.Tensor:
-    """Kernel of the bilinear discretization of A = Lambda - P P^* (conjugate pairs implied).
+    """Kernel of the bilinear discretization of A = Lambda - P P^*: irfft of `kernel_dplr_hat`.
+    Returns K (Kb, Ch, H, L), real."""
+    return torch.fft.irfft(kernel_dplr_hat(Lambda, P, B, C, dt, L, cauchy_fn), n=L)
+
+
+def irfft_first(X: torch.Tensor, n: int) -> torch.Tensor:
+    """irfft(X, n)[..., 0] without the inverse FFT: (Re X_0 + Re X_{n/2} [n even] + 2 sum Re X_k) / n."""
+    w = torch.full((X.shape[-1],), 2.0, dtype=X.real.dtype, device=X.device)
+    w[0] = 1.0
+    if n % 2 == 0:
+        w[-1] = 1.0
+    return (X.real @ w) / n
+
+
+def kernel_dplr_hat(Lambda, P, B, C, dt, L: int, cauchy_fn=cauchy) -> torch.Tensor:
+    """Generating function of the kernel of the bilinear discretization of A = Lambda - P P^*
+    (conjugate pairs implied) at the L-th roots of unity z_k, k = 0..L/2 (an rfft half).
 
     Stored are the N/2 modes Lambda (H, N/2), P (r, H, N/2), B (Kb, H, N/2) and
     C~ (Ch, H, N/2) = C (I - A_bar^L); the other half of each vector is its conjugate.
@@ -138,7 +154,7 @@ def kernel_dplr(Lambda, P, B, C, dt, L: int, cauchy_fn=cauchy) -> torch.Tensor:
     and with the Cauchy sums k_xy(z) = sum_n x_n y_n / ((2/dt)(1 - z) - (1 + z) Lambda_n),
     Woodbury gives K^ = 2 [k_CB - (1+z) k_CP (I + (1+z) k_P*P)^{-1} k_P*B].
     This form has no 1/(1+z) factor, so it stays finite (values and gradients) at z = -1.
-    Returns K (Kb, Ch, H, L), real.
+    Returns K^ (Kb, Ch, H, L // 2 + 1), complex.
     """
     Ch, r, Kb = C.shape[0], P.shape[0], B.shape[0]
     H, N2 = Lambda.shape
@@ -152,15 +168,17 @@ def kernel_dplr(Lambda, P, B, C, dt, L: int, cauchy_fn=cauchy) -> torch.Tensor:
     v = torch.cat([v, v.conj()], -1).flatten(0, 1)
     lam = torch.cat([Lambda, Lambda.conj()], -1)
     kk = cauchy_fn(v, lam, a, b).view(Ch + r, Kb + r, H, -1)
-    k_CB, k_CP, k_PB, k_PP = kk[:Ch, :Kb], kk[:Ch, Kb:], kk[Ch:, :Kb], kk[Ch:, Kb:]
+    # split (not slicing) so that the backward pass concatenates instead of zero-filling full copies
+    (k_CB, k_PB), (k_CP, k_PP) = ([t for t in half.split([Ch, r], 0)] for half in kk.split([Kb, r], 1))
     if r == 1:
-        K_hat = 2 * (k_CB - b * k_CP * k_PB / (1 + b * k_PP[0, 0]))  # (Ch, Kb, H, F)
+        q = b * k_CP / (1 + b * k_PP)  # (Ch, 1, H, F): one division, shared by all Kb input vectors
+        K_hat = 2 * (k_CB - q * k_PB)  # (Ch, Kb, H, F)
     else:
         eye = torch.eye(r, dtype=kk.dtype, device=kk.device)
         M = eye + b[:, None, None] * k_PP.permute(2, 3, 0, 1)  # (H, F, r, r)
         X = torch.linalg.solve(M, k_PB.permute(2, 3, 0, 1))  # (H, F, r, Kb)
         K_hat = 2 * (k_CB - b * torch.einsum("crhf,hfrk->ckhf", k_CP, X))
-    return torch.fft.irfft(K_hat, n=L).transpose(0, 1)
+    return K_hat.transpose(0, 1)
 
 
 # --------------------------------------------------------------------------------------------

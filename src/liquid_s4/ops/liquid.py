@@ -23,34 +23,46 @@ import torch.nn.functional as F
 SQUASHES = (None, "tanh")
 
 
-def correlation(u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None) -> torch.Tensor:
-    """v^(p)_k = u_k u_{k-1} ... u_{k-p+1} for p = 2..degree.
+def delayed(u: torch.Tensor, i: int, history: torch.Tensor | None = None) -> torch.Tensor:
+    """u_{k-i} for u (..., L), with `history` (..., n >= i) supplying the inputs before the start
+    (oldest first; zeros if None). Negative i gives the following inputs u_{k+|i|}, zeros past the end.
+    Without history this is one pad (a negative pad crops), whose backward is another pad."""
+    L = u.shape[-1]
+    if history is not None and i > 0:
+        n = history.shape[-1]
+        return torch.cat([history.to(u.dtype), u], -1)[..., n - i : n - i + L]
+    return F.pad(u, (i, -i)) if abs(i) < L else torch.zeros_like(u)
+
+
+def correlations(u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None) -> list[torch.Tensor]:
+    """[v^(2), ..., v^(degree)], v^(p)_k = u_k u_{k-1} ... u_{k-p+1}, each (B, H, L).
 
     u: (B, H, L). history: (B, H, degree - 1) inputs that preceded u, oldest first (zeros if None).
-    squash: None or "tanh" (applied to each v^(p), keeping high degrees bounded).
-    Returns (B, degree - 1, H, L).
-    """
-    L, P = u.shape[-1], degree
-    past = u.new_zeros(*u.shape[:-1], P - 1) if history is None else history.to(u.dtype)
-    ext = torch.cat([past, u], -1)  # ext[..., k + P - 1] = u_k
+    squash: None or "tanh" (applied to each v^(p), keeping high degrees bounded)."""
     v, out = u, []
-    for p in range(2, P + 1):
-        v = v * ext[..., P - p : P - p + L]  # times u_{k-p+1}
+    for p in range(2, degree + 1):
+        v = v * delayed(u, p - 1, history)
         out.append(v)
-    v = torch.stack(out, 1)
-    return torch.tanh(v) if squash == "tanh" else v
+    return [torch.tanh(t) for t in out] if squash == "tanh" else out
+
+
+def correlation(u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None) -> torch.Tensor:
+    """`correlations` stacked: (B, degree - 1, H, L)."""
+    return torch.stack(correlations(u, degree, history, squash), 1)
+
+
+def anticorrelations(u: torch.Tensor, degree: int, squash: str | None = None) -> list[torch.Tensor]:
+    """[w^(2), ..., w^(degree)], w^(p)_k = u_k u_{k+1} ... u_{k+p-1} (inputs past the end are 0)."""
+    w, out = u, []
+    for p in range(2, degree + 1):
+        w = w * delayed(u, -(p - 1))
+        out.append(w)
+    return [torch.tanh(t) for t in out] if squash == "tanh" else out
 
 
 def anticorrelation(u: torch.Tensor, degree: int, squash: str | None = None) -> torch.Tensor:
-    """w^(p)_k = u_k u_{k+1} ... u_{k+p-1} for p = 2..degree (inputs past the end are 0).
-
-    u: (B, H, L) -> (B, degree - 1, H, L)."""
-    return correlation(u.flip(-1), degree, squash=squash).flip(-1)
-
-
-def shift_left(v: torch.Tensor) -> torch.Tensor:
-    """out[..., k] = v[..., k + 1], with 0 at the end."""
-    return F.pad(v[..., 1:], (0, 1))
+    """`anticorrelations` stacked: (B, degree - 1, H, L)."""
+    return torch.stack(anticorrelations(u, degree, squash), 1)
 
 
 def last_inputs(u: torch.Tensor, n: int, history: torch.Tensor | None, lengths: torch.Tensor | None = None) -> torch.Tensor:

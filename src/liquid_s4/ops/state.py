@@ -141,10 +141,10 @@ class DiscreteSSM:
 
     def next_state(self, u: torch.Tensor, x0: torch.Tensor, lengths=None, extra=None) -> torch.Tensor:
         """State after the inputs u (B, H, L) (each sequence up to its length), started at x0.
-        extra = (B_p (S, H, .), v (B, S, H, L)): further inputs sum_p B_p v_p, as in `step`."""
+        extra = (B_p (S, H, .), [v_p (B, H, L)] * S): further inputs sum_p B_p v_p, as in `step`."""
         L = u.shape[-1]
         n = L if lengths is None else lengths
-        inputs = [(self.dB, u)] + ([] if extra is None else list(zip(extra[0], extra[1].unbind(1))))
+        inputs = [(self.dB, u)] + ([] if extra is None else list(zip(extra[0], extra[1], strict=True)))
         if self.diagonal:
             steps = n if isinstance(n, int) else n.view(-1, 1, 1)
             x = torch.exp(steps * self.log_dA) * x0
