@@ -1,0 +1,3 @@
+from .sequence import ModelConfig, SequenceModel
+
+__all__ = ["ModelConfig", "SequenceModel"]

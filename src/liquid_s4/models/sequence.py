@@ -1,0 +1,331 @@
+"""Deep sequence models built from the SSM layers:
+
+    encoder (linear or embedding) -> n_layers x [norm, SSM layer, dropout, residual] -> final norm
+    -> pooling (mean / last / none, respecting lengths) -> decoder (or the two-sequence retrieval head)
+
+with whole-model recurrent inference (`step`) and `save_pretrained` / `from_pretrained`
+(config as JSON, weights as safetensors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..modules import LSSL, S4, S4D, LiquidS4
+
+LAYERS = {"s4": S4, "s4d": S4D, "lssl": LSSL, "liquid_s4": LiquidS4}
+NORMS = ("layer", "batch")
+POOLS = ("mean", "last", "none")
+HEADS = ("linear", "retrieval")
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a `SequenceModel` (saved as config.json).
+
+    d_input: features per step of real-valued inputs (ignored when vocab_size is set: token inputs).
+    d_output: classes (classification), targets (regression) or per-step outputs (pool="none").
+    layer: one of "s4", "s4d", "lssl", "liquid_s4"; layer_args: keyword arguments of that layer
+    (d_state, init, disc, dt_min, dt_max, bidirectional, liquid_kernel, liquid_degree, ...).
+    norm: "layer" or "batch"; prenorm: norm before (True) or after (False) each residual block.
+    dropout: after each SSM layer; tie_dropout: one mask per sequence and channel, shared across length.
+    pool: "mean", "last" or "none"; head: "linear", or "retrieval" for two-sequence inputs
+    (the pooled vectors a, b are combined as [a, b, a*b, a-b] and passed through an MLP).
+    """
+
+    d_input: int = 1
+    d_output: int = 10
+    vocab_size: int | None = None
+    d_model: int = 128
+    n_layers: int = 4
+    layer: str = "liquid_s4"
+    layer_args: dict[str, Any] = field(default_factory=dict)
+    norm: str = "layer"
+    prenorm: bool = True
+    dropout: float = 0.0
+    tie_dropout: bool = False
+    pool: str = "mean"
+    head: str = "linear"
+
+    def __post_init__(self):
+        def positive(name):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"ModelConfig: {name} must be a positive integer, got {v!r}")
+
+        for name in ("d_input", "d_output", "d_model", "n_layers"):
+            positive(name)
+        if self.vocab_size is not None:
+            positive("vocab_size")
+        for name, allowed in (("layer", tuple(LAYERS)), ("norm", NORMS), ("pool", POOLS), ("head", HEADS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig: unknown {name} {getattr(self, name)!r}; expected one of {allowed}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig: dropout must be in [0, 1), got {self.dropout}")
+        if self.head == "retrieval" and self.pool == "none":
+            raise ValueError("ModelConfig: the retrieval head compares pooled vectors; use pool='mean' or 'last'")
+        for key in ("d_model", "transposed"):
+            if key in self.layer_args:
+                raise ValueError(f"ModelConfig: layer_args may not set {key!r} (the model sets it)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown keys {unknown}; valid keys: {valid}")
+        return cls(**d)
+
+
+class Norm(nn.Module):
+    """LayerNorm or BatchNorm over the channels of (B, L, H) or (B, H) inputs. BatchNorm statistics
+    use only the valid (unpadded) positions when a mask is given."""
+
+    def __init__(self, kind: str, d_model: int):
+        super().__init__()
+        self.kind = kind
+        self.norm = nn.LayerNorm(d_model) if kind == "layer" else nn.BatchNorm1d(d_model)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.kind == "layer" or x.dim() == 2:
+            return self.norm(x)
+        if mask is None:
+            return self.norm(x.reshape(-1, x.shape[-1])).view_as(x)
+        out = torch.zeros_like(x)
+        out[mask] = self.norm(x[mask])  # (n_valid, H)
+        return out
+
+
+class ResidualBlock(nn.Module):
+    """[norm] -> SSM layer -> dropout -> residual add -> [norm], on (B, L, H)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        cls = LAYERS[config.layer]
+        try:
+            self.layer = cls(config.d_model, **config.layer_args)
+        except TypeError as e:
+            raise ValueError(f"ModelConfig: bad layer_args for layer {config.layer!r} ({cls.__name__}): {e}") from e
+        self.norm = Norm(config.norm, config.d_model)
+        self.prenorm, self.p, self.tie = config.prenorm, config.dropout, config.tie_dropout
+
+    def _dropout(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return z
+        if not self.tie:
+            return nn.functional.dropout(z, self.p, True)
+        keep = torch.bernoulli(torch.full((z.shape[0], 1, z.shape[2]), 1 - self.p, dtype=z.dtype, device=z.device))
+        return z * keep / (1 - self.p)  # one mask per sequence and channel, shared across length
+
+    def forward(self, x: torch.Tensor, lengths=None, mask=None) -> torch.Tensor:
+        z = self.norm(x, mask) if self.prenorm else x
+        z, _ = self.layer(z, lengths=lengths)
+        x = x + self._dropout(z)
+        return x if self.prenorm else self.norm(x, mask)
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+        z = self.norm(x_t) if self.prenorm else x_t
+        z, state = self.layer.step(z, state)
+        x_t = x_t + z
+        return (x_t if self.prenorm else self.norm(x_t)), state
+
+
+class SequenceModel(nn.Module):
+    """A deep SSM sequence model (see `ModelConfig` for the options).
+
+    forward(x, lengths=None, x2=None, lengths2=None):
+      x: (B, L, d_input) float (or (B, L) when d_input == 1), or (B, L) integer tokens with vocab_size.
+      lengths: (B,) valid lengths of right-padded sequences. x2/lengths2: the second sequence of the
+      retrieval head. Returns (B, d_output) for pool "mean"/"last", (B, L, d_output) for "none".
+    step(x_t, state) -> (y_t, state): recurrent inference, one step for the whole model; y_t is what
+      forward would return for the sequence seen so far (start from `default_state(B)`).
+    """
+
+    def __init__(self, config: ModelConfig | None = None, **kwargs):
+        super().__init__()
+        if config is None:
+            config = ModelConfig(**kwargs)
+        elif kwargs:
+            raise TypeError("SequenceModel: pass either a ModelConfig or keyword arguments, not both")
+        self.config = c = config
+        self.encoder = nn.Embedding(c.vocab_size, c.d_model) if c.vocab_size else nn.Linear(c.d_input, c.d_model)
+        self.blocks = nn.ModuleList(ResidualBlock(c) for _ in range(c.n_layers))
+        self.final_norm = Norm(c.norm, c.d_model) if c.prenorm else nn.Identity()
+        if c.head == "retrieval":
+            self.decoder = nn.Sequential(nn.Linear(4 * c.d_model, c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_output))
+        else:
+            self.decoder = nn.Linear(c.d_model, c.d_output)
+
+    # ---- convolution mode --------------------------------------------------------------------
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.vocab_size:
+            if x.dim() != 2 or x.is_floating_point() or x.is_complex():
+                raise ValueError(f"SequenceModel: token inputs must be an integer tensor (B, L), got {x.dtype} {tuple(x.shape)}")
+            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= c.vocab_size):
+                raise ValueError(f"SequenceModel: token ids must lie in [0, {c.vocab_size}), got [{int(x.min())}, {int(x.max())}]")
+            return self.encoder(x)
+        if not x.is_floating_point():
+            raise TypeError(f"SequenceModel: expected float inputs (B, L, {c.d_input}), got {x.dtype}; for tokens set vocab_size")
+        if x.dim() == 2 and c.d_input == 1:
+            x = x[..., None]
+        if x.dim() != 3 or x.shape[-1] != c.d_input:
+            raise ValueError(f"SequenceModel: expected inputs (B, L, {c.d_input}), got {tuple(x.shape)}")
+        return self.encoder(x.to(self.encoder.weight.dtype))
+
+    def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+        """Backbone features before pooling: (B, L, d_model), zero at padded positions."""
+        h = self._encode(x)
+        B, L, _ = h.shape
+        mask = None
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, device=h.device)
+            if lengths.shape != (B,) or lengths.is_floating_point():
+                raise ValueError(f"SequenceModel: lengths must be an integer tensor of shape ({B},), got {tuple(lengths.shape)}")
+            mask = torch.arange(L, device=h.device) < lengths[:, None]  # (B, L)
+            h = h * mask[..., None]
+        for block in self.blocks:
+            h = block(h, lengths=lengths, mask=mask)
+        h = self.final_norm(h, mask) if isinstance(self.final_norm, Norm) else h
+        return h if mask is None else h * mask[..., None]
+
+    def _pool(self, h: torch.Tensor, lengths) -> torch.Tensor:
+        B, L, _ = h.shape
+        if self.config.pool == "none":
+            return h
+        n = torch.full((B,), L, device=h.device) if lengths is None else torch.as_tensor(lengths, device=h.device)
+        if self.config.pool == "mean":
+            return h.sum(1) / n.clamp(min=1)[:, None].to(h.dtype)
+        return h[torch.arange(B, device=h.device), (n - 1).clamp(min=0)]  # last valid step
+
+    def forward(self, x: torch.Tensor, lengths=None, x2: torch.Tensor | None = None, lengths2=None) -> torch.Tensor:
+        a = self._pool(self.features(x, lengths), lengths)
+        if self.config.head == "retrieval":
+            if x2 is None:
+                raise ValueError("SequenceModel: the retrieval head needs a second sequence x2")
+            b = self._pool(self.features(x2, lengths2), lengths2)
+            a = torch.cat([a, b, a * b, a - b], -1)
+        elif x2 is not None:
+            raise ValueError("SequenceModel: x2 is only used by the retrieval head")
+        return self.decoder(a)
+
+    # ---- recurrent mode ----------------------------------------------------------------------
+    def default_state(self, batch_size: int) -> dict[str, Any]:
+        """Per-layer states plus the running sum and count used by mean pooling."""
+        if self.config.head == "retrieval":
+            raise RuntimeError("SequenceModel: the retrieval head compares two whole sequences; it has no step mode")
+        p = self.decoder.weight
+        return {
+            "layers": [blk.layer.default_state(batch_size) for blk in self.blocks],
+            "sum": torch.zeros(batch_size, self.config.d_model, dtype=p.dtype, device=p.device),
+            "count": 0,
+        }
+
+    def step(self, x_t: torch.Tensor, state: dict[str, Any]):
+        """x_t: (B, d_input) (or (B,) tokens / scalars). Returns (y_t, state)."""
+        if self.training and self.config.norm == "batch":
+            raise RuntimeError("SequenceModel.step: BatchNorm needs eval mode for stepping; call model.eval()")
+        h = self._encode(x_t[:, None])[:, 0]  # (B, d_model)
+        layers = []
+        for block, s in zip(self.blocks, state["layers"], strict=True):
+            h, s = block.step(h, s)
+            layers.append(s)
+        h = self.final_norm(h) if isinstance(self.final_norm, Norm) else h
+        total, count = state["sum"] + h, state["count"] + 1
+        pooled = total / count if self.config.pool == "mean" else h
+        return self.decoder(pooled), {"layers": layers, "sum": total, "count": count}
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config.json and model.safetensors into `directory`, each atomically."""
+        from safetensors.torch import save_file
+
+        from .. import __version__
+
+        os.makedirs(directory, exist_ok=True)
+        meta = {"format_version": FORMAT_VERSION, "liquid_s4_version": __version__, "model": self.config.to_dict()}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        _atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(tensors, path))
+        _atomic_write(os.path.join(directory, CONFIG_NAME), lambda path: _write_json(path, meta))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides) -> SequenceModel:
+        """Rebuild a model saved by `save_pretrained`, in the dtype it was saved in. `overrides` replace
+        config entries (e.g. dropout); the weights must still fit, else a ValueError names the
+        mismatching tensors."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        cfg_path, w_path = os.path.join(directory, CONFIG_NAME), os.path.join(directory, WEIGHTS_NAME)
+        for path in (cfg_path, w_path):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path} not found: a pretrained directory holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+                                        "(written by save_pretrained)")
+        try:
+            with open(cfg_path) as f:
+                meta = json.load(f)
+            model_cfg = meta["model"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{cfg_path} is not a liquid_s4 model config ({e})") from e
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{cfg_path} has format version {meta['format_version']}; "
+                             f"this liquid_s4 reads <= {FORMAT_VERSION}: upgrade liquid_s4")
+        model = cls(ModelConfig.from_dict({**model_cfg, **overrides}))
+        try:
+            weights = load_file(w_path, device=str(map_location))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{w_path} is not a readable safetensors file ({e}); it may be truncated or corrupt") from e
+        dtypes = {t.dtype for t in weights.values() if t.is_floating_point()}
+        if len(dtypes) == 1:
+            model = model.to(dtypes.pop())
+        model.load_weights(weights, source=str(w_path))
+        return model.to(map_location)
+
+    def load_weights(self, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """load_state_dict with an error that lists missing, unexpected and mis-shaped tensors."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(weights))
+        unexpected = sorted(set(weights) - set(own))
+        shapes = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in weights and weights[k].shape != own[k].shape]  # fmt: skip
+        if missing or unexpected or shapes:
+            parts = [f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}" if missing else "",
+                     f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}" if unexpected else "",
+                     f"shape mismatch {shapes[:8]}" if shapes else ""]  # fmt: skip
+            raise ValueError(
+                f"{source} does not fit this model config ({'; '.join(p for p in parts if p)}). "
+                "Build the model with the config the checkpoint was saved with (from_pretrained does this)."
+            )
+        self.load_state_dict(weights)
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def _atomic_write(path: str, write) -> None:
+    """Write through a temporary file in the same directory, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

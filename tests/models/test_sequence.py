@@ -1,0 +1,164 @@
+"""SequenceModel: shapes, pooling with lengths, whole-model step == forward, and checkpoints."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from liquid_s4 import ModelConfig, SequenceModel
+
+STACKS = [
+    dict(layer="liquid_s4", layer_args=dict(d_state=8, liquid_kernel="pb", liquid_degree=3)),
+    dict(layer="s4d", layer_args=dict(d_state=8, liquid_kernel="kb")),
+    dict(layer="lssl", layer_args=dict(d_state=5)),
+]
+
+
+def model(dtype=torch.float64, **kw):
+    cfg = dict(d_input=3, d_output=4, d_model=8, n_layers=2)
+    cfg.update(kw)
+    return SequenceModel(**cfg).to(dtype).eval()
+
+
+def stream(m, x):
+    state, ys = m.default_state(x.shape[0]), []
+    for t in range(x.shape[1]):
+        y, state = m.step(x[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, 1)
+
+
+@pytest.mark.parametrize("stack", STACKS, ids=lambda s: s["layer"])
+@pytest.mark.parametrize("pool", ["mean", "last", "none"])
+@pytest.mark.parametrize("norm,prenorm", [("layer", True), ("batch", False)])
+def test_step_equals_forward(stack, pool, norm, prenorm):
+    m = model(pool=pool, norm=norm, prenorm=prenorm, **stack)
+    if norm == "batch":  # non-trivial running statistics
+        m.train()
+        m(torch.randn(4, 30, 3, dtype=torch.float64))
+        m.eval()
+    x = torch.randn(2, 30, 3, dtype=torch.float64)
+    y_step = stream(m, x)
+    if pool == "none":
+        assert torch.allclose(y_step, m(x), atol=1e-9)
+    else:  # at every t, the streamed output is the prediction for the prefix x[:, :t+1]
+        for t in (0, 11, 29):
+            assert torch.allclose(y_step[:, t], m(x[:, : t + 1]), atol=1e-9)
+
+
+@pytest.mark.parametrize("pool", ["mean", "last", "none"])
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_lengths_equal_unpadded(pool, norm):
+    m = model(pool=pool, norm=norm, **STACKS[0])
+    x = torch.randn(3, 25, 3, dtype=torch.float64)
+    lengths = torch.tensor([25, 9, 1])
+    padded = x.clone()
+    padded[1, 9:], padded[2, 1:] = 30.0, -5.0
+    y = m(padded, lengths=lengths)
+    for b, n in enumerate(lengths.tolist()):
+        y_b = m(x[b : b + 1, :n])[0]
+        if pool == "none":
+            assert torch.allclose(y[b, :n], y_b, atol=1e-10)
+        else:
+            assert torch.allclose(y[b], y_b, atol=1e-10)
+
+
+def test_batchnorm_statistics_ignore_padding():
+    m = model(norm="batch", **STACKS[1]).train()
+    x = torch.randn(2, 20, 3, dtype=torch.float64)
+    padded = x.clone()
+    padded[1, 5:] = 1e3
+    m(padded, lengths=torch.tensor([20, 5]))
+    stats = m.blocks[0].norm.norm.running_mean.clone()
+    m2 = model(norm="batch", **STACKS[1]).train()
+    m2.load_state_dict({k: v for k, v in m.state_dict().items() if "running" not in k and "num_batches" not in k}, strict=False)
+    m2(x, lengths=torch.tensor([20, 5]))
+    assert torch.allclose(stats, m2.blocks[0].norm.norm.running_mean)
+    assert stats.abs().max() < 10  # the 1e3 padding did not enter
+
+
+def test_token_inputs_and_output_shapes():
+    m = model(vocab_size=11, pool="last", **STACKS[0])
+    tokens = torch.randint(0, 11, (2, 17))
+    assert m(tokens).shape == (2, 4)
+    assert model(pool="none", **STACKS[2])(torch.randn(2, 9, 3, dtype=torch.float64)).shape == (2, 9, 4)
+    assert model(d_input=1, **STACKS[2])(torch.randn(2, 9, dtype=torch.float64)).shape == (2, 4)
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 11\)"):
+        m(torch.full((1, 4), 11))
+    with pytest.raises(ValueError, match="integer tensor"):
+        m(torch.randn(1, 4))
+    with pytest.raises(ValueError, match=r"expected inputs \(B, L, 3\)"):
+        model(**STACKS[2])(torch.randn(2, 9, 4, dtype=torch.float64))
+
+
+def test_retrieval_head_combines_two_pooled_sequences():
+    m = model(vocab_size=11, head="retrieval", **STACKS[0])
+    a, b = torch.randint(0, 11, (2, 13)), torch.randint(0, 11, (2, 9))
+    y = m(a, x2=b)
+    assert y.shape == (2, 4)
+    pa, pb = m._pool(m.features(a), None), m._pool(m.features(b), None)
+    assert torch.allclose(y, m.decoder(torch.cat([pa, pb, pa * pb, pa - pb], -1)))
+    with pytest.raises(ValueError, match="needs a second sequence"):
+        m(a)
+    with pytest.raises(ValueError, match="retrieval head compares pooled vectors"):
+        ModelConfig(head="retrieval", pool="none")
+
+
+def test_tied_dropout_is_constant_across_length():
+    m = model(dropout=0.5, tie_dropout=True, **STACKS[2]).train()
+    z = torch.ones(4, 50, 8, dtype=torch.float64)
+    out = m.blocks[0]._dropout(z)
+    assert torch.equal(out, out[:, :1].expand_as(out))
+    assert (out == 0).any() and (out == 2).any()
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match=r"unknown layer 'mamba'; expected one of \('s4', 's4d', 'lssl', 'liquid_s4'\)"):
+        ModelConfig(layer="mamba")
+    with pytest.raises(ValueError, match="unknown keys \\['dmodel'\\]; valid keys"):
+        ModelConfig.from_dict({"dmodel": 3})
+    with pytest.raises(ValueError, match="bad layer_args for layer 's4'"):
+        SequenceModel(layer="s4", layer_args={"d_stat": 4})
+    with pytest.raises(ValueError, match="may not set 'd_model'"):
+        ModelConfig(layer_args={"d_model": 4})
+
+
+def test_save_and_load_pretrained(tmp_path):
+    m = model(**STACKS[0])
+    x = torch.randn(2, 40, 3, dtype=torch.float64)
+    y = m(x)  # sets the S4 kernel length buffer, which must be saved too
+    m.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]  # no temporary files left
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["model"]["layer"] == "liquid_s4" and meta["format_version"] == 1
+    loaded = SequenceModel.from_pretrained(tmp_path).eval()
+    assert torch.allclose(loaded(x), y, atol=1e-12)
+    assert int(loaded.blocks[0].layer.l_kernel) == 40
+    assert SequenceModel.from_pretrained(tmp_path, dropout=0.3).config.dropout == 0.3
+
+
+def test_pretrained_errors(tmp_path):
+    m = model(**STACKS[1])
+    m.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"does not fit this model config \(.*shape mismatch.*Build the model with the config"):
+        SequenceModel.from_pretrained(tmp_path, d_model=16)
+    with pytest.raises(ValueError, match=r"missing \['blocks.2"):
+        SequenceModel.from_pretrained(tmp_path, n_layers=3)
+    with pytest.raises(ValueError, match="unknown keys"):
+        SequenceModel.from_pretrained(tmp_path, n_layer=3)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        SequenceModel.from_pretrained(tmp_path)
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors not found"):
+        SequenceModel.from_pretrained(tmp_path)
+
+
+def test_step_errors():
+    m = model(norm="batch", **STACKS[2]).train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        m.step(torch.randn(2, 3, dtype=torch.float64), m.default_state(2))
+    with pytest.raises(RuntimeError, match="no step mode"):
+        model(head="retrieval", **STACKS[2]).default_state(2)
