@@ -1,0 +1,155 @@
+"""Run configuration: presets (YAML shipped in the package, or a user's YAML file), `key=value`
+overrides, and validation that names the valid keys and values."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from ..models.sequence import ModelConfig
+
+SCHEDULERS = ("cosine", "plateau", "multistep", "constant")
+PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed")
+DEFAULT_PRESET = "digits"
+
+
+@dataclass
+class DataConfig:
+    """name: the dataset; data_dir: where its files are (None: the dataset's default or none needed)."""
+
+    name: str = "digits"
+    data_dir: str | None = None
+    batch_size: int = 64
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    num_workers: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW. SSM parameters use the layer's own lr (layer_args.lr) and no weight decay; norms and
+    biases get no weight decay. warmup_steps: a number of steps, or a fraction (< 1) of all steps."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    scheduler: str = "cosine"
+    warmup_steps: float = 0
+    milestones: list[int] = field(default_factory=list)  # multistep: epochs at which lr *= gamma
+    gamma: float = 0.5
+    patience: int = 10  # plateau: epochs without improvement before lr *= gamma
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 10
+    max_steps: int = -1
+    grad_clip: float = 0.0
+    precision: str = "32"
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    output_dir: str | None = None
+    log_every_n_steps: int = 10
+    progress: bool = True
+
+
+SECTIONS = {"data": DataConfig, "optim": OptimConfig, "trainer": TrainerConfig}
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig entries except d_input/d_output/vocab_size
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        d = dict(d or {})
+        unknown = sorted(set(d) - {"data", "model", "optim", "trainer"})
+        if unknown:
+            raise ValueError(f"unknown config sections {unknown}; valid: ['data', 'model', 'optim', 'trainer']")
+        kwargs = {}
+        for name, typ in SECTIONS.items():
+            section = d.get(name) or {}
+            valid = [f.name for f in dataclasses.fields(typ)]
+            bad = sorted(set(section) - set(valid))
+            if bad:
+                raise ValueError(f"unknown keys {[f'{name}.{k}' for k in bad]}; valid keys in {name}: {valid}")
+            kwargs[name] = typ(**section)
+        model = dict(d.get("model") or {})
+        valid_model = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("d_input", "d_output", "vocab_size")]
+        bad = sorted(set(model) - set(valid_model))
+        if bad:
+            raise ValueError(f"unknown keys {[f'model.{k}' for k in bad]}; valid keys in model: {valid_model} (d_input, d_output "
+                             "and vocab_size come from the data)")  # fmt: skip
+        cfg = cls(model=model, **kwargs)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        o, t = self.optim, self.trainer
+        if o.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown optim.scheduler {o.scheduler!r}; expected one of {SCHEDULERS}")
+        if str(t.precision) not in PRECISIONS:
+            raise ValueError(f"unknown trainer.precision {t.precision!r}; expected one of {PRECISIONS}")
+        if o.lr <= 0 or o.weight_decay < 0 or o.warmup_steps < 0:
+            raise ValueError(f"need optim.lr > 0, weight_decay >= 0, warmup_steps >= 0; got {o.lr}, {o.weight_decay}, {o.warmup_steps}")
+        if self.data.batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
+        if not (0 <= self.data.val_fraction < 1 and 0 <= self.data.test_fraction < 1):
+            raise ValueError("data.val_fraction and data.test_fraction must lie in [0, 1)")
+        ModelConfig(d_input=1, d_output=2, **self.model)  # the model options are checked by ModelConfig
+
+
+def preset_names() -> list[str]:
+    files = resources.files("liquid_s4") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name_or_path: str) -> str:
+    """The YAML text of a shipped preset (by name) or of a YAML file (by path)."""
+    if os.path.isfile(name_or_path):
+        with open(name_or_path) as f:
+            return f.read()
+    if name_or_path.endswith((".yaml", ".yml")):
+        raise FileNotFoundError(f"preset file {name_or_path} not found")
+    path = resources.files("liquid_s4") / "presets" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {name_or_path!r}; available: {preset_names()} (or pass a path to a YAML file)")
+    return path.read_text()
+
+
+def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Preset (default: the embedded digits task) plus `section.key=value` overrides (YAML values)."""
+    import yaml
+
+    d = yaml.safe_load(preset_text(preset or DEFAULT_PRESET)) or {}
+    return RunConfig.from_dict(apply_overrides(d, overrides))
+
+
+def apply_overrides(d: dict[str, Any], overrides) -> dict[str, Any]:
+    import yaml
+
+    d = copy.deepcopy(d)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not key=value (e.g. optim.lr=0.01 or model.layer_args.d_state=64)")
+        parts = key.strip().split(".")
+        node = d
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return d

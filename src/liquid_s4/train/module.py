@@ -1,0 +1,96 @@
+"""The LightningModule: loss and metrics per task, AdamW with the SSM parameter groups, schedulers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..models.sequence import ModelConfig, SequenceModel
+from .config import RunConfig
+from .data import DataInfo, _lightning
+
+L = _lightning()
+
+
+def optimizer_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """SSM parameters: their own lr hint and weight decay 0 (set by the layers); norms, biases and
+    embeddings' scalars (any parameter with < 2 dims): no weight decay; the rest: weight_decay."""
+    groups: dict[tuple, dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        hint = getattr(p, "_optim", None)
+        if hint is not None:
+            key = ("ssm", hint.get("lr", lr), hint.get("weight_decay", 0.0))
+            opts = {"lr": hint.get("lr", lr), "weight_decay": hint.get("weight_decay", 0.0)}
+        elif p.dim() < 2 or "norm" in name:
+            key, opts = ("no_decay",), {"lr": lr, "weight_decay": 0.0}
+        else:
+            key, opts = ("decay",), {"lr": lr, "weight_decay": weight_decay}
+        groups.setdefault(key, {"params": [], "name": key[0], **opts})["params"].append(p)
+    return list(groups.values())
+
+
+class LitSequenceModel(L.LightningModule):
+    def __init__(self, config: dict, info: dict):
+        super().__init__()
+        self.save_hyperparameters()
+        self.run_config = RunConfig.from_dict(config)
+        self.info = DataInfo(**info)
+        m = self.run_config.model
+        i = self.info
+        self.model = SequenceModel(ModelConfig(d_input=i.d_input, d_output=i.d_output, vocab_size=i.vocab_size, **m))
+        self.classification = self.info.task == "classification"
+
+    def forward(self, x, lengths=None):
+        return self.model(x, lengths=lengths)
+
+    def _step(self, batch, stage: str):
+        x, y, *rest = batch
+        lengths = rest[0] if rest else None
+        out = self(x, lengths)
+        if self.classification:
+            loss = nn.functional.cross_entropy(out.float(), y)
+            metrics = {"loss": loss, "acc": (out.argmax(-1) == y).float().mean()}
+        else:
+            loss = nn.functional.mse_loss(out.float(), y.float().view_as(out))
+            metrics = {"loss": loss, "mse": loss, "rmse": loss.detach().sqrt()}
+        on_step = stage == "train"
+        for k, v in metrics.items():
+            self.log(f"{stage}/{k}", v, on_step=on_step, on_epoch=True, prog_bar=k in ("loss", "acc", "rmse"),
+                     batch_size=x.shape[0], sync_dist=not on_step)  # fmt: skip
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        o = self.run_config.optim
+        opt = torch.optim.AdamW(optimizer_groups(self.model, o.lr, o.weight_decay))
+        if o.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=o.gamma, patience=o.patience)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch"}}
+        if o.scheduler == "multistep":
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=o.milestones, gamma=o.gamma)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = o.warmup_steps * total if o.warmup_steps < 1 else o.warmup_steps
+        cosine = o.scheduler == "cosine"
+
+        def factor(step: int) -> float:
+            w = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+            if not cosine:
+                return w
+            progress = min(1.0, max(0.0, (step - warmup) / max(1.0, total - warmup)))
+            return w * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,48 @@
+import pytest
+
+from liquid_s4.train.config import RunConfig, apply_overrides, load_config, preset_names, preset_text
+
+
+def test_default_preset_and_overrides():
+    cfg = load_config(None, ["optim.lr=0.01", "model.layer_args.d_state=8", "trainer.max_epochs=3", "model.norm=batch"])
+    assert cfg.data.name == "digits" and cfg.optim.lr == 0.01 and cfg.trainer.max_epochs == 3
+    assert cfg.model["layer_args"]["d_state"] == 8 and cfg.model["layer_args"]["liquid_kernel"] == "pb"
+    assert cfg.model["norm"] == "batch"
+    assert "digits" in preset_names() and "liquid_kernel: pb" in preset_text("digits")
+
+
+def test_yaml_file_preset(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("data: {name: digits, batch_size: 7}\nmodel: {d_model: 8, n_layers: 1}\n")
+    cfg = load_config(str(path))
+    assert cfg.data.batch_size == 7 and cfg.model["n_layers"] == 1
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["optim.lrr=1"], r"unknown keys \['optim.lrr'\]; valid keys in optim: \['lr'"),
+        (["model.dmodel=3"], r"unknown keys \['model.dmodel'\]; valid keys in model"),
+        (["optim.scheduler=linear"], r"unknown optim.scheduler 'linear'; expected one of \('cosine'"),
+        (["model.layer=rnn"], r"unknown layer 'rnn'"),
+        (["extra.x=1"], r"unknown config sections \['extra'\]"),
+        (["trainer.precision=8"], r"unknown trainer.precision"),
+        (["optim.lr"], r"is not key=value"),
+    ],
+)
+def test_invalid_values_name_the_valid_ones(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(None, overrides)
+
+
+def test_unknown_preset_lists_available():
+    with pytest.raises(ValueError, match=r"unknown preset 'nope'; available: \[.*'digits'"):
+        load_config("nope")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_config("missing.yaml")
+
+
+def test_round_trip():
+    cfg = load_config()
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}

@@ -1,0 +1,69 @@
+"""End-to-end runs of the training pipeline on the embedded digits data (tiny model, few steps)."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from liquid_s4 import SequenceModel
+from liquid_s4.cli import main
+from liquid_s4.train.config import load_config
+from liquid_s4.train.module import L
+from liquid_s4.train.run import evaluate, train
+
+TINY = ["model.d_model=16", "model.n_layers=2", "model.layer_args.d_state=8", "data.batch_size=128", "trainer.progress=false"]
+
+
+def test_run_writes_its_outputs(tmp_path):
+    out = tmp_path / "run"
+    metrics = train(load_config(None, TINY + ["trainer.max_epochs=2"]), output_dir=str(out), quiet=True)
+    for name in ("config.yaml", "metrics.json", "curves.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                 "logs/metrics.csv", "model/config.json", "model/model.safetensors"):  # fmt: skip
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test/acc"] == metrics["test/acc"] and 0 <= saved["test/acc"] <= 1
+    assert saved["global_step"] == 2 * 10  # 1258 training examples / 128 per batch
+    assert not [f for f in os.listdir(out / "checkpoints") if ".tmp" in f]
+    model = SequenceModel.from_pretrained(out / "model")
+    assert model.config.layer == "liquid_s4" and model.config.d_output == 10
+    assert evaluate(str(out / "checkpoints" / "best.ckpt"), quiet=True)["test/acc"] == pytest.approx(metrics["test/acc"])
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(load_config(None, TINY), output_dir=str(out), quiet=True)
+
+
+class Interrupt(L.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:  # epoch 0 and its checkpoint are complete
+            raise KeyboardInterrupt
+
+
+def test_resume_ends_with_the_same_weights(tmp_path):
+    """Interrupted after epoch 1 and resumed to epoch 3 == 3 epochs straight (optimizer, scheduler,
+    data order and dropout RNG all restored)."""
+    cfg = load_config(None, TINY + ["model.dropout=0.2", "trainer.max_epochs=3"])
+    train(cfg, output_dir=str(tmp_path / "a"), quiet=True)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(cfg, output_dir=str(tmp_path / "b"), quiet=True, callbacks=[Interrupt()])
+    assert torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
+    train(cfg, output_dir=str(tmp_path / "b"), resume=True, quiet=True)
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 30
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(cfg, output_dir=str(tmp_path / "c"), resume=True, quiet=True)
+
+
+def test_cli(tmp_path, capsys):
+    assert main(["presets"]) == 0
+    assert "digits" in capsys.readouterr().out.split()
+    assert main(["presets", "show", "digits"]) == 0
+    assert "layer: liquid_s4" in capsys.readouterr().out
+    assert main(["train", "--set", "optim.lrr=1"]) == 2
+    assert "valid keys in optim" in capsys.readouterr().err
+    out = tmp_path / "cli"
+    args = ["train", "--max-steps", "3", "--output-dir", str(out), "--quiet"] + [a for t in TINY for a in ("--set", t)]
+    assert main(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 3
