@@ -77,6 +77,16 @@ def explicit_kernel(dA, dB, C, L):
     return torch.stack(out, -1)
 
 
+def run_steps(layer, u, state=None, rate=None):
+    """Drive a layer step by step: u (B, L, H) -> stacked step outputs (B, L, H) and the final state."""
+    state = layer.default_state(u.shape[0]) if state is None else state
+    ys = []
+    for t in range(u.shape[1]):
+        y, state = layer.step(u[:, t], state, rate=rate)
+        ys.append(y)
+    return torch.stack(ys, 1), state
+
+
 def recurrence(dA, dB, C, u, x0=None):
     """Brute-force x_k = A_bar x_{k-1} + B_bar u_k, y_k = Re(C x_k). u (B, H, L) -> y (B, Ch, H, L), x_L."""
     Bsz, H, L = u.shape

@@ -8,7 +8,7 @@ import torch
 
 from liquid_s4 import LSSL, S4, S4D, param_groups
 
-from ..reference import CONFIGS, config_id, explicit_kernel, recurrence, reference_system
+from ..reference import CONFIGS, config_id, explicit_kernel, recurrence, reference_system, run_steps
 
 LAYERS = (S4D, S4, LSSL)
 
@@ -20,16 +20,6 @@ def make(cls, init=None, disc=None, dtype=torch.float64, **kw):
     if disc is not None:
         kw["disc"] = disc
     return cls(4, 8, **kw).to(dtype).eval()
-
-
-def run_steps(layer, u, state=None, rate=None):
-    """u (B, L, H) -> stacked step outputs (B, L, H) and the final state."""
-    state = layer.default_state(u.shape[0]) if state is None else state
-    ys = []
-    for t in range(u.shape[1]):
-        y, state = layer.step(u[:, t], state, rate=rate)
-        ys.append(y)
-    return torch.stack(ys, 1), state
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=config_id)

@@ -9,7 +9,7 @@ import torch
 
 from liquid_s4 import S4, S4D, LiquidS4, param_groups
 
-from ..reference import full_liquid_recurrence, liquid_recurrence, recurrence, reference_system
+from ..reference import full_liquid_recurrence, liquid_recurrence, recurrence, reference_system, run_steps
 
 # (class, init, disc): both bases, both discretizations of S4D (S4 is bilinear only)
 BASES = [(S4D, "lin", "zoh"), (S4D, "legs", "bilinear"), (S4, "legs", "bilinear"), (S4, "legt", "bilinear")]
@@ -41,15 +41,6 @@ def raw(layer):
 def to_blh(y_ref):
     """(B, C, H, L) reference -> the layer's raw (B, L, C*H) layout."""
     return y_ref.flatten(1, 2).transpose(1, 2)
-
-
-def run_steps(layer, u, state=None, rate=None):
-    state = layer.default_state(u.shape[0]) if state is None else state
-    ys = []
-    for t in range(u.shape[1]):
-        y, state = layer.step(u[:, t], state, rate=rate)
-        ys.append(y)
-    return torch.stack(ys, 1), state
 
 
 @pytest.mark.parametrize("base", BASES, ids=base_id)
