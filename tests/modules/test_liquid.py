@@ -314,3 +314,20 @@ def test_step_setup_follows_parameter_changes_and_state_dict(kind):
     clone = make(BASES[2], kind, 3)
     clone.load_state_dict(layer.state_dict())
     assert torch.allclose(clone(u)[0], y, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("cls,kw", [(LiquidS4, {}), (S4D, {"liquid_kernel": "kb"}), (S4, {})])
+def test_ssm_part_stays_float32_under_autocast(cls, kw):
+    """Under bf16 autocast the kernels, FFTs and state math run in float32; only the output
+    projection is cast (here there is none, so the outputs agree to float32 precision)."""
+    from liquid_s4 import LSSL
+
+    for layer in (cls(4, 8, activation=None, postact=None, **kw).eval(), LSSL(4, 8, activation=None, postact=None).eval()):
+        u = torch.randn(2, 64, 4)
+        y32, _ = layer(u)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y16, state = layer(u, layer.default_state(2))
+            y_step, _ = run_steps(layer, u[:, :8])
+        assert y16.dtype == torch.float32 and state.dtype in (torch.complex64, torch.float32)
+        assert (y16 - y32).abs().max() <= 1e-5 * y32.abs().max()
+        assert (y_step - y32[:, :8]).abs().max() <= 1e-5 * y32.abs().max()

@@ -229,20 +229,23 @@ class SSMLayer(nn.Module):
                 raise ValueError(f"{type(self).__name__}: state passing needs a causal layer; this one is bidirectional")
             self._check_state(state, B)
             state, hist = self._split_state(state)
-        v = skip = None  # KB correlation signal (for the next state); input-dependent D of the PB kernel
-        if self.liquid_kernel is None:
-            k = self.kernel(L, rate)  # (C or 2C, H, L)
-            y = fftconv_sum([x], [self._main_kernel(k)])  # (B, C, H, L)
-        else:
-            y, v, skip = self._liquid_conv(x, hist, L, rate)
-        next_state = None
-        if state is not None:
-            sys = self._system(rate)
-            y = y + sys.state_output(state, L)
-            extra = (sys.liquid_B, v) if v is not None else None
-            next_state = sys.next_state(x, state, lengths, extra)
-            if self.liquid_kernel is not None:
-                next_state = self._join_state(next_state, last_inputs(x, self.liquid_degree - 1, hist, lengths))
+        # the SSM part (kernels, FFTs, complex math, state) always runs in the layer's own precision,
+        # also under torch.autocast; the output projection below follows autocast
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            v = skip = None  # KB correlation signals (for the next state); input-dependent D of the PB kernel
+            if self.liquid_kernel is None:
+                k = self.kernel(L, rate)  # (C or 2C, H, L)
+                y = fftconv_sum([x], [self._main_kernel(k)])  # (B, C, H, L)
+            else:
+                y, v, skip = self._liquid_conv(x, hist, L, rate)
+            next_state = None
+            if state is not None:
+                sys = self._system(rate)
+                y = y + sys.state_output(state, L)
+                extra = (sys.liquid_B, v) if v is not None else None
+                next_state = sys.next_state(x, state, lengths, extra)
+                if self.liquid_kernel is not None:
+                    next_state = self._join_state(next_state, last_inputs(x, self.liquid_degree - 1, hist, lengths))
         y = self._output(y, x, skip)  # (B, L, H)
         if mask is not None:
             y = y * mask[..., None]
@@ -343,19 +346,20 @@ class SSMLayer(nn.Module):
         if not u_t.is_floating_point():
             raise TypeError(f"{name}.step: expected a floating-point input, got dtype {u_t.dtype}")
         self._check_state(state, u_t.shape[0])
-        sys = self._stepper(self.rate if rate is None else rate)
         u_t = u_t.to(self._dtype)
-        if self.liquid_kernel is None:
-            state = sys.step(state, u_t)
-            y = sys.output(state)
-        else:
-            x, hist = self._split_state(state)
-            v = correlation(u_t[..., None], self.liquid_degree, hist, self.liquid_squash)[..., 0]  # (B, P-1, H)
-            x = sys.step(x, u_t, (sys.liquid_B, v) if self.liquid_kernel == "kb" else None)
-            y = sys.output(x)
-            if self.liquid_kernel == "pb":
-                y = y + torch.einsum("pch,bph->bch", sys.liquid_coef, v)
-            state = self._join_state(x, torch.cat([hist[..., 1:], u_t[..., None]], -1))
+        with torch.autocast(device_type=u_t.device.type, enabled=False):  # as in forward
+            sys = self._stepper(self.rate if rate is None else rate)
+            if self.liquid_kernel is None:
+                state = sys.step(state, u_t)
+                y = sys.output(state)
+            else:
+                x, hist = self._split_state(state)
+                v = correlation(u_t[..., None], self.liquid_degree, hist, self.liquid_squash)[..., 0]  # (B, P-1, H)
+                x = sys.step(x, u_t, (sys.liquid_B, v) if self.liquid_kernel == "kb" else None)
+                y = sys.output(x)
+                if self.liquid_kernel == "pb":
+                    y = y + torch.einsum("pch,bph->bch", sys.liquid_coef, v)
+                state = self._join_state(x, torch.cat([hist[..., 1:], u_t[..., None]], -1))
         y = self._output(y[..., None], u_t[..., None])  # (B, 1, H)
         return y[:, 0], state
 
