@@ -67,3 +67,18 @@ def test_cli(tmp_path, capsys):
     args = ["train", "--max-steps", "3", "--output-dir", str(out), "--quiet"] + [a for t in TINY for a in ("--set", t)]
     assert main(args) == 0
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 3
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    """Lightning DDP with 2 CPU processes (gloo), launched from the command line as a user would."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "liquid_s4.cli", "train", "--devices", "2", "--accelerator", "cpu", "--max-steps", "4",
+           "--output-dir", str(out), "--quiet"] + [a for t in TINY for a in ("--set", t)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 4

@@ -104,7 +104,8 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
     if dm.test_set is not None and len(dm.test_set):
         metrics.update(_scalars(trainer.test(lit, datamodule=dm, ckpt_path=ckpt, verbose=False)))
     metrics.update(parameters=sum(p.numel() for p in lit.model.parameters()), wall_time_s=round(wall, 2),
-                   global_step=trainer.global_step, epochs=trainer.current_epoch, checkpoint=ckpt)  # fmt: skip
+                   global_step=trainer.global_step, epochs=trainer.current_epoch, world_size=trainer.world_size,
+                   checkpoint=ckpt)  # fmt: skip
     if trainer.is_global_zero:
         lit.model.save_pretrained(os.path.join(out, "model"))
         with open(os.path.join(out, "metrics.json"), "w") as f:
