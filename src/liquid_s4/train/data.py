@@ -97,7 +97,37 @@ def digits(config: DataConfig, seed: int = 0) -> SequenceDataModule:
     return SequenceDataModule(*sets, info=info, config=config, seed=seed)
 
 
-DATASETS = {"digits": digits}
+def _mnist(config: DataConfig, seed: int, permute: bool) -> SequenceDataModule:
+    """Sequential MNIST: 784-step pixel sequences (row by row), standardized with the training split's
+    statistics; psMNIST applies one fixed random permutation (seed 0) to the pixel order. The
+    validation set is `val_fraction` of the official training set; the test set is the official one."""
+    from ..data.common import data_root
+    from ..data.mnist import load_mnist
+
+    d = load_mnist(data_root(config.data_dir, "mnist"))
+    x_tr, x_te = (d[k].flatten(1).float()[..., None] / 255.0 for k in ("train_x", "test_x"))  # (n, 784, 1)
+    if permute:
+        perm = torch.randperm(784, generator=torch.Generator().manual_seed(0))
+        x_tr, x_te = x_tr[:, perm], x_te[:, perm]
+    tr, va, _ = split_indices(len(x_tr), config.val_fraction, 0.0, seed=0)
+    mean, std = x_tr[tr].mean(), x_tr[tr].std()
+    x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    sets = [TensorDataset(x_tr[tr], d["train_y"][tr]), TensorDataset(x_tr[va], d["train_y"][va]) if len(va) else None,
+            TensorDataset(x_te, d["test_y"])]  # fmt: skip
+    name = "psMNIST" if permute else "sMNIST"
+    info = DataInfo(d_input=1, d_output=10, description=f"{name}: 784-step pixel sequences, {len(tr)}/{len(va)}/{len(x_te)}")
+    return SequenceDataModule(*sets, info=info, config=config, seed=seed)
+
+
+def smnist(config: DataConfig, seed: int = 0) -> SequenceDataModule:
+    return _mnist(config, seed, permute=False)
+
+
+def psmnist(config: DataConfig, seed: int = 0) -> SequenceDataModule:
+    return _mnist(config, seed, permute=True)
+
+
+DATASETS = {"digits": digits, "smnist": smnist, "psmnist": psmnist}
 
 
 def build_datamodule(config: DataConfig, seed: int = 0) -> SequenceDataModule:

@@ -67,12 +67,11 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
         raise FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume or pass the run's --output-dir")
     if not resume and os.path.isfile(last):
         raise FileExistsError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --output-dir")
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    dm = build_datamodule(config.data, seed=t.seed)  # first, so a missing dataset leaves no run directory behind
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.yaml"), "w") as f:
         yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-
-    L.seed_everything(t.seed, workers=True, verbose=False)
-    dm = build_datamodule(config.data, seed=t.seed)
     info = dm.info
     lit = LitSequenceModel(config.to_dict(), info.__dict__)
     has_val = dm.val_set is not None and len(dm.val_set) > 0
