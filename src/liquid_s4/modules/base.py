@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
-from ..ops.liquid import SQUASHES, anticorrelations, correlation, correlations, delayed, last_inputs
+from ..ops.liquid import SQUASHES, anticorrelations, correlations, delayed, last_inputs
 from ..ops.state import DiscreteSSM
 
 ACTIVATIONS = {
@@ -354,7 +354,9 @@ class SSMLayer(nn.Module):
                 y = sys.output(state)
             else:
                 x, hist = self._split_state(state)
-                v = correlation(u_t[..., None], self.liquid_degree, hist, self.liquid_squash)[..., 0]  # (B, P-1, H)
+                # v^(p) = u_t u_{t-1} ... u_{t-p+1}: running products over [u_t, newest .. oldest history]
+                v = torch.cumprod(torch.cat([u_t[..., None], hist.flip(-1).to(u_t.dtype)], -1), -1)[..., 1:].transpose(1, 2)
+                v = torch.tanh(v) if self.liquid_squash == "tanh" else v  # (B, P-1, H)
                 x = sys.step(x, u_t, (sys.liquid_B, v) if self.liquid_kernel == "kb" else None)
                 y = sys.output(x)
                 if self.liquid_kernel == "pb":

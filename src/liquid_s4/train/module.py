@@ -8,29 +8,11 @@ import torch
 import torch.nn as nn
 
 from ..models.sequence import ModelConfig, SequenceModel
+from ..optim import param_groups
 from .config import RunConfig
 from .data import DataInfo, _lightning
 
 L = _lightning()
-
-
-def optimizer_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
-    """SSM parameters: their own lr hint and weight decay 0 (set by the layers); norms, biases and
-    embeddings' scalars (any parameter with < 2 dims): no weight decay; the rest: weight_decay."""
-    groups: dict[tuple, dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        hint = getattr(p, "_optim", None)
-        if hint is not None:
-            key = ("ssm", hint.get("lr", lr), hint.get("weight_decay", 0.0))
-            opts = {"lr": hint.get("lr", lr), "weight_decay": hint.get("weight_decay", 0.0)}
-        elif p.dim() < 2 or "norm" in name:
-            key, opts = ("no_decay",), {"lr": lr, "weight_decay": 0.0}
-        else:
-            key, opts = ("decay",), {"lr": lr, "weight_decay": weight_decay}
-        groups.setdefault(key, {"params": [], "name": key[0], **opts})["params"].append(p)
-    return list(groups.values())
 
 
 class LitSequenceModel(L.LightningModule):
@@ -74,7 +56,7 @@ class LitSequenceModel(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.run_config.optim
-        opt = torch.optim.AdamW(optimizer_groups(self.model, o.lr, o.weight_decay))
+        opt = torch.optim.AdamW(param_groups(self.model, o.lr, o.weight_decay))
         if o.scheduler == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=o.gamma, patience=o.patience)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch"}}
