@@ -52,7 +52,7 @@ def test_read_official_layout(tmp_path, gz):
 
 
 def test_errors_name_the_file_and_the_layout(tmp_path):
-    with pytest.raises(FileNotFoundError, match="(?s)does not exist. Expected layout:.*train-images-idx3-ubyte"):
+    with pytest.raises(FileNotFoundError, match="(?s)MNIST directory not found.*Expected layout:.*train-images-idx3-ubyte"):
         load_mnist(str(tmp_path / "nowhere"))
     write_mnist(tmp_path, gz=False)
     os.remove(tmp_path / "t10k-labels-idx1-ubyte")

@@ -1,10 +1,36 @@
-"""Shared pieces of the dataset readers."""
+"""Shared pieces of the dataset readers: errors, where data lives, the on-disk cache, compact
+datasets, deterministic splits and option checking.
+
+Every dataset is built by a function `build(spec) -> SequenceData` (see `data/registry.py`), where
+`spec` has the fields of `train.config.DataConfig`: name, data_dir, val_fraction, test_fraction,
+options (a dict of dataset-specific options, checked with `take_options`).
+
+Batches are tuples, in this order:
+    (x, y)                          fixed-length sequences
+    (x, y, lengths)                 right-padded sequences with their valid lengths
+    (x, y, lengths, x2, lengths2)   two-sequence tasks (the retrieval head)
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 ENV_VAR = "LIQUID_S4_DATA"
+NO_CACHE_ENV = "LIQUID_S4_NO_CACHE"
+CACHE_DIR = ".liquid_s4_cache"
+IGNORE_INDEX = -100  # per-step classification targets that are not scored
 
 
 class DataError(ValueError):
@@ -16,3 +42,224 @@ def data_root(data_dir: str | None, name: str) -> str:
     if data_dir:
         return data_dir
     return os.path.join(os.environ.get(ENV_VAR, "data"), name)
+
+
+def missing(what: str, path: str, layout: str, source: str) -> FileNotFoundError:
+    """The error for a dataset that is not where it is expected: the expected layout and where to get it."""
+    return FileNotFoundError(
+        f"{what} not found at {path!r}. Expected layout:\n{layout}\n{source}\n"
+        f"Pass the folder with --data-dir (data.data_dir), or set ${ENV_VAR} to a folder holding it."
+    )
+
+
+# ---- dataset options --------------------------------------------------------------------------
+
+
+def take_options(options: dict[str, Any] | None, defaults: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """`defaults` updated with `options`; unknown keys raise an error listing the valid ones."""
+    options = dict(options or {})
+    bad = sorted(set(options) - set(defaults))
+    if bad:
+        valid = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items()) or "none"
+        raise ValueError(f"unknown data.options {bad} for dataset {dataset!r}; valid options: {valid}")
+    return {**defaults, **options}
+
+
+def choose(value, allowed: Iterable, name: str):
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+# ---- compact datasets -------------------------------------------------------------------------
+
+
+class Standardize:
+    """x -> (x - mean) / std as float32, per channel (mean/std broadcast against the item's last axis)."""
+
+    def __init__(self, mean, std, scale: float = 1.0):
+        self.mean = torch.as_tensor(np.asarray(mean, dtype=np.float32))
+        self.std = torch.as_tensor(np.asarray(std, dtype=np.float32))
+        self.scale = scale
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() * self.scale - self.mean) / self.std
+
+
+def tokens(x: torch.Tensor) -> torch.Tensor:
+    """Integer token ids (stored compactly as uint8/int16/int32) as int64 for the embedding."""
+    return x.long()
+
+
+def _tensor(a) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a
+    a = np.asarray(a)
+    if not a.flags.writeable or not a.flags.c_contiguous:
+        a = np.array(a)  # memory-mapped cache files are read-only; copy the (small) row
+    return torch.from_numpy(a)
+
+
+class ArrayDataset(Dataset):
+    """Rows of compact arrays (numpy, possibly memory-mapped cache files, or tensors), converted per item.
+
+    x: (n, L) or (n, L, C); y: (n,) labels/targets, or (n, L) per-step targets; lengths: (n,) valid
+    lengths; x2/lengths2: the second sequence of two-sequence tasks. `index` selects rows (a split)
+    without copying. `transform` maps one x row to the model's input (e.g. `Standardize`, `tokens`);
+    `target_transform` does the same for y.
+    """
+
+    def __init__(self, x, y, lengths=None, x2=None, lengths2=None, index=None, transform: Callable | None = None,
+                 target_transform: Callable | None = None):  # fmt: skip
+        n = len(x)
+        for name, a in (("y", y), ("lengths", lengths), ("x2", x2), ("lengths2", lengths2)):
+            if a is not None and len(a) != n:
+                raise ValueError(f"ArrayDataset: {name} has {len(a)} rows, x has {n}")
+        if (x2 is None) != (lengths2 is None) or (x2 is not None and lengths is None):
+            raise ValueError("ArrayDataset: two-sequence data needs lengths, x2 and lengths2")
+        self.x, self.y, self.lengths, self.x2, self.lengths2 = x, y, lengths, x2, lengths2
+        self.index = None if index is None else np.asarray(index, dtype=np.int64)
+        self.transform, self.target_transform = transform, target_transform
+
+    def __len__(self) -> int:
+        return len(self.x) if self.index is None else len(self.index)
+
+    def __getitem__(self, i: int):
+        j = int(i if self.index is None else self.index[i])
+        x = _tensor(self.x[j])
+        x = self.transform(x) if self.transform else x
+        y = _tensor(self.y[j])
+        y = self.target_transform(y) if self.target_transform else y
+        if self.lengths is None:
+            return x, y
+        out = (x, y, torch.as_tensor(int(self.lengths[j])))
+        if self.x2 is None:
+            return out
+        x2 = _tensor(self.x2[j])
+        return (*out, self.transform(x2) if self.transform else x2, torch.as_tensor(int(self.lengths2[j])))
+
+    def subset(self, index) -> ArrayDataset:
+        base = np.arange(len(self.x)) if self.index is None else self.index
+        return ArrayDataset(self.x, self.y, self.lengths, self.x2, self.lengths2, base[np.asarray(index, dtype=np.int64)],
+                            self.transform, self.target_transform)  # fmt: skip
+
+
+@dataclass
+class DataInfo:
+    """What the model needs to know: input features (or vocabulary), outputs, the task."""
+
+    d_input: int
+    d_output: int
+    task: str = "classification"  # or "regression"
+    vocab_size: int | None = None
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. class names, target normalization
+
+
+@dataclass
+class SequenceData:
+    """The splits of one dataset plus its `DataInfo`. `extra_tests` are further test sets reported
+    beside the main one (e.g. Speech Commands resampled to 8 kHz), each with the model's `rate`.
+    `official`: the split sizes of the official release, compared by `liquid-s4 data check`."""
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset | None
+    info: DataInfo
+    extra_tests: dict[str, tuple[Dataset, float]] = field(default_factory=dict)
+    official: dict[str, int] = field(default_factory=dict)
+
+    def sizes(self) -> dict[str, int]:
+        out = {k: len(d) if d is not None else 0 for k, d in (("train", self.train), ("val", self.val), ("test", self.test))}
+        out.update({k: len(d) for k, (d, _) in self.extra_tests.items()})
+        return out
+
+    def summary(self) -> str:
+        """Shapes, classes and split sizes, printed before training and by `liquid-s4 data check`."""
+        i = self.info
+        first = self.train[0]
+        shapes = f"x {tuple(first[0].shape)} {str(first[0].dtype).replace('torch.', '')}, y {tuple(first[1].shape)}"
+        if len(first) > 2:
+            shapes += " (padded; lengths kept)"
+        if len(first) > 3:
+            shapes += " (pairs of sequences)"
+        inputs = f"tokens, vocabulary {i.vocab_size}" if i.vocab_size else f"{i.d_input} feature(s) per step"
+        outputs = f"{i.d_output} classes" if i.task == "classification" else f"{i.d_output} regression target(s)"
+        sizes = ", ".join(f"{k} {v}" for k, v in self.sizes().items())
+        lines = [i.description, f"  input: {inputs}; output: {outputs}", f"  first training item: {shapes}", f"  splits: {sizes}"]
+        return "\n".join(line for line in lines if line)
+
+
+# ---- deterministic splits ---------------------------------------------------------------------
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int = 0):
+    """Deterministic train/val/test index split (a fixed permutation of range(n))."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
+
+
+# ---- the cache next to the data ---------------------------------------------------------------
+
+
+def list_files(paths: Iterable[str]) -> list[str]:
+    """Files under `paths` (files, or folders walked recursively, skipping the cache), sorted."""
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            for d, dirs, files in os.walk(p):
+                dirs[:] = sorted(x for x in dirs if x != CACHE_DIR)
+                out.extend(os.path.join(d, f) for f in files)
+        elif os.path.exists(p):
+            out.append(p)
+    return sorted(out)
+
+
+def fingerprint(root: str, sources: Iterable[str], options: dict[str, Any], version: int) -> str:
+    """A hash of the source files' relative paths, sizes and modification times, the options and the
+    reader's format version: any change to the data or the preprocessing gives a new cache entry."""
+    h = hashlib.sha256(json.dumps({"version": version, "options": options}, sort_keys=True, default=str).encode())
+    for path in list_files(sources):
+        st = os.stat(path)
+        h.update(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cached(root: str, key: str, sources: Iterable[str], options: dict[str, Any], build: Callable[[], dict[str, np.ndarray]],
+           version: int = 1) -> dict[str, np.ndarray]:  # fmt: skip
+    """Preprocessed arrays of dataset `key`, built once by `build()` and stored as .npy files in
+    `root/.liquid_s4_cache/<key>-<fingerprint>/`; later calls memory-map them. The entry is written to a
+    temporary folder and renamed into place (a crash leaves no half-written cache); stale entries of the
+    same key are removed. Set $LIQUID_S4_NO_CACHE=1, or use a read-only data folder, to skip caching."""
+    sources = list(sources)
+    fp = fingerprint(root, sources, options, version)
+    base = os.path.join(root, CACHE_DIR)
+    entry = os.path.join(base, f"{key}-{fp}")
+    if os.path.isfile(os.path.join(entry, "manifest.json")):
+        try:
+            with open(os.path.join(entry, "manifest.json")) as f:
+                names = json.load(f)["arrays"]
+            return {n: np.load(os.path.join(entry, f"{n}.npy"), mmap_mode="r") for n in names}
+        except (OSError, ValueError, KeyError) as e:
+            warnings.warn(f"ignoring unreadable cache {entry} ({e}); rebuilding", stacklevel=2)
+    arrays = build()
+    if os.environ.get(NO_CACHE_ENV):
+        return arrays
+    try:
+        os.makedirs(base, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=base)
+        for n, a in arrays.items():
+            np.save(os.path.join(tmp, f"{n}.npy"), np.ascontiguousarray(a), allow_pickle=False)
+        with open(os.path.join(tmp, "manifest.json"), "w") as f:
+            json.dump({"arrays": list(arrays), "key": key, "options": options, "version": version}, f, default=str)
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(tmp, entry)
+        for old in os.listdir(base):
+            rest = old[len(key) + 1 :]
+            if old.startswith(f"{key}-") and len(rest) == 16 and "-" not in rest and old != os.path.basename(entry):
+                shutil.rmtree(os.path.join(base, old), ignore_errors=True)
+    except OSError as e:
+        warnings.warn(f"could not write the preprocessing cache under {base} ({e}); continuing without it", stacklevel=2)
+    return arrays

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import torch
 
-from .common import DataError
+from .common import ArrayDataset, DataError, DataInfo, SequenceData, Standardize, data_root, missing, split_indices, take_options
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -22,6 +22,7 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+SOURCE = "Get the four files from http://yann.lecun.com/exdb/mnist/ (or any mirror)."
 LAYOUT = "\n".join(f"    {f}[.gz]" for f in FILES.values())
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -52,18 +53,13 @@ def _find(root: str, name: str) -> str:
     for candidate in (os.path.join(root, name), os.path.join(root, name + ".gz")):
         if os.path.isfile(candidate):
             return candidate
-    raise FileNotFoundError(
-        f"MNIST file {name}[.gz] not found in {root!r}. Expected layout:\n{LAYOUT}\n"
-        "Get the four files from http://yann.lecun.com/exdb/mnist/ (or any mirror) and pass --data-dir, "
-        "or set LIQUID_S4_DATA to a folder holding mnist/."
-    )
+    raise missing(f"MNIST file {name}[.gz]", root, LAYOUT, SOURCE)
 
 
 def load_mnist(root: str) -> dict[str, torch.Tensor]:
     """{'train_x': (60000, 28, 28) uint8, 'train_y': (60000,), 'test_x', 'test_y'} from the IDX files."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"MNIST directory {root!r} does not exist. Expected layout:\n{LAYOUT}\n"
-                                "Get the files from http://yann.lecun.com/exdb/mnist/ and pass --data-dir.")  # fmt: skip
+        raise missing("MNIST directory", root, LAYOUT, SOURCE)
     arrays = {key: read_idx(_find(root, name)) for key, name in FILES.items()}
     out = {}
     for split in ("train", "test"):
@@ -73,3 +69,32 @@ def load_mnist(root: str) -> dict[str, torch.Tensor]:
         out[f"{split}_x"] = torch.from_numpy(x.copy())
         out[f"{split}_y"] = torch.from_numpy(y.astype(np.int64))
     return out
+
+
+def _build(spec, permute: bool) -> SequenceData:
+    """Sequential MNIST: 784-step pixel sequences (row by row), standardized with the training split's
+    statistics; psMNIST applies one fixed random permutation (seed 0) to the pixel order. The
+    validation set is `val_fraction` of the official training set; the test set is the official one."""
+    name = "psmnist" if permute else "smnist"
+    take_options(spec.options, {}, name)
+    d = load_mnist(data_root(spec.data_dir, "mnist"))
+    x_tr, x_te = (d[k].flatten(1).numpy()[..., None] for k in ("train_x", "test_x"))  # (n, 784, 1) uint8
+    if permute:
+        perm = torch.randperm(784, generator=torch.Generator().manual_seed(0)).numpy()
+        x_tr, x_te = x_tr[:, perm], x_te[:, perm]
+    tr, va, _ = (i.numpy() for i in split_indices(len(x_tr), spec.val_fraction, 0.0, seed=0))
+    sub = x_tr[tr].astype(np.float64) / 255.0
+    norm = Standardize(sub.mean(), sub.std(), scale=1 / 255.0)
+    train = ArrayDataset(x_tr, d["train_y"].numpy(), transform=norm)
+    test = ArrayDataset(x_te, d["test_y"].numpy(), transform=norm)
+    info = DataInfo(d_input=1, d_output=10, description=f"{'psMNIST' if permute else 'sMNIST'}: 784-step pixel sequences, "
+                    f"{len(tr)}/{len(va)}/{len(test)}")  # fmt: skip
+    return SequenceData(train.subset(tr), train.subset(va) if len(va) else None, test, info, official={"train": 60000, "test": 10000})
+
+
+def build_smnist(spec) -> SequenceData:
+    return _build(spec, permute=False)
+
+
+def build_psmnist(spec) -> SequenceData:
+    return _build(spec, permute=True)

@@ -130,9 +130,9 @@ class ResidualBlock(nn.Module):
         keep = torch.bernoulli(torch.full((z.shape[0], 1, z.shape[2]), 1 - self.p, dtype=z.dtype, device=z.device))
         return z * keep / (1 - self.p)  # one mask per sequence and channel, shared across length
 
-    def forward(self, x: torch.Tensor, lengths=None, mask=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths=None, mask=None, rate: float | None = None) -> torch.Tensor:
         z = self.norm(x, mask) if self.prenorm else x
-        z, _ = self.layer(z, lengths=lengths)
+        z, _ = self.layer(z, lengths=lengths, rate=rate)
         x = x + self._dropout(z)
         return x if self.prenorm else self.norm(x, mask)
 
@@ -146,10 +146,11 @@ class ResidualBlock(nn.Module):
 class SequenceModel(nn.Module):
     """A deep SSM sequence model (see `ModelConfig` for the options).
 
-    forward(x, lengths=None, x2=None, lengths2=None):
+    forward(x, lengths=None, x2=None, lengths2=None, rate=None):
       x: (B, L, d_input) float (or (B, L) when d_input == 1), or (B, L) integer tokens with vocab_size.
       lengths: (B,) valid lengths of right-padded sequences. x2/lengths2: the second sequence of the
-      retrieval head. Returns (B, d_output) for pool "mean"/"last", (B, L, d_output) for "none".
+      retrieval head. rate: run every SSM layer at step size rate*dt (e.g. 2.0 for audio at half the
+      training sampling rate). Returns (B, d_output) for pool "mean"/"last", (B, L, d_output) for "none".
     step(x_t, state) -> (y_t, state): recurrent inference, one step for the whole model; y_t is what
       forward would return for the sequence seen so far (start from `default_state(B)`).
     """
@@ -186,7 +187,7 @@ class SequenceModel(nn.Module):
             raise ValueError(f"SequenceModel: expected inputs (B, L, {c.d_input}), got {tuple(x.shape)}")
         return self.encoder(x.to(self.encoder.weight.dtype))
 
-    def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, lengths=None, rate: float | None = None) -> torch.Tensor:
         """Backbone features before pooling: (B, L, d_model), zero at padded positions."""
         h = self._encode(x)
         B, L, _ = h.shape
@@ -198,7 +199,7 @@ class SequenceModel(nn.Module):
             mask = torch.arange(L, device=h.device) < lengths[:, None]  # (B, L)
             h = h * mask[..., None]
         for block in self.blocks:
-            h = block(h, lengths=lengths, mask=mask)
+            h = block(h, lengths=lengths, mask=mask, rate=rate)
         h = self.final_norm(h, mask) if isinstance(self.final_norm, Norm) else h
         return h if mask is None else h * mask[..., None]
 
@@ -211,12 +212,13 @@ class SequenceModel(nn.Module):
             return h.sum(1) / n.clamp(min=1)[:, None].to(h.dtype)
         return h[torch.arange(B, device=h.device), (n - 1).clamp(min=0)]  # last valid step
 
-    def forward(self, x: torch.Tensor, lengths=None, x2: torch.Tensor | None = None, lengths2=None) -> torch.Tensor:
-        a = self._pool(self.features(x, lengths), lengths)
+    def forward(self, x: torch.Tensor, lengths=None, x2: torch.Tensor | None = None, lengths2=None,
+                rate: float | None = None) -> torch.Tensor:  # fmt: skip
+        a = self._pool(self.features(x, lengths, rate), lengths)
         if self.config.head == "retrieval":
             if x2 is None:
                 raise ValueError("SequenceModel: the retrieval head needs a second sequence x2")
-            b = self._pool(self.features(x2, lengths2), lengths2)
+            b = self._pool(self.features(x2, lengths2, rate), lengths2)
             a = torch.cat([a, b, a * b, a - b], -1)
         elif x2 is not None:
             raise ValueError("SequenceModel: x2 is only used by the retrieval head")

@@ -104,6 +104,12 @@ class RunConfig:
             raise ValueError(f"unknown trainer.precision {t.precision!r}; expected one of {PRECISIONS}")
         if o.lr <= 0 or o.weight_decay < 0 or o.warmup_steps < 0:
             raise ValueError(f"need optim.lr > 0, weight_decay >= 0, warmup_steps >= 0; got {o.lr}, {o.weight_decay}, {o.warmup_steps}")
+        from ..data.registry import dataset_names
+
+        if self.data.name not in dataset_names():
+            raise ValueError(f"unknown data.name {self.data.name!r}; available: {dataset_names()}")
+        if not isinstance(self.data.options, dict):
+            raise ValueError(f"data.options must be a mapping of dataset options, got {self.data.options!r}")
         if self.data.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
         if not (0 <= self.data.val_fraction < 1 and 0 <= self.data.test_fraction < 1):

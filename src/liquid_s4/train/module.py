@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
+from ..data.common import IGNORE_INDEX
 from ..models.sequence import ModelConfig, SequenceModel
 from ..optim import param_groups
 from .config import RunConfig
@@ -25,25 +26,44 @@ class LitSequenceModel(L.LightningModule):
         i = self.info
         self.model = SequenceModel(ModelConfig(d_input=i.d_input, d_output=i.d_output, vocab_size=i.vocab_size, **m))
         self.classification = self.info.task == "classification"
+        extra = self.info.extra or {}
+        self.target_std = float(extra["target_std"]) if extra.get("target_normalized") else None
 
-    def forward(self, x, lengths=None):
-        return self.model(x, lengths=lengths)
+    def forward(self, x, lengths=None, x2=None, lengths2=None, rate=None):
+        return self.model(x, lengths=lengths, x2=x2, lengths2=lengths2, rate=rate)
 
-    def _step(self, batch, stage: str):
+    def _metrics(self, out: torch.Tensor, y: torch.Tensor, lengths) -> dict[str, torch.Tensor]:
+        """Cross-entropy and accuracy, or MSE and RMSE. Per-step outputs (B, L, C) are scored at every
+        step whose target is not IGNORE_INDEX (classification) or that lies within `lengths` (regression)."""
+        if self.classification:
+            logits, target = (out.flatten(0, 1), y.flatten()) if out.dim() == 3 else (out, y)
+            loss = nn.functional.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+            scored = target != IGNORE_INDEX
+            acc = (logits.argmax(-1) == target)[scored].float().mean()
+            return {"loss": loss, "acc": acc}
+        target = y.float().view_as(out)
+        err = (out.float() - target) ** 2
+        if out.dim() == 3 and lengths is not None:
+            mask = torch.arange(out.shape[1], device=out.device) < lengths[:, None]  # (B, L)
+            loss = err[mask].mean()
+        else:
+            loss = err.mean()
+        metrics = {"loss": loss, "mse": loss, "rmse": loss.detach().sqrt()}
+        if self.target_std is not None:  # targets were standardized by the dataset: RMSE in the original units too
+            metrics["rmse_orig"] = metrics["rmse"] * self.target_std
+        return metrics
+
+    def _step(self, batch, stage: str, rate: float | None = None):
         x, y, *rest = batch
         lengths = rest[0] if rest else None
-        out = self(x, lengths)
-        if self.classification:
-            loss = nn.functional.cross_entropy(out.float(), y)
-            metrics = {"loss": loss, "acc": (out.argmax(-1) == y).float().mean()}
-        else:
-            loss = nn.functional.mse_loss(out.float(), y.float().view_as(out))
-            metrics = {"loss": loss, "mse": loss, "rmse": loss.detach().sqrt()}
+        x2, lengths2 = (rest[1], rest[2]) if len(rest) == 3 else (None, None)
+        out = self(x, lengths, x2, lengths2, rate=rate)
+        metrics = self._metrics(out, y, lengths)
         on_step = stage == "train"
         for k, v in metrics.items():
             self.log(f"{stage}/{k}", v, on_step=on_step, on_epoch=True, prog_bar=k in ("loss", "acc", "rmse"),
-                     batch_size=x.shape[0], sync_dist=not on_step)  # fmt: skip
-        return loss
+                     batch_size=x.shape[0], sync_dist=not on_step, add_dataloader_idx=False)  # fmt: skip
+        return metrics["loss"]
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -51,8 +71,11 @@ class LitSequenceModel(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        dm = getattr(self.trainer, "datamodule", None)
+        names, rates = getattr(dm, "test_names", ["test"]), getattr(dm, "test_rates", [1.0])
+        rate = rates[dataloader_idx] if dataloader_idx < len(rates) else 1.0
+        self._step(batch, names[dataloader_idx] if dataloader_idx < len(names) else "test", rate=None if rate == 1.0 else rate)
 
     def configure_optimizers(self):
         o = self.run_config.optim

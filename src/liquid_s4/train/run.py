@@ -73,6 +73,8 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
     with open(os.path.join(out, "config.yaml"), "w") as f:
         yaml.safe_dump(config.to_dict(), f, sort_keys=False)
     info = dm.info
+    if not quiet:
+        print(dm.data.summary())
     lit = LitSequenceModel(config.to_dict(), info.__dict__)
     has_val = dm.val_set is not None and len(dm.val_set) > 0
     monitor, mode = ("val/acc", "max") if info.task == "classification" else ("val/loss", "min")
@@ -100,7 +102,7 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
     metrics: dict[str, Any] = {}
     if has_val:
         metrics.update(_scalars(trainer.validate(lit, datamodule=dm, ckpt_path=ckpt, verbose=False)))
-    if dm.test_set is not None and len(dm.test_set):
+    if dm.test_sets:
         metrics.update(_scalars(trainer.test(lit, datamodule=dm, ckpt_path=ckpt, verbose=False)))
     metrics.update(parameters=sum(p.numel() for p in lit.model.parameters()), wall_time_s=round(wall, 2),
                    global_step=trainer.global_step, epochs=trainer.current_epoch, world_size=trainer.world_size,
@@ -148,7 +150,7 @@ def _scalars(results: list[dict]) -> dict[str, float]:
 
 
 def summary(metrics: dict[str, Any], task: str, out: str) -> str:
-    keys = [k for k in ("val/acc", "val/loss", "val/rmse", "test/acc", "test/loss", "test/rmse") if k in metrics]
+    keys = [k for k in metrics if "/" in k and k.rsplit("/", 1)[1] in ("acc", "loss", "rmse", "rmse_orig")]
     rows = [(k.replace("_epoch", ""), f"{metrics[k]:.4f}") for k in keys]
     rows += [("parameters", f"{metrics['parameters']:,}"), ("steps", str(metrics["global_step"])),
              ("wall time", f"{metrics['wall_time_s']:.1f} s"), ("output", out)]  # fmt: skip

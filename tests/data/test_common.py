@@ -1,0 +1,147 @@
+"""The shared dataset machinery: the cache next to the data, options, compact datasets, summaries."""
+
+import os
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from liquid_s4.data.common import (
+    CACHE_DIR,
+    ArrayDataset,
+    DataInfo,
+    SequenceData,
+    Standardize,
+    cached,
+    split_indices,
+    take_options,
+    tokens,
+)
+
+
+def _source(root, name="a.txt", text="hello"):
+    path = os.path.join(root, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def test_cache_is_reused_and_invalidated(tmp_path):
+    root = str(tmp_path)
+    src = _source(root)
+    calls = []
+
+    def build():
+        calls.append(1)
+        with open(src) as f:
+            return {"x": np.frombuffer(f.read().encode(), dtype=np.uint8).copy(), "n": np.array([len(calls)])}
+
+    a = cached(root, "demo", [src], {"k": 1}, build)
+    b = cached(root, "demo", [src], {"k": 1}, build)
+    assert len(calls) == 1 and bytes(b["x"]) == b"hello" and isinstance(b["x"], np.memmap)
+    assert np.array_equal(a["x"], b["x"])
+    cached(root, "demo", [src], {"k": 2}, build)  # other options: another entry
+    assert len(calls) == 2
+    _source(root, text="hello world")  # the source changed (size and mtime)
+    c = cached(root, "demo", [src], {"k": 2}, build)
+    assert len(calls) == 3 and bytes(c["x"]) == b"hello world"
+    st = os.stat(src)
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same size, touched
+    cached(root, "demo", [src], {"k": 2}, build)
+    assert len(calls) == 4
+    entries = sorted(os.listdir(os.path.join(root, CACHE_DIR)))
+    assert len(entries) == 1 and entries[0].startswith("demo-")  # stale entries of the key are removed
+
+
+def test_cache_of_a_folder_sees_new_files_and_keeps_other_keys(tmp_path):
+    root = str(tmp_path)
+    os.makedirs(tmp_path / "d")
+    _source(tmp_path / "d", "1.txt")
+    n = []
+
+    def build():
+        n.append(1)
+        return {"count": np.array([len(os.listdir(tmp_path / "d"))])}
+
+    cached(root, "k", [str(tmp_path / "d")], {}, build)
+    cached(root, "k-gray", [str(tmp_path / "d")], {}, build)  # a key that extends another is not "stale"
+    assert int(cached(root, "k", [str(tmp_path / "d")], {}, build)["count"][0]) == 1 and len(n) == 2
+    _source(tmp_path / "d", "2.txt")
+    assert int(cached(root, "k", [str(tmp_path / "d")], {}, build)["count"][0]) == 2 and len(n) == 3
+    assert len(os.listdir(tmp_path / CACHE_DIR)) == 2
+
+
+def test_cache_can_be_disabled_or_unwritable(tmp_path, monkeypatch):
+    src = _source(str(tmp_path))
+    monkeypatch.setenv("LIQUID_S4_NO_CACHE", "1")
+    out = cached(str(tmp_path), "demo", [src], {}, lambda: {"x": np.arange(3)})
+    assert np.array_equal(out["x"], np.arange(3)) and not os.path.exists(tmp_path / CACHE_DIR)
+    monkeypatch.delenv("LIQUID_S4_NO_CACHE")
+    (tmp_path / CACHE_DIR).write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="could not write the preprocessing cache"):
+        out = cached(str(tmp_path), "demo", [src], {}, lambda: {"x": np.arange(3)})
+    assert np.array_equal(out["x"], np.arange(3))
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path):
+    src = _source(str(tmp_path))
+    cached(str(tmp_path), "demo", [src], {}, lambda: {"x": np.arange(3)})
+    (entry,) = os.listdir(tmp_path / CACHE_DIR)
+    (tmp_path / CACHE_DIR / entry / "x.npy").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable cache"):
+        out = cached(str(tmp_path), "demo", [src], {}, lambda: {"x": np.arange(4)})
+    assert np.array_equal(out["x"], np.arange(4))
+
+
+def test_options_are_checked():
+    assert take_options({"b": 3}, {"a": 1, "b": 2}, "demo") == {"a": 1, "b": 3}
+    with pytest.raises(ValueError, match=r"unknown data.options \['c'\] for dataset 'demo'; valid options: a \(default 1\)"):
+        take_options({"c": 1}, {"a": 1}, "demo")
+
+
+def test_array_dataset_items_and_subsets():
+    x = np.arange(24, dtype=np.uint8).reshape(4, 3, 2)
+    y = np.array([0, 1, 2, 3])
+    ds = ArrayDataset(x, y, transform=Standardize([1.0, 2.0], [2.0, 4.0]))
+    xi, yi = ds[1]
+    ref = (torch.tensor(x[1], dtype=torch.float32) - torch.tensor([1.0, 2.0])) / torch.tensor([2.0, 4.0])
+    assert xi.dtype == torch.float32 and torch.equal(xi, ref)
+    sub = ds.subset([3, 0]).subset([1])
+    assert len(sub) == 1 and int(sub[0][1]) == 0
+    t = np.array([[1, 2, 0], [3, 0, 0]], dtype=np.uint8)
+    pairs = ArrayDataset(t, np.array([1, 0]), np.array([2, 1]), t[::-1].copy(), np.array([1, 2]), transform=tokens)
+    a, label, la, b, lb = pairs[0]
+    assert a.dtype == torch.int64 and a.tolist() == [1, 2, 0] and b.tolist() == [3, 0, 0] and (int(la), int(lb)) == (2, 1)
+    with pytest.raises(ValueError, match="y has 3 rows, x has 4"):
+        ArrayDataset(x, y[:3])
+    with pytest.raises(ValueError, match="two-sequence data needs lengths, x2 and lengths2"):
+        ArrayDataset(t, np.array([1, 0]), x2=t)
+
+
+def test_summary_and_official_sizes():
+    from liquid_s4.cli import official_differences
+
+    ds = ArrayDataset(np.zeros((10, 5, 2), np.float32), np.zeros(10, np.int64))
+    data = SequenceData(ds.subset(range(8)), ds.subset([8]), ds.subset([9]), DataInfo(2, 3, description="demo data"),
+                        official={"train": 9, "test": 2})  # fmt: skip
+    text = data.summary()
+    assert "demo data" in text and "x (5, 2) float32" in text and "train 8, val 1, test 1" in text and "3 classes" in text
+    assert official_differences(data) == [("test", 1, 2)]  # train counts train + val when the release has no val split
+
+
+def test_split_indices_are_a_fixed_partition():
+    a = [t.tolist() for t in split_indices(50, 0.2, 0.1, seed=0)]
+    b = [t.tolist() for t in split_indices(50, 0.2, 0.1, seed=0)]
+    assert a == b and [len(t) for t in a] == [35, 10, 5] and sorted(sum(a, [])) == list(range(50))
+
+
+def test_registry_lists_every_preset_dataset():
+    from liquid_s4.data.registry import build_dataset, dataset_names
+    from liquid_s4.train.config import load_config, preset_names
+
+    assert {load_config(p).data.name for p in preset_names()} <= set(dataset_names())
+    with pytest.raises(ValueError, match=r"unknown data.name 'nope'; available: \['aan'"):
+        build_dataset(types.SimpleNamespace(name="nope"))
+    with pytest.raises(ValueError, match=r"unknown data.name 'nope'"):
+        load_config(None, ["data.name=nope"])
