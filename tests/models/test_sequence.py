@@ -1,6 +1,8 @@
 """SequenceModel: shapes, pooling with lengths, whole-model step == forward, and checkpoints."""
 
+import copy
 import json
+import math
 import os
 
 import pytest
@@ -162,3 +164,18 @@ def test_step_errors():
         m.step(torch.randn(2, 3, dtype=torch.float64), m.default_state(2))
     with pytest.raises(RuntimeError, match="no step mode"):
         model(head="retrieval", **STACKS[2]).default_state(2)
+
+
+@pytest.mark.parametrize("layer", ["s4", "s4d", "liquid_s4"])
+def test_rate_scales_every_layers_step(layer):
+    """forward(x, rate=r) is the same model with every SSM step size dt multiplied by r (used to run
+    a model trained on 16 kHz audio on 8 kHz input)."""
+    torch.manual_seed(0)
+    m = SequenceModel(d_input=2, d_output=3, d_model=8, n_layers=2, layer=layer, layer_args={"d_state": 4}).double().eval()
+    x = torch.randn(2, 32, 2, dtype=torch.float64)
+    fast = m(x, rate=2.0)
+    slow = copy.deepcopy(m)
+    with torch.no_grad():
+        for block in slow.blocks:
+            block.layer.log_dt += math.log(2.0)
+    assert torch.allclose(fast, slow(x), atol=1e-10) and not torch.allclose(fast, m(x), atol=1e-3)
