@@ -221,9 +221,11 @@ def fingerprint(root: str, sources: Iterable[str], options: dict[str, Any], vers
     """A hash of the source files' relative paths, sizes and modification times, the options and the
     reader's format version: any change to the data or the preprocessing gives a new cache entry."""
     h = hashlib.sha256(json.dumps({"version": version, "options": options}, sort_keys=True, default=str).encode())
-    for path in list_files(sources):
+    prefix = os.path.join(os.path.abspath(root), "")
+    for path in list_files(os.path.abspath(p) for p in sources):
         st = os.stat(path)
-        h.update(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        rel = path[len(prefix) :] if path.startswith(prefix) else path  # (os.path.relpath is slow for 10^5 files)
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 

@@ -1,0 +1,239 @@
+"""BIDMC vital-sign regression (BIDMC32HR, BIDMC32RR, BIDMC32SpO2) from the Monash/UEA Time Series
+Extrinsic Regression archive (Tan, Bergmeir, Petitjean & Webb, 2020), in its `.ts` text format.
+
+Expected layout of the data directory (the three archive folders; the folder of one of them, or its two
+.ts files directly, also work as the data directory):
+
+    BIDMC32HR/BIDMC32HR_TRAIN.ts      BIDMC32HR/BIDMC32HR_TEST.ts
+    BIDMC32RR/BIDMC32RR_TRAIN.ts      BIDMC32RR/BIDMC32RR_TEST.ts
+    BIDMC32SpO2/BIDMC32SpO2_TRAIN.ts  BIDMC32SpO2/BIDMC32SpO2_TEST.ts
+
+Official archive: http://tseregression.org/ (Zenodo, e.g. https://zenodo.org/record/3902651 for BIDMC32HR;
+RR and SpO2 are the neighbouring records). Each case: 2 channels of 4000 steps (32 s at 125 Hz) and one
+real-valued target (heart rate, respiratory rate or oxygen saturation).
+
+The .ts format: `#` comment lines; `@` header lines (@problemName, @timeStamps, @missing, @univariate,
+@dimensions, @equalLength, @seriesLength, @targetLabel, case-insensitive); then `@data` and one case per
+line: the dimensions separated by `:`, each a comma-separated list of numbers (`?` = missing), then the
+target as the last `:`-separated field.
+
+Preprocessing: the TRAIN file is split into train/validation with `split_indices(n, val_fraction, 0,
+seed=0)` (the archive has no validation split); the TEST file is the test set. Inputs are standardized
+per channel and targets (option `normalize_target`, default true) standardized, both with the training
+split's statistics; `info.extra` records target_mean/target_std, so RMSE in original units = RMSE * target_std.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import common
+from .common import ArrayDataset, DataError, DataInfo, SequenceData, Standardize, cached, choose, data_root, missing, take_options
+
+TARGETS = {"hr": ("BIDMC32HR", "heart rate", "bpm"), "rr": ("BIDMC32RR", "respiratory rate", "breaths/min"),
+           "spo2": ("BIDMC32SpO2", "SpO2", "%")}  # fmt: skip
+DEFAULTS = {"target": "hr", "normalize_target": True}
+SOURCE = ("Get BIDMC32HR.zip, BIDMC32RR.zip and BIDMC32SpO2.zip of the Monash time series extrinsic regression archive "
+          "(http://tseregression.org/, Zenodo record 3902651 and neighbours) and unzip them into that folder.")  # fmt: skip
+LAYOUT = "\n".join(f"    {f}/{f}_TRAIN.ts   {f}/{f}_TEST.ts" for f, _, _ in TARGETS.values())
+OFFICIAL = {"train": 5550, "test": 2399}  # every BIDMC32 problem, per the archive's dataset table (Tan et al. 2020)
+
+
+# ---- the .ts reader ---------------------------------------------------------------------------
+
+
+def _flag(path: str, header: dict[str, tuple[str, int]], key: str) -> bool | None:
+    if key not in header:
+        return None
+    value, lineno = header[key]
+    word = value.split()[0].lower() if value.split() else ""
+    if word not in ("true", "false"):
+        raise DataError(f"{path} line {lineno}: @{key} must be true or false, got {value!r}")
+    return word == "true"
+
+
+def _count(path: str, header: dict[str, tuple[str, int]], *keys: str) -> int | None:
+    for key in keys:
+        if key in header:
+            value, lineno = header[key]
+            try:
+                n = int(value)
+            except ValueError:
+                n = 0
+            if n <= 0:
+                raise DataError(f"{path} line {lineno}: @{key} must be a positive integer, got {value!r}")
+            return n
+    return None
+
+
+def _values(path: str, lineno: int, dim: int, text: str, allow_missing: bool) -> np.ndarray:
+    """One dimension of one case: comma-separated numbers, `?` missing (NaN when allowed)."""
+    tokens = text.split(",")
+    try:
+        if "?" not in text:
+            return np.array(tokens, dtype=np.float64)
+    except ValueError:
+        pass
+    out = np.empty(len(tokens), dtype=np.float64)  # slow path: find the bad value for the message
+    for k, token in enumerate(tokens):
+        token = token.strip()
+        if token == "?":
+            if not allow_missing:
+                raise DataError(f"{path} line {lineno}, dimension {dim}, value {k + 1}: missing value '?' but @missing false")
+            out[k] = np.nan
+            continue
+        try:
+            out[k] = float(token)
+        except ValueError:
+            raise DataError(f"{path} line {lineno}, dimension {dim}, value {k + 1}: cannot read {token!r} as a number") from None
+    return out
+
+
+def _check_header(path: str, header: dict[str, tuple[str, int]]) -> tuple[int | None, int | None, bool]:
+    """(dimensions, series length, missing values allowed) from the header, rejecting what read_ts cannot read."""
+    if _flag(path, header, "timestamps"):
+        raise DataError(f"{path}: time-stamped series (@timeStamps true) are not supported; expected @timeStamps false")
+    if _flag(path, header, "classlabel"):
+        raise DataError(f"{path}: a classification file (@classLabel true); read_ts reads regression files (@targetLabel true)")
+    if _flag(path, header, "targetlabel") is False:
+        raise DataError(f"{path}: no targets (@targetLabel false); read_ts reads regression files (@targetLabel true)")
+    dims = _count(path, header, "dimensions", "dimension")
+    if _flag(path, header, "univariate"):
+        if dims not in (None, 1):
+            raise DataError(f"{path}: @univariate true but @dimensions {dims}")
+        dims = 1
+    return dims, _count(path, header, "serieslength"), _flag(path, header, "missing") is not False
+
+
+def read_ts(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A regression `.ts` file (Monash/UEA archive format) as x float32 (n, L, C) and y float32 (n,).
+    Every series must have the same length L; `?` values become NaN unless the header says @missing false."""
+    header: dict[str, tuple[str, int]] = {}  # lower-case key -> (value, line number)
+    cases, targets = [], []
+    dims = length = None
+    allow_missing, in_data = True, False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not in_data:
+                if not line.startswith("@"):
+                    raise DataError(f"{path} line {lineno}: a data line before the @data line (is @data missing?)")
+                key, value = (line[1:].split(None, 1) + ["", ""])[:2]
+                key = key.lower()
+                if key == "data":
+                    dims, length, allow_missing = _check_header(path, header)
+                    in_data = True
+                else:
+                    header[key] = (value.strip(), lineno)
+                continue
+            parts = line.split(":")
+            if len(parts) < 2:
+                raise DataError(f"{path} line {lineno}: expected dimensions separated by ':' and a final ':target' field, "
+                                f"found no ':' (malformed line)")  # fmt: skip
+            if dims is None:
+                dims = len(parts) - 1  # no @dimensions header: the first case decides
+            if len(parts) - 1 != dims:
+                raise DataError(f"{path} line {lineno}: {len(parts) - 1} dimension(s), expected {dims} (@dimensions or the first case)")
+            try:
+                target = float(parts[-1])
+            except ValueError:
+                target = None
+            if target is None or np.isnan(target):
+                raise DataError(f"{path} line {lineno}: the target (last ':' field) {parts[-1].strip()!r} is missing or not a number")
+            case = [_values(path, lineno, d + 1, text, allow_missing) for d, text in enumerate(parts[:-1])]
+            if length is None:
+                length = len(case[0])  # no @seriesLength header: the first case decides
+            for d, series in enumerate(case):
+                if len(series) != length:
+                    raise DataError(f"{path} line {lineno}, dimension {d + 1}: {len(series)} values, expected {length} "
+                                    f"(@seriesLength or the first case; read_ts needs equal-length series)")  # fmt: skip
+            cases.append(np.stack(case).astype(np.float32))  # (C, L)
+            targets.append(target)
+    if not in_data:
+        raise DataError(f"{path}: no @data line (not a .ts file, or truncated before the data)")
+    if not cases:
+        raise DataError(f"{path}: no cases after the @data line (empty or truncated file)")
+    x = np.ascontiguousarray(np.stack(cases).transpose(0, 2, 1))  # (n, L, C)
+    return x, np.asarray(targets, dtype=np.float32)
+
+
+# ---- the BIDMC32 datasets ---------------------------------------------------------------------
+
+
+def _find(root: str, folder: str) -> tuple[str, str]:
+    """(TRAIN, TEST) .ts paths in root/folder/ or in root itself, matching names case-insensitively."""
+    if not os.path.isdir(root):
+        raise missing("BIDMC data folder", root, LAYOUT, SOURCE)
+    for d in (os.path.join(root, folder), root):
+        files = {n.lower(): os.path.join(d, n) for n in os.listdir(d)} if os.path.isdir(d) else {}
+        train, test = files.get(f"{folder}_train.ts".lower()), files.get(f"{folder}_test.ts".lower())
+        if train or test:
+            for name, path in ((f"{folder}_TRAIN.ts", train), (f"{folder}_TEST.ts", test)):
+                if path is None:
+                    raise FileNotFoundError(f"BIDMC file {name} not found in {d!r}. Expected layout:\n{LAYOUT}\n{SOURCE}")
+            return train, test
+    raise FileNotFoundError(f"BIDMC file {folder}/{folder}_TRAIN.ts not found in {root!r} (nor {folder}_TRAIN.ts directly in it). "
+                            f"Expected layout:\n{LAYOUT}\n{SOURCE}")  # fmt: skip
+
+
+def _parse(train_path: str, test_path: str) -> dict[str, np.ndarray]:
+    out = {}
+    for split, path in (("train", train_path), ("test", test_path)):
+        x, y = read_ts(path)
+        if not np.isfinite(x).all():
+            raise DataError(f"{path}: missing or non-finite values in the series; the BIDMC files have none (corrupt copy?)")
+        out[f"{split}_x"], out[f"{split}_y"] = x, y
+    if out["train_x"].shape[1:] != out["test_x"].shape[1:]:
+        raise DataError(f"{test_path}: series of shape {out['test_x'].shape[1:]} (length, channels), but the TRAIN file has "
+                        f"{out['train_x'].shape[1:]}")  # fmt: skip
+    return out
+
+
+def _channel_stats(x: np.ndarray, index: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std over the rows `index` of x (n, L, C), in float64, a chunk of rows at a time."""
+    total = np.zeros(x.shape[-1])
+    for s in range(0, len(index), chunk):
+        total += np.asarray(x[index[s : s + chunk]], dtype=np.float64).sum(axis=(0, 1))
+    count = len(index) * x.shape[1]
+    mean = total / count
+    sq = np.zeros(x.shape[-1])
+    for s in range(0, len(index), chunk):
+        sq += ((np.asarray(x[index[s : s + chunk]], dtype=np.float64) - mean) ** 2).sum(axis=(0, 1))
+    std = np.sqrt(sq / count)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def build_bidmc(spec) -> SequenceData:
+    """BIDMC32 regression: x float32 (4000, 2) standardized per channel, y float32 (1,). Options:
+    `target` (hr, rr or spo2; default hr), `normalize_target` (default true). Validation is carved from
+    the TRAIN file (split_indices, seed 0); the TEST file is the test set."""
+    opts = take_options(spec.options, DEFAULTS, "bidmc")
+    target = choose(opts["target"], tuple(TARGETS), "data.options.target")
+    if not isinstance(opts["normalize_target"], bool):
+        raise ValueError(f"data.options.normalize_target must be true or false, got {opts['normalize_target']!r}")
+    folder, what, units = TARGETS[target]
+    train_path, test_path = _find(data_root(spec.data_dir, "bidmc"), folder)
+    root = os.path.dirname(train_path)
+    a = cached(root, folder, [train_path, test_path], {}, lambda: _parse(train_path, test_path))
+    tr, va, _ = (i.numpy() for i in common.split_indices(len(a["train_x"]), spec.val_fraction, 0.0, seed=0))
+    if len(tr) == 0:
+        raise ValueError(f"data.val_fraction={spec.val_fraction} leaves no training cases out of {len(a['train_x'])}")
+    mean, std = _channel_stats(a["train_x"], tr)
+    norm = Standardize(mean, std)
+    y_train = np.asarray(a["train_y"], dtype=np.float64)[tr]
+    y_mean, y_std = float(y_train.mean()), float(y_train.std()) or 1.0
+    target_norm = Standardize(y_mean, y_std) if opts["normalize_target"] else None
+    train = ArrayDataset(a["train_x"], a["train_y"][:, None], transform=norm, target_transform=target_norm)  # y (n, 1)
+    test = ArrayDataset(a["test_x"], a["test_y"][:, None], transform=norm, target_transform=target_norm)
+    steps, channels = a["train_x"].shape[1:]
+    description = (f"{folder} ({what}, {units}): {steps}-step series, {channels} channels, {len(tr)}/{len(va)}/{len(test)}; "
+                   + (f"targets standardized (mean {y_mean:.4g}, std {y_std:.4g}): RMSE in {units} = RMSE x {y_std:.4g}"
+                      if opts["normalize_target"] else "raw targets"))  # fmt: skip
+    extra = {"target": target, "units": units, "target_mean": y_mean, "target_std": y_std, "target_normalized": opts["normalize_target"],
+             "channel_mean": mean.tolist(), "channel_std": std.tolist()}  # fmt: skip
+    info = DataInfo(d_input=int(channels), d_output=1, task="regression", description=description, extra=extra)
+    return SequenceData(train.subset(tr), train.subset(va) if len(va) else None, test, info, official=dict(OFFICIAL))
