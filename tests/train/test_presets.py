@@ -38,3 +38,79 @@ def test_preset_matches_the_paper_table(name):
 def test_every_preset_is_in_the_table_or_runs_without_files():
     offline = {"digits", "copying", "adding", "delay", "listops-generated", "smnist", "psmnist"}
     assert set(preset_names()) - offline == set(TABLE)
+
+
+# ---- two training steps of every preset on fixture data in the dataset's real format ----------
+
+
+def _cifar(root):
+    from ..data.test_cifar import write_cifar
+
+    write_cifar(root)
+    return root, (3, 10)
+
+
+def _cifar_gray(root):
+    return _cifar(root)[0], (1, 10)
+
+
+def _pathfinder(resolution):
+    def write(root):
+        from ..data.test_pathfinder import write_pathfinder
+
+        write_pathfinder(root, resolution=resolution)
+        return root, (1, 2)
+
+    return write
+
+
+def _speech(root):
+    from ..data.test_speech_commands import write_speech_commands
+
+    write_speech_commands(root)
+    return root, (1, 35)
+
+
+def _bidmc(root):
+    from ..data.test_bidmc import write_bidmc
+
+    write_bidmc(root, length=40)
+    return root, (2, 1)
+
+
+def _text(writer, io):
+    def write(root):
+        from ..data import test_aan, test_imdb, test_listops
+
+        getattr({"listops": test_listops, "imdb": test_imdb, "aan": test_aan}[writer], f"write_{writer}")(root)
+        return root, io
+
+    return write
+
+
+FIXTURES = {"lra-listops": _text("listops", (1, 10)), "lra-text": _text("imdb", (1, 2)), "lra-retrieval": _text("aan", (1, 2)),
+            "scifar": _cifar, "lra-image": _cifar_gray, "lra-pathfinder": _pathfinder(32), "lra-pathx": _pathfinder(128),
+            "speech-commands": _speech, "bidmc-hr": _bidmc, "bidmc-rr": _bidmc, "bidmc-spo2": _bidmc}  # fmt: skip
+TINY = ["model.d_model=8", "model.n_layers=1", "model.layer_args.d_state=4", "data.batch_size=2", "trainer.max_steps=2",
+        "trainer.progress=false"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_preset_trains_on_fixture_data(tmp_path, name):
+    from liquid_s4.train.data import build_datamodule
+    from liquid_s4.train.run import train
+
+    data_dir, (d_input, d_output) = FIXTURES[name](str(tmp_path / "data"))
+    cfg = load_config(name, TINY + [f"data.data_dir={data_dir}"])
+    info = build_datamodule(cfg.data).info
+    assert (info.d_input, info.d_output) == (d_input, d_output)
+    if name in ("lra-listops", "lra-text", "lra-retrieval"):
+        assert info.vocab_size == (16 if name == "lra-listops" else 257)
+    metrics = train(cfg, output_dir=str(tmp_path / "run"), quiet=True)
+    assert metrics["global_step"] == 2
+    if name.startswith("bidmc"):
+        assert metrics["test/rmse"] >= 0 and metrics["test/rmse_orig"] > 0
+    else:
+        assert 0 <= metrics["test/acc"] <= 1
+    if name == "speech-commands":
+        assert 0 <= metrics["test_8khz/acc"] <= 1  # the zero-shot 8 kHz test set, run at rate 2
