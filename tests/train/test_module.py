@@ -22,7 +22,7 @@ def _lit(overrides, info):
 
 
 def test_per_step_classification_ignores_unscored_steps():
-    lit = _lit(["model.pool=none"], DataInfo(d_input=1, d_output=3))
+    lit = _lit(["model.pool=none"], DataInfo(d_input=1, d_output=3, extra={"pool": "none"}))
     out = torch.randn(2, 5, 3)
     y = torch.tensor([[IGNORE_INDEX, 0, 1, IGNORE_INDEX, 2], [2, IGNORE_INDEX, IGNORE_INDEX, 1, 1]])
     m = lit._metrics(out, y, None)
@@ -33,7 +33,7 @@ def test_per_step_classification_ignores_unscored_steps():
 
 
 def test_per_step_regression_is_masked_by_lengths():
-    lit = _lit(["model.pool=none"], DataInfo(d_input=1, d_output=1, task="regression"))
+    lit = _lit(["model.pool=none"], DataInfo(d_input=1, d_output=1, task="regression", extra={"pool": "none"}))
     out, y = torch.randn(2, 4, 1), torch.randn(2, 4, 1)
     m = lit._metrics(out, y, torch.tensor([4, 2]))
     err = (out - y) ** 2

@@ -24,6 +24,11 @@ class LitSequenceModel(L.LightningModule):
         self.info = DataInfo(**info)
         m = self.run_config.model
         i = self.info
+        per_step, pool = (i.extra or {}).get("pool") == "none", m.get("pool", "mean")
+        if per_step != (pool == "none"):
+            want = "model.pool=none (one output per step)" if per_step else "model.pool=mean or last (one output per sequence)"
+            raise ValueError(f"the dataset's targets are {'per step' if per_step else 'per sequence'}, but model.pool is {pool!r}; "
+                             f"set {want}")  # fmt: skip
         self.model = SequenceModel(ModelConfig(d_input=i.d_input, d_output=i.d_output, vocab_size=i.vocab_size, **m))
         self.classification = self.info.task == "classification"
         extra = self.info.extra or {}
