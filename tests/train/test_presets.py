@@ -114,3 +114,22 @@ def test_preset_trains_on_fixture_data(tmp_path, name):
         assert 0 <= metrics["test/acc"] <= 1
     if name == "speech-commands":
         assert 0 <= metrics["test_8khz/acc"] <= 1  # the zero-shot 8 kHz test set, run at rate 2
+
+
+GENERATED = {
+    "copying": ["data.options.n_train=8", "data.options.n_val=2", "data.options.n_test=2", "data.options.delay=20"],
+    "adding": ["data.options.n_train=8", "data.options.n_val=2", "data.options.n_test=2", "data.options.length=30"],
+    "delay": ["data.options.n_train=8", "data.options.n_val=2", "data.options.n_test=2", "data.options.length=30",
+              "data.options.delay=5"],  # fmt: skip
+    "listops-generated": ["data.options.n_train=8", "data.options.n_val=2", "data.options.n_test=2", "data.options.max_length=60",
+                          "data.options.min_length=10"],  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_generated_preset_trains_without_files(tmp_path, name):
+    from liquid_s4.train.run import train
+
+    metrics = train(load_config(name, TINY + GENERATED[name]), output_dir=str(tmp_path / "run"), quiet=True)
+    assert metrics["global_step"] == 2
+    assert (0 <= metrics["test/acc"] <= 1) if name != "adding" else metrics["test/mse"] >= 0
