@@ -10,7 +10,17 @@ from .discretize import (
 )
 from .fftconv import anticausal_kernel, bidirectional_kernel, fftconv, fftconv_sum
 from .hippo import MEASURES, low_rank_correction, nplr, transition
-from .kernels import cauchy, cauchy_ref, irfft_first, kernel_dplr, kernel_dplr_hat, krylov, krylov_ref, vandermonde, vandermonde_ref
+from .kernels import (
+    cauchy_imag,
+    cauchy_imag_ref,
+    irfft_first,
+    kernel_dplr,
+    kernel_dplr_hat,
+    krylov,
+    krylov_ref,
+    vandermonde,
+    vandermonde_ref,
+)
 from .liquid import anticorrelation, anticorrelations, correlation, correlation_ref, correlations, delayed, last_inputs
 from .state import DiscreteSSM, power_apply, reverse_within, scan_dense, scan_diag
 
@@ -18,7 +28,7 @@ __all__ = [
     "MEASURES", "transition", "low_rank_correction", "nplr",
     "discretize_zoh", "discretize_bilinear", "discretize_gbt", "discretize_dense",
     "dplr_bilinear_B", "dplr_bilinear_B_inverse",
-    "vandermonde", "vandermonde_ref", "cauchy", "cauchy_ref", "kernel_dplr", "kernel_dplr_hat", "irfft_first",
+    "vandermonde", "vandermonde_ref", "cauchy_imag", "cauchy_imag_ref", "kernel_dplr", "kernel_dplr_hat", "irfft_first",
     "krylov", "krylov_ref",
     "correlation", "correlations", "correlation_ref", "anticorrelation", "anticorrelations", "delayed", "last_inputs",
     "DiscreteSSM", "scan_diag", "scan_dense", "power_apply", "reverse_within",

@@ -11,9 +11,6 @@ import math
 
 import torch
 
-# Elements of the (H, N, F_chunk) Cauchy workspace evaluated at once.
-CAUCHY_CHUNK_ELEMENTS = 1 << 22
-
 
 def block_size(L: int) -> int:
     """Power of two near sqrt(L): splits l = m T + t so that both factors stay small."""
@@ -54,81 +51,119 @@ def vandermonde_ref(w: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tens
 # --------------------------------------------------------------------------------------------
 
 
-def _reciprocal(lam, a, b):
-    """r[h, n, f] = 1 / (a[h, f] - b[f] lam[h, n])."""
-    return torch.addcmul(a[:, None, :], lam[..., None], b, value=-1).reciprocal_()
+# Elements of the (channels, N, frequencies) blocks of `cauchy_imag` evaluated at once, and the most
+# frequencies per block: small enough that a block's intermediates stay in cache and below glibc's
+# mmap threshold (no page faults per call), long enough to amortize the per-block overhead.
+CAUCHY_IMAG_CHUNK_ELEMENTS = 1 << 19
+CAUCHY_IMAG_FREQS = 8192
 
 
-class _Cauchy(torch.autograd.Function):
-    """Chunked Cauchy sums with an analytic backward that recomputes each chunk's reciprocals.
+def _pole_terms(lr2, li, g, w, d):
+    """w = t d and d = 1 / (lr^2 + t^2) with t[h, n, f] = g[h, f] - li[h, n], written into the
+    (H, N, Fc) views w and d (t is formed in w's memory, so no other workspace is needed)."""
+    t = torch.sub(g[:, None, :], li[..., None], out=w)
+    torch.addcmul(lr2[..., None], t, t, out=d)
+    d.reciprocal_()
+    return w.mul_(d), d
 
-    With r = 1 / (a - b lam) and PyTorch's convention grad_x = grad_out * conj(d out / d x):
-        grad_v   = sum_f g conj(r)
-        grad_lam = sum_m conj(v) sum_f g conj(b r^2)
-        grad_a   = -sum_m g conj(sum_n v r^2)
-    each a matrix product per chunk, so no (H, N, F) tensor is ever stored.
+
+def _blocks(H: int, F: int, N: int, elements: int):
+    """(h0, h1, f0, f1) blocks of the (H, N, F) grid with about `elements` entries each: long runs
+    of frequencies (at most CAUCHY_IMAG_FREQS), and as many channels as fit."""
+    Fc = min(F, CAUCHY_IMAG_FREQS, max(1, elements // N))
+    Hc = max(1, min(H, elements // (N * Fc)))
+    return [(h, min(H, h + Hc), f, min(F, f + Fc)) for h in range(0, H, Hc) for f in range(0, F, Fc)]
+
+
+class _CauchyImag(torch.autograd.Function):
+    """out = W2 @ w + W1 @ d with t = g - li, d = 1 / (lr^2 + t^2), w = t d (see `cauchy_imag`).
+
+    Only elementwise passes build w, d (and in backward w d, d^2); everything else is a matrix product,
+    one (channels x frequencies) block at a time, recomputed in backward. With the upstream gradients
+    D1 = W1^T G on d and D2 = W2^T G on w (never formed), and E = G [w; w d; d; d^2]^T:
+        grad_W2 = E_w, grad_W1 = E_d
+        d/dt  = -2 D1 w d + D2 (d - 2 w^2),  w^2 = d - lr^2 d^2   (from d (lr^2 + t^2) = 1)
+        grad_lr = -2 lr sum_r (W1 E_d2 + W2 E_wd),  grad_li = -sum_f d/dt = sum_r (2 W1 E_wd + W2 E_d - 2 lr^2 W2 E_d2)
+        grad_g  = sum_n d/dt = sum_r G [-2 W1 (w d) - W2 d + 2 (lr^2 W2) d^2]
     """
 
     @staticmethod
-    def forward(ctx, v, lam, a, b, chunk):
-        ctx.save_for_backward(v, lam, a, b)
-        ctx.chunk = chunk
-        vt = v.transpose(0, 1)  # (H, M, N)
-        outs = [vt @ _reciprocal(lam, a[:, s : s + chunk], b[s : s + chunk]) for s in range(0, a.shape[-1], chunk)]
-        return torch.cat(outs, -1).transpose(0, 1)  # (M, H, F)
+    def forward(ctx, W1, W2, lr, li, g, elements):
+        ctx.save_for_backward(W1, W2, lr, li, g)
+        ctx.elements = elements
+        H, N = li.shape
+        F = g.shape[-1]
+        W = torch.cat([W2, W1], -1)  # (H, R, 2N) against [w; d]
+        lr2 = lr * lr
+        out = W.new_empty(H, W.shape[1], F)
+        blocks = _blocks(H, F, N, elements)
+        buf = W.new_empty(blocks[0][1] - blocks[0][0], 2 * N, blocks[0][3] - blocks[0][2])
+        for h0, h1, f0, f1 in blocks:
+            work = buf[: h1 - h0, :, : f1 - f0]
+            _pole_terms(lr2[h0:h1], li[h0:h1], g[h0:h1, f0:f1], work[:, :N], work[:, N:])
+            out[h0:h1, :, f0:f1] = W[h0:h1] @ work
+        return out
 
     @staticmethod
-    def backward(ctx, g):
-        v, lam, a, b = ctx.saved_tensors
-        chunk = ctx.chunk
-        need_v, need_lam, need_a = ctx.needs_input_grad[:3]
-        vt, gt = v.transpose(0, 1), g.transpose(0, 1)  # (H, M, N), (H, M, F)
-        grad_v = torch.zeros_like(vt) if need_v else None
-        grad_lam = torch.zeros_like(lam) if need_lam else None
-        grad_a = []
-        for s in range(0, a.shape[-1], chunk):
-            r = _reciprocal(lam, a[:, s : s + chunk], b[s : s + chunk])  # (H, N, Fc)
-            g_c = gt[..., s : s + chunk]
-            # products are formed as (r @ small^H)^H so that no conjugate copy of r is made
-            if need_v:
-                grad_v += (r @ g_c.mH).mH
-            if need_lam or need_a:
-                r2 = r * r
-            if need_lam:
-                grad_lam += (vt.conj() * (r2 @ (g_c * b[s : s + chunk].conj()).mH).mH).sum(1)
-            if need_a:
-                grad_a.append(-(g_c * (vt @ r2).conj()).sum(1))
-        return (
-            grad_v.transpose(0, 1) if need_v else None,
-            grad_lam,
-            torch.cat(grad_a, -1) if need_a else None,
-            None,
-            None,
-        )
+    def backward(ctx, G):
+        W1, W2, lr, li, g = ctx.saved_tensors
+        H, N = li.shape
+        F = g.shape[-1]
+        lr2 = lr * lr
+        G = G.contiguous()
+        E = W1.new_zeros(H, W1.shape[1], 4 * N)  # G [w; w d; d; d^2]^T, summed over frequency blocks
+        V = torch.cat([-2 * W1, -W2, 2 * lr2[:, None] * W2], -1)  # (H, R, 3N) against [w d; d; d^2]
+        grad_g = torch.empty_like(g)
+        blocks = _blocks(H, F, N, ctx.elements)
+        buf = W1.new_empty(blocks[0][1] - blocks[0][0], 4 * N, blocks[0][3] - blocks[0][2])
+        for h0, h1, f0, f1 in blocks:
+            Q = buf[: h1 - h0, :, : f1 - f0]
+            w, wd, d, d2 = Q.split(N, 1)
+            _pole_terms(lr2[h0:h1], li[h0:h1], g[h0:h1, f0:f1], w, d)
+            torch.mul(w, d, out=wd)
+            torch.mul(d, d, out=d2)
+            Gc = G[h0:h1, :, f0:f1]
+            E[h0:h1].baddbmm_(Gc, Q.transpose(1, 2))
+            grad_g[h0:h1, f0:f1] = (Gc * (V[h0:h1] @ Q[:, N:])).sum(1)
+        E_w, E_wd, E_d, E_d2 = E.split(N, -1)
+        grad_lr = -2 * lr * (W1 * E_d2 + W2 * E_wd).sum(1)
+        grad_li = (2 * W1 * E_wd + W2 * E_d - 2 * lr2[:, None] * W2 * E_d2).sum(1)
+        return E_d, E_w, grad_lr, grad_li, grad_g, None
 
 
-def cauchy(v: torch.Tensor, lam: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """out[m, h, f] = sum_n v[m, h, n] / (a[h, f] - b[f] lam[h, n]), in chunks of frequencies.
+def cauchy_imag(v: torch.Tensor, lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """out[m, h, f] = sum_n v[m, h, n] / (i g[h, f] - lam[h, n]) for real g, in real arithmetic.
 
-    v: (M, H, N), lam: (H, N), a: (H, F), b: (F,) (a constant: no gradient), all complex.
-    Forward and backward hold one chunk's (H, N, F_chunk) workspace at a time.
+    v: (M, H, N) complex, lam: (H, N) complex with nonzero real part, g: (H, F) real. The bilinear
+    transform maps the roots of unity to the imaginary axis, so this is the S4 kernel's Cauchy sum.
+    With lam = lr + i li, t = g - li, d = 1 / (lr^2 + t^2) and w = t d:  1 / (i g - lam) = -lr d - i w, so
+
+        Re out = sum_n (v_i w - v_r lr d),   Im out = sum_n (-v_r w - v_i lr d),
+
+    two real matrix products per frequency chunk against the elementwise terms w and d, with an
+    analytic backward that recomputes them (see `_CauchyImag`). Returns (M, H, F) complex.
     """
-    if b.requires_grad:
-        raise ValueError("cauchy: b is treated as a constant; detach it")
-    H, N = lam.shape
-    chunk = max(1, CAUCHY_CHUNK_ELEMENTS // (H * N))
-    return _Cauchy.apply(v, lam, a, b, chunk)
+    lr, li = lam.real, lam.imag
+    vr, vi = v.real, v.imag
+    W1 = torch.cat([-vr * lr, -vi * lr])  # (2M, H, N): coefficients of d, rows: real then imaginary part
+    W2 = torch.cat([vi, -vr])  # coefficients of w
+    H, N = lr.shape
+    W1, W2 = (x.transpose(0, 1).contiguous() for x in (W1, W2))  # (H, 2M, N)
+    out = _CauchyImag.apply(W1, W2, lr, li, g, CAUCHY_IMAG_CHUNK_ELEMENTS)  # (H, 2M, F)
+    re, im = out.split(v.shape[0], 1)  # split, not slicing: its backward concatenates instead of zero-filling
+    return torch.complex(re, im).transpose(0, 1)
 
 
-def cauchy_ref(v, lam, a, b):
-    """Materializing reference for `cauchy`."""
-    return torch.einsum("mhn,hnf->mhf", v, 1.0 / (a[:, None, :] - b * lam[..., None]))
+def cauchy_imag_ref(v, lam, g):
+    """Materializing reference for `cauchy_imag`."""
+    z = torch.complex(torch.zeros_like(g), g)
+    return torch.einsum("mhn,hnf->mhf", v, 1.0 / (z[:, None, :] - lam[..., None]))
 
 
-def kernel_dplr(Lambda, P, B, C, dt, L: int, cauchy_fn=cauchy) -> torch.Tensor:
+def kernel_dplr(Lambda, P, B, C, dt, L: int) -> torch.Tensor:
     """Kernel of the bilinear discretization of A = Lambda - P P^*: irfft of `kernel_dplr_hat`.
     Returns K (Kb, Ch, H, L), real."""
-    return torch.fft.irfft(kernel_dplr_hat(Lambda, P, B, C, dt, L, cauchy_fn), n=L)
+    return torch.fft.irfft(kernel_dplr_hat(Lambda, P, B, C, dt, L), n=L)
 
 
 def irfft_first(X: torch.Tensor, n: int) -> torch.Tensor:
@@ -140,44 +175,49 @@ def irfft_first(X: torch.Tensor, n: int) -> torch.Tensor:
     return (X.real @ w) / n
 
 
-def kernel_dplr_hat(Lambda, P, B, C, dt, L: int, cauchy_fn=cauchy) -> torch.Tensor:
+def kernel_dplr_hat(Lambda, P, B, C, dt, L: int) -> torch.Tensor:
     """Generating function of the kernel of the bilinear discretization of A = Lambda - P P^*
     (conjugate pairs implied) at the L-th roots of unity z_k, k = 0..L/2 (an rfft half).
 
     Stored are the N/2 modes Lambda (H, N/2), P (r, H, N/2), B (Kb, H, N/2) and
     C~ (Ch, H, N/2) = C (I - A_bar^L); the other half of each vector is its conjugate.
-    At z = exp(-2 pi i k / L) the truncated generating function is
+    At z = exp(-i theta), theta = 2 pi k / L, the truncated generating function is
 
         K^(z) = sum_{l<L} C A_bar^l B_bar z^l = C~ (I - z A_bar)^{-1} B_bar
               = 2 C~ M(z)^{-1} B,      M(z) = (2/dt)(1 - z) - (1 + z)(Lambda - P P^*)
+              = (2 / (1 + z)) C~ (i g - Lambda + P P^*)^{-1} B,   g = (2/dt) tan(theta / 2),
 
-    and with the Cauchy sums k_xy(z) = sum_n x_n y_n / ((2/dt)(1 - z) - (1 + z) Lambda_n),
-    Woodbury gives K^ = 2 [k_CB - (1+z) k_CP (I + (1+z) k_P*P)^{-1} k_P*B].
-    This form has no 1/(1+z) factor, so it stays finite (values and gradients) at z = -1.
+    because (1 - z) / (1 + z) = i tan(theta / 2): the bilinear transform maps the unit circle to the
+    imaginary axis. With the Cauchy sums S_xy = sum_n x_n y_n / (i g - Lambda_n) (`cauchy_imag`, real
+    arithmetic), Woodbury gives K^ = (2 / (1 + z)) [S_CB - S_CP (I + S_P*P)^{-1} S_P*B] for k < L/2.
+    At the Nyquist bin z = -1 (L even) g is infinite and directly K^ = (dt/2) sum_n C~_n B_n.
     Returns K^ (Kb, Ch, H, L // 2 + 1), complex.
     """
     Ch, r, Kb = C.shape[0], P.shape[0], B.shape[0]
     H, N2 = Lambda.shape
-    k = torch.arange(L // 2 + 1, device=Lambda.device, dtype=dt.dtype)
-    z = torch.polar(torch.ones_like(k), -2 * math.pi * k / L)  # (F,)
-    a = (2.0 / dt)[:, None] * (1 - z)  # (H, F)
-    b = 1 + z
+    F = L // 2 + 1
+    Fr = F - 1 if L % 2 == 0 else F  # bins with z != -1
+    half = math.pi * torch.arange(Fr, device=Lambda.device, dtype=torch.float64) / L  # theta / 2, in float64:
+    g = (2.0 / dt)[:, None] * torch.tan(half).to(dt.dtype)  # (H, Fr)       tan and 1 + z lose precision near pi
+    two_over_b = (torch.polar(torch.ones_like(half), half) / torch.cos(half)).to(Lambda.dtype)  # 2 / (1 + z)
     left = torch.cat([C, P.conj()])  # (Ch + r, H, N/2)
     right = torch.cat([B, P])  # (Kb + r, H, N/2)
     v = left[:, None] * right[None]  # (Ch + r, Kb + r, H, N/2)
-    v = torch.cat([v, v.conj()], -1).flatten(0, 1)
+    v_full = torch.cat([v, v.conj()], -1).flatten(0, 1)
     lam = torch.cat([Lambda, Lambda.conj()], -1)
-    kk = cauchy_fn(v, lam, a, b).view(Ch + r, Kb + r, H, -1)
+    S = cauchy_imag(v_full, lam, g).view(Ch + r, Kb + r, H, Fr)
     # split (not slicing) so that the backward pass concatenates instead of zero-filling full copies
-    (k_CB, k_PB), (k_CP, k_PP) = ([t for t in half.split([Ch, r], 0)] for half in kk.split([Kb, r], 1))
+    (S_CB, S_PB), (S_CP, S_PP) = ([t for t in part.split([Ch, r], 0)] for part in S.split([Kb, r], 1))
     if r == 1:
-        q = b * k_CP / (1 + b * k_PP)  # (Ch, 1, H, F): one division, shared by all Kb input vectors
-        K_hat = 2 * (k_CB - q * k_PB)  # (Ch, Kb, H, F)
+        K_hat = S_CB - (S_CP / (1 + S_PP)) * S_PB  # (Ch, Kb, H, Fr): one division, shared by all Kb inputs
     else:
-        eye = torch.eye(r, dtype=kk.dtype, device=kk.device)
-        M = eye + b[:, None, None] * k_PP.permute(2, 3, 0, 1)  # (H, F, r, r)
-        X = torch.linalg.solve(M, k_PB.permute(2, 3, 0, 1))  # (H, F, r, Kb)
-        K_hat = 2 * (k_CB - b * torch.einsum("crhf,hfrk->ckhf", k_CP, X))
+        eye = torch.eye(r, dtype=S.dtype, device=S.device)
+        X = torch.linalg.solve(eye + S_PP.permute(2, 3, 0, 1), S_PB.permute(2, 3, 0, 1))  # (H, Fr, r, Kb)
+        K_hat = S_CB - torch.einsum("crhf,hfrk->ckhf", S_CP, X)
+    K_hat = K_hat * two_over_b
+    if Fr < F:  # Nyquist: (dt/2) sum over both conjugate halves = dt Re sum_n C~_n B_n
+        nyq = dt[:, None] * v[:Ch, :Kb].real.sum(-1)[..., None]  # (Ch, Kb, H, 1)
+        K_hat = torch.cat([K_hat, nyq.to(K_hat.dtype)], -1)
     return K_hat.transpose(0, 1)
 
 
