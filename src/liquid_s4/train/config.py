@@ -57,6 +57,7 @@ class TrainerConfig:
     output_dir: str | None = None
     log_every_n_steps: int = 10
     progress: bool = True
+    tune_allocator: bool = True  # keep freed CPU memory for reuse (see liquid_s4.tune_cpu_allocator)
 
 
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "trainer": TrainerConfig}

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..allocator import tune_cpu_allocator
 from .config import RunConfig
 from .data import build_datamodule
 from .module import L, LitSequenceModel
@@ -67,6 +68,8 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
         raise FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume or pass the run's --output-dir")
     if not resume and os.path.isfile(last):
         raise FileExistsError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --output-dir")
+    if t.tune_allocator:
+        tune_cpu_allocator()
     L.seed_everything(t.seed, workers=True, verbose=False)
     dm = build_datamodule(config.data, seed=t.seed)  # first, so a missing dataset leaves no run directory behind
     os.makedirs(out, exist_ok=True)
