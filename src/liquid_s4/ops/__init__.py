@@ -8,7 +8,7 @@ from .discretize import (
     dplr_bilinear_B,
     dplr_bilinear_B_inverse,
 )
-from .fftconv import anticausal_kernel, bidirectional_kernel, fftconv, fftconv_sum
+from .fftconv import anticausal_kernel, bidirectional_kernel, fftconv, fftconv_sum, fftconv_sum_ref
 from .hippo import MEASURES, low_rank_correction, nplr, transition
 from .kernels import (
     cauchy_imag,
@@ -32,5 +32,5 @@ __all__ = [
     "krylov", "krylov_ref",
     "correlation", "correlations", "correlation_ref", "anticorrelation", "anticorrelations", "delayed", "last_inputs",
     "DiscreteSSM", "scan_diag", "scan_dense", "power_apply", "reverse_within",
-    "fftconv", "fftconv_sum", "bidirectional_kernel", "anticausal_kernel",
+    "fftconv", "fftconv_sum", "fftconv_sum_ref", "bidirectional_kernel", "anticausal_kernel",
 ]

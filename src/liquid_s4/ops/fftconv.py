@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -25,13 +27,82 @@ def fftconv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return fftconv_sum([u], [k])
 
 
+def fft_size(L: int) -> int:
+    """The FFT length used for sequences of length L: the smallest n >= 2L of the form 2^a, 3 2^a or
+    9 2^a (such sizes run about twice as fast as e.g. 32000 = 2^8 5^3 on CPU)."""
+    need = 2 * L
+    return min(m << max(0, math.ceil(math.log2(need / m))) for m in (1, 3, 9))
+
+
+def _spread(k: torch.Tensor, L: int, n: int) -> torch.Tensor:
+    """A causal (length L) kernel as is; a two-sided (length 2L) kernel with its negative lags
+    (k[L:], see `bidirectional_kernel`) moved to the end of a length-n circle."""
+    if k.shape[-1] == L or n == 2 * L:
+        return k
+    return torch.cat([k[..., :L], k.new_zeros(*k.shape[:-1], n - 2 * L), k[..., L:]], -1)
+
+
+def _gather(x: torch.Tensor, L: int, m: int, n: int) -> torch.Tensor:
+    """The inverse of `_spread` on a length-n gradient, for a kernel of length m."""
+    if m == L or n == 2 * L:
+        return x[..., :m]
+    return torch.cat([x[..., :L], x[..., n - L :]], -1)
+
+
+class _FFTConvSum(torch.autograd.Function):
+    """sum_s irfft(rfft(u_s, n)[:, None] * rfft(k_s, n), n)[..., :L] with an explicit adjoint.
+
+    The adjoint of a truncated circular convolution is a circular correlation with the zero-padded
+    output gradient G = rfft(g, n):  grad u_s = irfft(sum_c G conj(K_s))[:L],  grad k_s =
+    irfft(sum_b G conj(U_s)) on the kernel's support. Three real FFTs backward (autograd's backward of
+    rfft uses a full-length complex FFT plus a zero-filled copy instead)."""
+
+    @staticmethod
+    def forward(ctx, count: int, *tensors):
+        us, ks = tensors[:count], tensors[count:]
+        L = us[0].shape[-1]
+        n = fft_size(L)
+        Us = [torch.fft.rfft(u, n=n) for u in us]  # (B, H, n/2+1)
+        Ks = [torch.fft.rfft(_spread(k, L, n), n=n) for k in ks]  # (C, H, n/2+1)
+        y_f = Us[0][:, None] * Ks[0]
+        for U, K in zip(Us[1:], Ks[1:]):
+            y_f.addcmul_(U[:, None], K)
+        ctx.save_for_backward(*Us, *Ks)
+        ctx.count, ctx.L, ctx.n, ctx.k_lengths = count, L, n, [k.shape[-1] for k in ks]
+        return torch.fft.irfft(y_f, n=n)[..., :L]
+
+    @staticmethod
+    def backward(ctx, g):
+        count, L, n = ctx.count, ctx.L, ctx.n
+        saved = ctx.saved_tensors
+        Us, Ks = saved[:count], saved[count:]
+        G = torch.fft.rfft(g.contiguous(), n=n)  # (B, C, H, n/2+1); the cropped outputs had no gradient: zero padding
+        grads = []
+        for i, K in enumerate(Ks):
+            need = ctx.needs_input_grad[1 + i]
+            grads.append(torch.fft.irfft((G * K.conj()).sum(1), n=n)[..., :L] if need else None)
+        for i, (U, m) in enumerate(zip(Us, ctx.k_lengths)):
+            need = ctx.needs_input_grad[1 + count + i]
+            grads.append(_gather(torch.fft.irfft((G * U.conj()[:, None]).sum(0), n=n), L, m, n) if need else None)
+        return (None, *grads)
+
+
 def fftconv_sum(us, ks) -> torch.Tensor:
     """Several signals, each with its own kernel, summed in the frequency domain (one inverse FFT):
     y[b, c, h, l] = sum_s sum_j ks[s][c, h, l - j] us[s][b, h, j].
 
-    us: sequence of (B, H, L); ks: sequence of (C, H, L) causal or (C, H, 2L) kernels (see
-    `bidirectional_kernel`). The FFT size is 2L, so a causal kernel of length L gives a true
-    linear convolution."""
+    us: sequence of (B, H, L); ks: sequence of (C, H, L) causal or (C, H, 2L) two-sided kernels (see
+    `bidirectional_kernel`). The FFT size is `fft_size(L)` >= 2L, so the convolution is linear (no
+    wrap-around). The backward pass is the explicit adjoint (`_FFTConvSum`); `fftconv_sum_ref` is the
+    same computation left to autograd."""
+    us, ks = list(us), list(ks)
+    if len(us) != len(ks) or not us:
+        raise ValueError(f"fftconv_sum: need as many kernels as signals (at least one), got {len(us)} and {len(ks)}")
+    return _FFTConvSum.apply(len(us), *us, *ks)
+
+
+def fftconv_sum_ref(us, ks) -> torch.Tensor:
+    """Reference for `fftconv_sum`: FFT size exactly 2L, differentiated by autograd."""
     L = us[0].shape[-1]
     n = 2 * L
     y_f = None
