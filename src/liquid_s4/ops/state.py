@@ -121,7 +121,8 @@ class DiscreteSSM:
             x = self.dA * x + self.dB * u[..., None]
         else:
             rows = self.dA[:, : self.N]  # only the stored half of the new state is needed
-            x = (rows @ self._full(x)[..., None])[..., 0] + self._stored(self.dB) * u[..., None]
+            Ax = torch.bmm(self._full(x).transpose(0, 1), rows.mT).transpose(0, 1)  # (B, H, N): one (B x M)(M x N) product per channel
+            x = torch.addcmul(Ax, self._stored(self.dB), u[..., None])
         if extra is not None:
             Bp, v = extra
             x = x + torch.einsum("shn,bsh->bhn", self._stored(Bp), v.to(Bp.dtype))
