@@ -72,10 +72,14 @@ def timed(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def worker(layer: str, B: int, H: int, N: int, L: int, repeats: int, threads: int) -> dict:
+def worker(layer: str, B: int, H: int, N: int, L: int, repeats: int, threads: int, allocator: str = "tuned") -> dict:
     """One measurement, run in its own process; returns the result as a dict."""
     import torch
 
+    import liquid_s4
+
+    if allocator == "tuned":
+        liquid_s4.tune_cpu_allocator()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(layer, H, N)
@@ -94,16 +98,16 @@ def worker(layer: str, B: int, H: int, N: int, L: int, repeats: int, threads: in
     with torch.no_grad():
         t_fwd = timed(lambda: model(u), repeats)
     return {
-        "layer": layer, "B": B, "H": H, "N": N, "L": L, "repeats": repeats, "threads": torch.get_num_threads(),
+        "layer": layer, "B": B, "H": H, "N": N, "L": L, "repeats": repeats, "threads": torch.get_num_threads(), "allocator": allocator,
         "fwd_ms": t_fwd, "fwd_bwd_ms": t_fwd_bwd,
         "base_rss_mib": base / 1024, "peak_rss_mib": peak / 1024, "peak_delta_mib": (peak - base) / 1024,
     }  # fmt: skip
 
 
-def run_case(layer: str, shape: tuple[int, ...], repeats: int, threads: int) -> dict:
+def run_case(layer: str, shape: tuple[int, ...], repeats: int, threads: int, allocator: str = "tuned") -> dict:
     """Run one case in a subprocess; returns its result, or a dict with an "error" entry."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", layer, *map(str, shape)]
-    cmd += ["--repeats", str(repeats), "--threads", str(threads)]
+    cmd += ["--repeats", str(repeats), "--threads", str(threads), "--allocator", allocator]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode == 0:
@@ -189,12 +193,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads value (default 2)")
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                   help="tuned: liquid_s4.tune_cpu_allocator() (as `liquid-s4 train` does); default: glibc's defaults")
     p.add_argument("--worker", nargs=5, metavar=("LAYER", "B", "H", "N", "L"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.worker:
         layer, *shape = args.worker
-        print(json.dumps(worker(layer, *map(int, shape), args.repeats, args.threads)))
+        print(json.dumps(worker(layer, *map(int, shape), args.repeats, args.threads, args.allocator)))
         return
 
     layers = []
@@ -209,10 +215,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    meta = {"torch": torch.__version__, "threads": args.threads, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+    meta = {"torch": torch.__version__, "threads": args.threads, "allocator": args.allocator, "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
     print(f"liquid_s4 layer benchmark: torch {meta['torch']}, {args.threads} threads, CPU {meta['cpu']} ({meta['cpu_count']} cores)")
-    print(f"python {meta['python']} on {meta['platform']}; median of {args.repeats} runs (at most 3 for L >= 16384) after a warm-up")
+    print(f"python {meta['python']} on {meta['platform']}; median of {args.repeats} runs (at most 3 for L >= 16384) after a warm-up; "
+          f"{args.allocator} allocator")
     print("peak = max RSS during fwd+bwd; delta = above the RSS after imports, model and input\n", flush=True)
 
     results = []
@@ -221,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         repeats = min(args.repeats, 3) if shape[3] >= 16384 else args.repeats
         print(f"[{i}/{len(cases)}] {layer} B,H,N,L={shape} ...", end=" ", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        results.append(run_case(layer, shape, repeats, args.threads))
+        results.append(run_case(layer, shape, repeats, args.threads, args.allocator))
         print(results[-1].get("error", "done"), f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
 
     print(table(results, args.markdown))

@@ -58,8 +58,14 @@ def main() -> None:
     p.add_argument("--bases", default="S4D,S4")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned", help="tuned: liquid_s4.tune_cpu_allocator()")
     args = p.parse_args()
-    print(f"fwd+bwd, {args.threads} threads, median of {args.rounds} interleaved rounds; ratio = median of per-round ratios")
+    if args.allocator == "tuned":
+        import liquid_s4
+
+        liquid_s4.tune_cpu_allocator()
+    print(f"{args.allocator} allocator; fwd+bwd, {args.threads} threads, median of {args.rounds} interleaved rounds; "
+          "ratio = median of per-round ratios")
     print(f"{'layer':8s} {'B,H,N,L':>20s} {'ms':>9s} {'ratio':>7s}  range")
     for shape in parse_shapes(args.shapes):
         for base in args.bases.split(","):
