@@ -184,14 +184,17 @@ class SSMLayer(nn.Module):
             raise ValueError(f"{name}: sequence length {L} exceeds l_max={self.l_max}; build the layer with a larger l_max or l_max=None")
         return u.to(self._dtype)  # (B, H, L)
 
+    def _state_size(self) -> int:
+        n = self.d_state // 2 if self.even_state else self.d_state
+        return n + (self.liquid_degree - 1 if self.liquid_kernel is not None else 0)
+
     def _check_state(self, state: torch.Tensor, batch: int) -> None:
-        expected = self.default_state(batch)
-        if not isinstance(state, torch.Tensor) or state.shape != expected.shape or state.is_complex() != expected.is_complex():
+        shape = (batch, self.d_model, self._state_size())
+        if not isinstance(state, torch.Tensor) or tuple(state.shape) != shape or state.is_complex() != self.even_state:
             got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
-            kind = "complex" if expected.is_complex() else "real"
+            kind = "complex" if self.even_state else "real"
             raise ValueError(
-                f"{type(self).__name__}: expected a {kind} state of shape {tuple(expected.shape)} "
-                f"(from default_state or a previous call), got {got}"
+                f"{type(self).__name__}: expected a {kind} state of shape {shape} (from default_state or a previous call), got {got}"
             )
 
     def _check_lengths(self, lengths, B: int, L: int) -> torch.Tensor:
@@ -298,11 +301,8 @@ class SSMLayer(nn.Module):
         """Zero state (batch_size, H, N') where N' = N/2 complex entries (the stored half of conjugate
         pairs) for S4/S4D, N real entries for LSSL. Liquid layers append the last P-1 inputs (as real
         parts): N' = N/2 + P - 1."""
-        n = self.d_state // 2 if self.even_state else self.d_state
-        if self.liquid_kernel is not None:
-            n += self.liquid_degree - 1
         dtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(self._dtype) if self.even_state else self._dtype
-        return torch.zeros(batch_size, self.d_model, n, dtype=dtype, device=self.D.device)
+        return torch.zeros(batch_size, self.d_model, self._state_size(), dtype=dtype, device=self.D.device)
 
     def _split_state(self, state: torch.Tensor):
         """(SSM state, input history (B, H, P-1) real, oldest first, or None)."""
@@ -325,7 +325,7 @@ class SSMLayer(nn.Module):
 
     def _stepper(self, rate: float) -> DiscreteSSM:
         """Discrete system for stepping, recomputed whenever parameters change (cached otherwise)."""
-        tensors = list(self.parameters()) + list(self.buffers())
+        tensors = [*self._parameters.values(), *self._buffers.values()]  # the SSM's own tensors (not the output layers')
         if torch.is_grad_enabled() and any(p.requires_grad for p in tensors):
             return self._system(rate)  # differentiable, not cached
         key = (rate, tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
@@ -362,8 +362,8 @@ class SSMLayer(nn.Module):
                 if self.liquid_kernel == "pb":
                     y = y + torch.einsum("pch,bph->bch", sys.liquid_coef, v)
                 state = self._join_state(x, torch.cat([hist[..., 1:], u_t[..., None]], -1))
-        y = self._output(y[..., None], u_t[..., None])  # (B, 1, H)
-        return y[:, 0], state
+        y = y + self.D * u_t[:, None]  # (B, C, H): the D skip, then as `_output` for one step
+        return self.output_linear(self.dropout(self.activation(y.flatten(1)))), state
 
     def extra_repr(self) -> str:
         return (
