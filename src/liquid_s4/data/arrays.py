@@ -50,6 +50,7 @@ from .common import (
     SequenceData,
     Standardize,
     cached,
+    channel_stats,
     choose,
     split_indices,
     take_options,
@@ -345,23 +346,6 @@ def _prepare(path: str, o: dict) -> dict[str, np.ndarray]:
 # ---- splits, standardization, the datasets ----------------------------------------------------
 
 
-def _channel_stats(x, lengths, index, chunk: int = 4096):
-    """Per-channel mean/std over the rows `index` of x (n, L, C), counting only steps < lengths."""
-    s1, s2, count = np.zeros(x.shape[2]), np.zeros(x.shape[2]), 0
-    for i in range(0, len(index), chunk):
-        rows = np.sort(index[i : i + chunk])
-        block = np.asarray(x[rows], dtype=np.float64)  # (b, L, C)
-        if lengths is not None:
-            block = block[np.arange(x.shape[1]) < np.asarray(lengths)[rows][:, None]]  # (steps, C)
-        block = block.reshape(-1, x.shape[2])
-        s1 += block.sum(0)
-        s2 += (block**2).sum(0)
-        count += len(block)
-    mean = s1 / count
-    std = np.sqrt(np.maximum(s2 / count - mean**2, 0.0))
-    return mean, np.where(std > 1e-8, std, 1.0)  # a constant channel is only centered
-
-
 def _indices(arrays: dict, spec) -> dict[str, tuple[str, np.ndarray]]:
     """Each split as (part, row indices into that part)."""
     n = len(arrays["all_x"]) if "all_x" in arrays else len(arrays["train_x"])
@@ -417,7 +401,7 @@ def _assemble(arrays: dict, spec, o: dict, path: str) -> SequenceData:
         vocab = max(int(np.max(arrays[k])) for k in arrays if k.endswith("_x")) + 1
         transform, d_input = tokens, 1
     else:
-        mean, std = _channel_stats(x_train, arrays.get(f"{part}_lengths"), index)
+        mean, std = channel_stats(x_train, index, arrays.get(f"{part}_lengths"))
         transform, d_input = Standardize(mean, std), x_train.shape[2]
         extra.update(mean=mean.tolist(), std=std.tolist())
     ys = [arrays[k] for k in arrays if k.endswith("_y")]

@@ -193,20 +193,6 @@ def _parse(train_path: str, test_path: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _channel_stats(x: np.ndarray, index: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std over the rows `index` of x (n, L, C), in float64, a chunk of rows at a time."""
-    total = np.zeros(x.shape[-1])
-    for s in range(0, len(index), chunk):
-        total += np.asarray(x[index[s : s + chunk]], dtype=np.float64).sum(axis=(0, 1))
-    count = len(index) * x.shape[1]
-    mean = total / count
-    sq = np.zeros(x.shape[-1])
-    for s in range(0, len(index), chunk):
-        sq += ((np.asarray(x[index[s : s + chunk]], dtype=np.float64) - mean) ** 2).sum(axis=(0, 1))
-    std = np.sqrt(sq / count)
-    return mean, np.where(std > 0, std, 1.0)
-
-
 def build_bidmc(spec) -> SequenceData:
     """BIDMC32 regression: x float32 (4000, 2) standardized per channel, y float32 (1,). Options:
     `target` (hr, rr or spo2; default hr), `normalize_target` (default true). Validation is carved from
@@ -222,7 +208,7 @@ def build_bidmc(spec) -> SequenceData:
     tr, va, _ = (i.numpy() for i in common.split_indices(len(a["train_x"]), spec.val_fraction, 0.0, seed=0))
     if len(tr) == 0:
         raise ValueError(f"data.val_fraction={spec.val_fraction} leaves no training cases out of {len(a['train_x'])}")
-    mean, std = _channel_stats(a["train_x"], tr)
+    mean, std = common.channel_stats(a["train_x"], tr)
     norm = Standardize(mean, std)
     y_train = np.asarray(a["train_y"], dtype=np.float64)[tr]
     y_mean, y_std = float(y_train.mean()), float(y_train.std()) or 1.0

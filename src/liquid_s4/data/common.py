@@ -191,6 +191,34 @@ class SequenceData:
         return "\n".join(line for line in lines if line)
 
 
+# ---- statistics ------------------------------------------------------------------------------
+
+
+def channel_stats(x, index, lengths=None, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of x (n, L, C) over the rows `index` (the training split), counting
+    only steps < lengths when given; float64, two passes, a chunk of rows at a time (x may be a
+    memory-mapped cache file). A constant channel gets std 1 (it is only centered)."""
+    index = np.sort(np.asarray(index, dtype=np.int64))
+    steps = np.arange(x.shape[1])
+
+    def blocks():
+        for s in range(0, len(index), chunk):
+            rows = index[s : s + chunk]
+            block = np.asarray(x[rows], dtype=np.float64)  # (b, L, C)
+            if lengths is not None:
+                block = block[steps < np.asarray(lengths)[rows][:, None]]  # (valid steps, C)
+            yield block.reshape(-1, x.shape[-1])
+
+    total, count = np.zeros(x.shape[-1]), 0
+    for block in blocks():
+        total += block.sum(0)
+        count += len(block)
+    mean = total / max(count, 1)
+    sq = sum(((block - mean) ** 2).sum(0) for block in blocks())
+    std = np.sqrt(sq / max(count, 1))
+    return mean, np.where(std > 1e-8, std, 1.0)
+
+
 # ---- deterministic splits ---------------------------------------------------------------------
 
 

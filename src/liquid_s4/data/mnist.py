@@ -14,7 +14,18 @@ import os
 import numpy as np
 import torch
 
-from .common import ArrayDataset, DataError, DataInfo, SequenceData, Standardize, data_root, missing, split_indices, take_options
+from .common import (
+    ArrayDataset,
+    DataError,
+    DataInfo,
+    SequenceData,
+    Standardize,
+    channel_stats,
+    data_root,
+    missing,
+    split_indices,
+    take_options,
+)
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -83,8 +94,8 @@ def _build(spec, permute: bool) -> SequenceData:
         perm = torch.randperm(784, generator=torch.Generator().manual_seed(0)).numpy()
         x_tr, x_te = x_tr[:, perm], x_te[:, perm]
     tr, va, _ = (i.numpy() for i in split_indices(len(x_tr), spec.val_fraction, 0.0, seed=0))
-    sub = x_tr[tr].astype(np.float64) / 255.0
-    norm = Standardize(sub.mean(), sub.std(), scale=1 / 255.0)
+    mean, std = channel_stats(x_tr, tr)  # (1,) each, in pixel values 0..255
+    norm = Standardize(mean / 255.0, std / 255.0, scale=1 / 255.0)
     train = ArrayDataset(x_tr, d["train_y"].numpy(), transform=norm)
     test = ArrayDataset(x_te, d["test_y"].numpy(), transform=norm)
     info = DataInfo(d_input=1, d_output=10, description=f"{'psMNIST' if permute else 'sMNIST'}: 784-step pixel sequences, "
