@@ -199,7 +199,7 @@ def test_step_setup_is_redone_when_parameters_change(cls):
 def test_step_is_differentiable(cls):
     layer = make(cls).train()
     u = torch.randn(2, 6, 4, dtype=torch.float64)
-    y, _ = run_steps(layer, u)
+    y, _ = run_steps(layer, u, path="ref")
     y.square().sum().backward()
     assert layer.log_dt.grad is not None and layer.log_dt.grad.abs().sum() > 0
 
@@ -261,3 +261,26 @@ def test_training_reduces_loss(cls):
         losses.append(loss.item())
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.15 * first, (first, last)
+
+
+@pytest.mark.parametrize("cls", [S4D, S4])
+def test_fast_step_keeps_the_output_block_semantics(cls):
+    """The fast step applies the layer's own Linear + GLU functionally and GELU outside oneDNN; a
+    replaced output block or a forward hook must still be called, and oneDNN is left enabled."""
+    layer = cls(4, 8, activation="gelu").eval()
+    u = torch.randn(3, 4)
+    with torch.no_grad():
+        y, _ = layer.step(u, layer.default_state(3))
+        pre = torch.addcmul(layer.discrete().output(layer.discrete().step(layer.default_state(3), u)), layer.D, u[:, None])
+        assert torch.allclose(y, layer.output_linear(torch.nn.functional.gelu(pre.flatten(1))), atol=1e-6)
+        assert torch.backends.mkldnn.enabled and torch._C._get_mkldnn_enabled()
+
+        calls = []
+        handle = layer.output_linear.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+        layer.step(u, layer.default_state(3))
+        handle.remove()
+        assert calls == [(3, 4)]
+
+        layer.output_linear = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+        y2, _ = layer.step(u, layer.default_state(3))
+        assert torch.allclose(y2, layer.output_linear(torch.nn.functional.gelu(pre.flatten(1))), atol=1e-6)

@@ -3,6 +3,7 @@ recurrent stepping with cached setup, and the S4 output block."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -10,7 +11,32 @@ import torch.nn as nn
 
 from ..ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
 from ..ops.liquid import SQUASHES, anticorrelations, correlations, delayed, last_inputs
+from ..ops.recurrence import DiagonalRecurrence
 from ..ops.state import DiscreteSSM
+
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """Whether forward hooks (global or on one of `modules`) would see a module call."""
+    from torch.nn.modules import module as m
+
+    if m._global_forward_hooks or m._global_forward_pre_hooks:
+        return True
+    return any(x._forward_hooks or x._forward_pre_hooks for x in modules)
+
+
+def _activation_step(act: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """`act(y)` for one step's small (B, H) tensor. Exact GELU on float32 CPU goes through oneDNN,
+    whose per-call setup (~30 us) dominates at this size; PyTorch's own kernel gives the same
+    function, so it is used here. Other activations are called as they are."""
+    if type(act) is nn.GELU and y.device.type == "cpu" and torch._C._get_mkldnn_enabled():
+        torch._C._set_mkldnn_enabled(False)
+        try:
+            return nn.functional.gelu(y, approximate=act.approximate)
+        finally:
+            torch._C._set_mkldnn_enabled(True)
+    return act(y)
 
 ACTIVATIONS = {
     None: nn.Identity,
@@ -117,6 +143,8 @@ class SSMLayer(nn.Module):
         else:
             out = 2 * d_model if postact == "glu" else d_model
             self.output_linear = nn.Sequential(nn.Linear(channels * d_model, out), nn.GLU(-1) if postact == "glu" else nn.Identity())
+        # the plain output block, for `_output_step` (a tuple: not registered as submodules)
+        self._out_plain = (self.output_linear, self.output_linear[0], postact == "glu") if postact else (None, None, False)
 
     # ---- parameters ------------------------------------------------------------------------
     ssm_parameter_names: tuple[str, ...] = ()
@@ -323,20 +351,32 @@ class SSMLayer(nn.Module):
             sys.liquid_coef = sys.output(sys._stored(sys.liquid_B))
         return sys
 
-    def _stepper(self, rate: float) -> DiscreteSSM:
-        """Discrete system for stepping, recomputed whenever parameters change (cached otherwise)."""
+    def _recurrence(self, sys: DiscreteSSM, rate: float):
+        """The fast inference step for `sys` (see `liquid_s4.ops.recurrence`), or None to step with
+        the reference `sys.step`. Diagonal conjugate-pair systems get `DiagonalRecurrence`."""
+        if not (sys.diagonal and sys.conj):
+            return None
+        extra = sys._stored(sys.liquid_B) if self.liquid_kernel == "kb" else None
+        return DiagonalRecurrence(sys.dA, sys.dB, sys.C, extra)
+
+    def _stepper(self, rate: float):
+        """(discrete system, fast recurrence or None, D flattened (C*H,)) for stepping without
+        gradients, recomputed whenever the layer's own tensors change (cached otherwise)."""
         tensors = [*self._parameters.values(), *self._buffers.values()]  # the SSM's own tensors (not the output layers')
-        if torch.is_grad_enabled() and any(p.requires_grad for p in tensors):
-            return self._system(rate)  # differentiable, not cached
-        key = (rate, tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
+        key = (rate, [(t.data_ptr(), t._version) for t in tensors])
         if self._step_cache is None or self._step_cache[0] != key:
             with torch.no_grad():
-                self._step_cache = (key, self._system(rate))
+                sys = self._system(rate)
+                self._step_cache = (key, (sys, self._recurrence(sys, rate), self.D.reshape(-1)))
         return self._step_cache[1]
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float | None = None):
         """One recurrent step. u_t: (B, H), state: (B, H, N') (see `default_state`).
-        Returns (y_t (B, H), next_state)."""
+        Returns (y_t (B, H), next_state).
+
+        Without gradients (torch.no_grad(), or frozen SSM parameters) S4D and S4 run a fast O(N)
+        step (`liquid_s4.ops.recurrence`) from a cached setup; otherwise the differentiable
+        reference `DiscreteSSM.step` is used. Both give the same result to rounding."""
         name = type(self).__name__
         if self.bidirectional:
             raise RuntimeError(f"{name}: a bidirectional layer sees the future and cannot run step by step")
@@ -346,24 +386,82 @@ class SSMLayer(nn.Module):
         if not u_t.is_floating_point():
             raise TypeError(f"{name}.step: expected a floating-point input, got dtype {u_t.dtype}")
         self._check_state(state, u_t.shape[0])
-        u_t = u_t.to(self._dtype)
-        with torch.autocast(device_type=u_t.device.type, enabled=False):  # as in forward
-            sys = self._stepper(self.rate if rate is None else rate)
-            if self.liquid_kernel is None:
-                state = sys.step(state, u_t)
-                y = sys.output(state)
+        D = self.D
+        if u_t.dtype != D.dtype:
+            u_t = u_t.to(D.dtype)
+        rate = self.rate if rate is None else rate
+        # the SSM part runs in the layer's own precision, also under autocast (as in forward)
+        with torch.autocast(device_type=u_t.device.type, enabled=False) if torch.is_autocast_enabled(u_t.device.type) else _NO_CONTEXT:
+            if torch.is_grad_enabled() and any(p.requires_grad for p in self._parameters.values()):
+                y, state = self._step_ref(self._system(rate), u_t, state)
+                y = torch.addcmul(y, D, u_t[:, None]).flatten(1)  # (B, C*H): the D skip
             else:
-                x, hist = self._split_state(state)
-                # v^(p) = u_t u_{t-1} ... u_{t-p+1}: running products over [u_t, newest .. oldest history]
-                v = torch.cumprod(torch.cat([u_t[..., None], hist.flip(-1).to(u_t.dtype)], -1), -1)[..., 1:].transpose(1, 2)
-                v = torch.tanh(v) if self.liquid_squash == "tanh" else v  # (B, P-1, H)
-                x = sys.step(x, u_t, (sys.liquid_B, v) if self.liquid_kernel == "kb" else None)
-                y = sys.output(x)
-                if self.liquid_kernel == "pb":
-                    y = y + torch.einsum("pch,bph->bch", sys.liquid_coef, v)
-                state = self._join_state(x, torch.cat([hist[..., 1:], u_t[..., None]], -1))
-        y = y + self.D * u_t[:, None]  # (B, C, H): the D skip, then as `_output` for one step
-        return self.output_linear(self.dropout(self.activation(y.flatten(1)))), state
+                sys, rec, D_flat = self._stepper(rate)
+                if rec is None:
+                    y, state = self._step_ref(sys, u_t, state)
+                    y = torch.addcmul(y, D, u_t[:, None]).flatten(1)
+                else:
+                    y, state = self._step_fast(sys, rec, u_t, state)
+                    y.addcmul_(D_flat, u_t if self.channels == 1 else u_t.repeat(1, self.channels))
+        # then as `_output` for one step
+        y = _activation_step(self.activation, y)
+        if self.training and type(self.dropout) is not nn.Identity:
+            y = self.dropout(y)
+        return self._output_step(y), state
+
+    def _output_step(self, y: torch.Tensor) -> torch.Tensor:
+        """`output_linear(y)` for one step. The layer's own Linear (+GLU) is applied functionally
+        (the same ops without three module calls) unless it was replaced or has hooks."""
+        seq, lin, glu = self._out_plain
+        if self._modules["output_linear"] is not seq or _hooked(seq, lin):
+            return self.output_linear(y)
+        y = nn.functional.linear(y, lin.weight, lin.bias)
+        return nn.functional.glu(y, -1) if glu else y
+
+    def _liquid_inputs(self, u_t: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        """v^(p)_t = u_t u_{t-1} ... u_{t-p+1} for p = 2..P from u_t (B, H) and the history
+        (B, H, P-1) (oldest first): (B, P-1, H), squashed if liquid_squash is set."""
+        if self.liquid_degree == 2:
+            v = (u_t * hist[..., 0])[:, None]
+        else:
+            v, prev = [], u_t
+            for i in range(self.liquid_degree - 1):
+                prev = prev * hist[..., -1 - i]
+                v.append(prev)
+            v = torch.stack(v, 1)
+        return torch.tanh(v) if self.liquid_squash == "tanh" else v
+
+    def _step_ref(self, sys: DiscreteSSM, u_t: torch.Tensor, state: torch.Tensor):
+        """Reference step through `DiscreteSSM.step` (differentiable): (y (B, C, H) without D, next state)."""
+        if self.liquid_kernel is None:
+            state = sys.step(state, u_t)
+            return sys.output(state), state
+        x, hist = self._split_state(state)
+        v = self._liquid_inputs(u_t, hist.to(u_t.dtype))  # (B, P-1, H)
+        x = sys.step(x, u_t, (sys.liquid_B, v) if self.liquid_kernel == "kb" else None)
+        y = sys.output(x)
+        if self.liquid_kernel == "pb":
+            y = y + torch.einsum("pch,bph->bch", sys.liquid_coef, v)
+        return y, self._join_state(x, torch.cat([hist[..., 1:], u_t[..., None]], -1))
+
+    def _step_fast(self, sys: DiscreteSSM, rec, u_t: torch.Tensor, state: torch.Tensor):
+        """`_step_ref` through the fast recurrence `rec` (no autograd): (y (B, C*H) without D, next state)."""
+        if self.liquid_kernel is None:
+            state = rec.step(state, u_t)
+            return rec.output(state), state
+        n = state.shape[-1] - (self.liquid_degree - 1)
+        hist = torch.view_as_real(state[..., n:])[..., 0]  # (B, H, P-1): real parts, oldest first
+        v = self._liquid_inputs(u_t, hist)
+        new = torch.empty_like(state)
+        x = rec.step(state[..., :n], u_t, v if self.liquid_kernel == "kb" else None, out=new[..., :n])
+        new[..., n:-1] = state[..., n + 1 :]
+        new[..., -1] = u_t
+        y = rec.output(x)
+        if self.liquid_kernel == "pb":
+            for p in range(v.shape[1]):
+                c = sys.liquid_coef[p]  # (C, H)
+                y.addcmul_(c.reshape(-1), v[:, p] if self.channels == 1 else v[:, p].repeat(1, self.channels))
+        return y, new
 
     def extra_repr(self) -> str:
         return (

@@ -8,6 +8,7 @@ import torch
 from ..ops.discretize import discretize_gbt, dplr_bilinear_B, dplr_bilinear_B_inverse
 from ..ops.hippo import MEASURES, nplr
 from ..ops.kernels import irfft_first, kernel_dplr_hat
+from ..ops.recurrence import DPLRRecurrence
 from ..ops.state import DiscreteSSM
 from .base import SSMLayer
 
@@ -128,3 +129,9 @@ class S4(SSMLayer):
         dA, dB = self.dense(rate)
         C = self._C_true()[: self.channels, :, : self.d_state // 2]
         return DiscreteSSM(dA, dB, C, diagonal=False, conj=True)
+
+    def _recurrence(self, sys: DiscreteSSM, rate: float) -> DPLRRecurrence:
+        """The O(N) Woodbury form of the bilinear step, instead of the dense (N/2 x N) update."""
+        P, B = torch.view_as_complex(self.P), torch.view_as_complex(self.B)
+        extra = sys._stored(sys.liquid_B) if self.liquid_kernel == "kb" else None
+        return DPLRRecurrence(self._Lambda(), P, B, sys.C, self._dt(rate), extra)

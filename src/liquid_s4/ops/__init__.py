@@ -22,6 +22,7 @@ from .kernels import (
     vandermonde_ref,
 )
 from .liquid import anticorrelation, anticorrelations, correlation, correlation_ref, correlations, delayed, last_inputs
+from .recurrence import DiagonalRecurrence, DPLRRecurrence
 from .state import DiscreteSSM, power_apply, reverse_within, scan_dense, scan_diag
 
 __all__ = [
@@ -31,6 +32,6 @@ __all__ = [
     "vandermonde", "vandermonde_ref", "cauchy_imag", "cauchy_imag_ref", "kernel_dplr", "kernel_dplr_hat", "irfft_first",
     "krylov", "krylov_ref",
     "correlation", "correlations", "correlation_ref", "anticorrelation", "anticorrelations", "delayed", "last_inputs",
-    "DiscreteSSM", "scan_diag", "scan_dense", "power_apply", "reverse_within",
+    "DiscreteSSM", "DiagonalRecurrence", "DPLRRecurrence", "scan_diag", "scan_dense", "power_apply", "reverse_within",
     "fftconv", "fftconv_sum", "fftconv_sum_ref", "bidirectional_kernel", "anticausal_kernel",
 ]

@@ -1,0 +1,101 @@
+"""Fast single-step recurrences for inference, beside their reference `DiscreteSSM.step`.
+
+Both forms keep the state as N/2 complex modes (the stored half of conjugate pairs) and do O(N)
+work per channel and step in a handful of elementwise passes: at batch 1 a step costs a few
+tensor-op launches, at large batch a few passes over the state. They are built once (under
+no_grad) from the discrete system and are not differentiable; `DiscreteSSM.step` is the
+differentiable reference they are tested against (tests/ops/test_recurrence.py).
+
+Real views: for complex z, view_as_real(z) interleaves (Re, Im) into a (..., 2n) real vector. For
+real w of the same layout, sum(w * view_as_real(z)) = Re(sum(conj(w_c) z)) with w_c the complex
+vector w stands for; that is how 2 Re(C x) and P^* x = 2 Re(sum conj(P) x) are read out with one
+real dot product per channel, and why the inputs are added in place on the real view.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _real(z: torch.Tensor) -> torch.Tensor:
+    """(..., n) complex -> (..., 2n) real view (interleaved Re, Im)."""
+    return torch.view_as_real(z).flatten(-2)
+
+
+class DiagonalRecurrence:
+    """x_k = A_bar x_{k-1} + B_bar u_k (+ sum_p B_p v_k^(p)),  y_k = 2 Re(C x_k), all diagonal.
+
+    dA, dB (H, n) complex; C (Ch, H, n); extra_B (S, H, n) or None: the vectors B_p of extra
+    inputs (the liquid B_bar^p of a KB layer). Reference: `DiscreteSSM.step` / `.output`.
+    """
+
+    def __init__(self, dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, extra_B: torch.Tensor | None = None):
+        self.dA = dA.contiguous()
+        self.dB = _real(dB.contiguous())  # (H, 2n)
+        W = _real(2 * C.conj().contiguous())  # (Ch, H, 2n): <W, x> = 2 Re(C x)
+        self.W = W[0] if W.shape[0] == 1 else W[:, None]  # (H, 2n) or (Ch, 1, H, 2n)
+        self.extra_B = None if extra_B is None else _real(extra_B.contiguous())  # (S, H, 2n)
+
+    def step(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None, out: torch.Tensor | None = None):
+        """x (B, H, n) complex, u (B, H) real, v (B, S, H) real extra inputs -> next x (written to `out` if given)."""
+        x = torch.mul(self.dA, x, out=out)  # (B, H, n)
+        xr = _real(x)
+        xr.addcmul_(self.dB, u[..., None])
+        if v is not None:
+            for p in range(v.shape[1]):
+                xr.addcmul_(self.extra_B[p], v[:, p, :, None])
+        return x
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """y = 2 Re(C x): (B, Ch * H), channel-major."""
+        y = (_real(x) * self.W).sum(-1)  # (B, H) or (Ch, B, H)
+        return y if y.dim() == 2 else y.transpose(0, 1).flatten(1)
+
+
+class DPLRRecurrence(DiagonalRecurrence):
+    """The bilinear step of A = Lambda - P P^* without forming A_bar (the S4 recurrence in O(N)):
+
+        x_k = A_1 (A_0 x_{k-1} + dt B u_k),   A_0 = I + dt/2 A,   A_1 = (I - dt/2 A)^{-1}
+
+    With D = 1 - dt/2 Lambda, Woodbury gives A_1 z = D^{-1} z - D^{-1} P S^{-1} P^* D^{-1} z with
+    S = (2/dt) I + P^* D^{-1} P (r x r, real for conjugate-symmetric vectors), so a step is
+
+        w   = alpha x + sum_i beta_i (P_i^* x) + gamma u      alpha = (1 + dt/2 Lambda)/D,
+        x_k = w + sum_i delta_i (P_i^* w)                       beta_i = -(dt/2) P_i / D, gamma = dt B / D,
+                                                                delta_i = -sum_j (P_j / D) (S^{-1})_ji
+
+    Lambda, B (H, n); P (r, H, n); C (Ch, H, n) (the true C in this basis); dt (H,). Extra
+    inputs (extra_B: discrete vectors, e.g. B_bar^p) are added after the step, as in
+    `DiagonalRecurrence`. Reference: the dense `DiscreteSSM` of `S4.discrete`.
+    """
+
+    def __init__(self, Lambda, P, B, C, dt, extra_B=None):
+        cdtype = Lambda.dtype
+        Lambda, P, B = (t.to(torch.complex128) for t in (Lambda, P, B))  # the setup in float64, once
+        dt = dt.to(torch.float64)[:, None]  # (H, 1)
+        Dinv = 1.0 / (1.0 - dt / 2 * Lambda)
+        PD = P * Dinv  # (r, H, n)
+        S = 2 * torch.einsum("ihn,jhn->hij", P.conj(), PD).real  # (H, r, r): P_i^* D^{-1} P_j
+        S = S + torch.diag_embed((2.0 / dt).expand(-1, P.shape[0]))
+        delta = -torch.einsum("jhn,hji->ihn", PD, torch.linalg.inv(S).to(PD.dtype))  # (r, H, n)
+        # alpha and gamma take the places of A_bar and B_bar of the diagonal step
+        super().__init__(((1.0 + dt / 2 * Lambda) * Dinv).to(cdtype), (dt * B * Dinv).to(cdtype), C, extra_B)
+        self.P = _real(P.to(cdtype).contiguous())  # (r, H, 2n): <P_i, x> = Re(P_i^* x_half) = (P_i^* x) / 2
+        self.beta = _real((-dt * PD).to(cdtype).contiguous())  # (r, H, 2n): times <P_i, x> = (P_i^* x)/2
+        self.delta = _real((2 * delta).to(cdtype).contiguous())  # (r, H, 2n)
+
+    def step(self, x, u, v=None, out=None):
+        xr = _real(x)
+        px = [(xr * P).sum(-1, keepdim=True) for P in self.P]  # <P_i, x>: (B, H, 1) each
+        w = torch.mul(self.dA, x, out=out)  # alpha x
+        wr = _real(w)
+        wr.addcmul_(self.dB, u[..., None])  # + gamma u
+        for beta, p in zip(self.beta, px):
+            wr.addcmul_(beta, p)
+        pw = [(wr * P).sum(-1, keepdim=True) for P in self.P]
+        for delta, p in zip(self.delta, pw):
+            wr.addcmul_(delta, p)
+        if v is not None:
+            for p in range(v.shape[1]):
+                wr.addcmul_(self.extra_B[p], v[:, p, :, None])
+        return w
