@@ -80,11 +80,21 @@ class _FFTConvSum(torch.autograd.Function):
         grads = []
         for i, K in enumerate(Ks):
             need = ctx.needs_input_grad[1 + i]
-            grads.append(torch.fft.irfft((G * K.conj()).sum(1), n=n)[..., :L] if need else None)
+            grads.append(torch.fft.irfft(_sum_conj_products(G.unbind(1), K.conj().unbind(0)), n=n)[..., :L] if need else None)
         for i, (U, m) in enumerate(zip(Us, ctx.k_lengths)):
             need = ctx.needs_input_grad[1 + count + i]
-            grads.append(_gather(torch.fft.irfft((G * U.conj()[:, None]).sum(0), n=n), L, m, n) if need else None)
+            grads.append(_gather(torch.fft.irfft(_sum_conj_products(G.unbind(0), U.conj().unbind(0)), n=n), L, m, n) if need else None)
         return (None, *grads)
+
+
+def _sum_conj_products(gs, vs) -> torch.Tensor:
+    """sum_j gs[j] * vs[j] accumulated in place: no (B, C, H, n/2+1) product is materialized before
+    the sum (the reduced axis is short: the batch or the channels), and conjugate views are
+    resolved one slice at a time."""
+    acc = gs[0] * vs[0]
+    for g, v in zip(gs[1:], vs[1:]):
+        acc.addcmul_(g, v)
+    return acc
 
 
 def fftconv_sum(us, ks) -> torch.Tensor:
