@@ -8,6 +8,7 @@ import math
 
 import torch
 import torch.nn as nn
+from torch.nn.modules import module as _module_hooks
 
 from ..ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
 from ..ops.liquid import SQUASHES, anticorrelations, correlations, delayed, last_inputs
@@ -19,9 +20,7 @@ _NO_CONTEXT = contextlib.nullcontext()
 
 def _hooked(*modules: nn.Module) -> bool:
     """Whether forward hooks (global or on one of `modules`) would see a module call."""
-    from torch.nn.modules import module as m
-
-    if m._global_forward_hooks or m._global_forward_pre_hooks:
+    if _module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks:
         return True
     return any(x._forward_hooks or x._forward_pre_hooks for x in modules)
 
