@@ -9,15 +9,9 @@ import torch
 from liquid_s4.ops.hippo import MEASURES, nplr
 from liquid_s4.ops.recurrence import DiagonalRecurrence, DPLRRecurrence
 
-from ..reference import full
+from ..reference import _bilinear, full
 
 c128 = torch.complex128
-
-
-def _bilinear(A, B, dt):
-    eye = torch.eye(A.shape[-1], dtype=A.dtype)
-    lhs = eye - dt[:, None, None] / 2 * A
-    return torch.linalg.solve(lhs, eye + dt[:, None, None] / 2 * A), torch.linalg.solve(lhs, dt[:, None] * B)
 
 
 def _explicit(dA, dB, C, u, x0, extra=None):

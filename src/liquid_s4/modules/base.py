@@ -392,16 +392,15 @@ class SSMLayer(nn.Module):
         # the SSM part runs in the layer's own precision, also under autocast (as in forward)
         with torch.autocast(device_type=u_t.device.type, enabled=False) if torch.is_autocast_enabled(u_t.device.type) else _NO_CONTEXT:
             if torch.is_grad_enabled() and any(p.requires_grad for p in self._parameters.values()):
-                y, state = self._step_ref(self._system(rate), u_t, state)
-                y = torch.addcmul(y, D, u_t[:, None]).flatten(1)  # (B, C*H): the D skip
+                sys, rec = self._system(rate), None  # differentiable, not cached
             else:
                 sys, rec, D_flat = self._stepper(rate)
-                if rec is None:
-                    y, state = self._step_ref(sys, u_t, state)
-                    y = torch.addcmul(y, D, u_t[:, None]).flatten(1)
-                else:
-                    y, state = self._step_fast(sys, rec, u_t, state)
-                    y.addcmul_(D_flat, u_t if self.channels == 1 else u_t.repeat(1, self.channels))
+            if rec is None:
+                y, state = self._step_ref(sys, u_t, state)
+                y = torch.addcmul(y, D, u_t[:, None]).flatten(1)  # (B, C*H): the D skip
+            else:
+                y, state = self._step_fast(sys, rec, u_t, state)
+                y.addcmul_(D_flat, u_t if self.channels == 1 else u_t.repeat(1, self.channels))
         # then as `_output` for one step
         y = _activation_step(self.activation, y)
         if self.training and type(self.dropout) is not nn.Identity:
