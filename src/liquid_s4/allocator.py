@@ -20,9 +20,12 @@ _applied = False
 
 def tune_cpu_allocator() -> bool:
     """Make glibc's malloc serve large blocks from the heap and keep freed memory for reuse
-    (mallopt M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 2 GiB), for the whole process and from now on.
+    (mallopt M_MMAP_MAX = 0, and M_TRIM_THRESHOLD = -1: never trim the heap), for the whole process
+    and from now on. A finite trim threshold (mallopt takes at most 2 GiB) is not enough: a training
+    step whose peak exceeds it gives the top of the heap back and faults it in again on the next step
+    (~50,000 faults per step of the 4-layer raw-audio model).
 
-    Equivalent to starting Python with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647. Returns
+    Equivalent to starting Python with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1. Returns
     True when applied, False where it does not apply (not Linux/glibc). `liquid-s4 train` calls it
     unless trainer.tune_allocator is false; call it once at the start of your own training script.
     """
@@ -37,5 +40,5 @@ def tune_cpu_allocator() -> bool:
     except (OSError, AttributeError):  # musl and other C libraries have no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
     return _applied

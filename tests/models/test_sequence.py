@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from liquid_s4 import ModelConfig, SequenceModel
+from liquid_s4.models.sequence import Norm, masked_batch_norm
 
 STACKS = [
     dict(layer="liquid_s4", layer_args=dict(d_state=8, liquid_kernel="pb", liquid_degree=3)),
@@ -80,6 +81,64 @@ def test_batchnorm_statistics_ignore_padding():
     assert stats.abs().max() < 10  # the 1e3 padding did not enter
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_masked_batch_norm_equals_norm_of_the_gathered_valid_positions(momentum):
+    """The channels-first masked BatchNorm == BatchNorm1d on the (n_valid, H) gather of the valid
+    positions (zeros elsewhere): outputs, gradients and running statistics over two training calls,
+    then eval mode."""
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(5, momentum=momentum).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.normal_()
+    ref = copy.deepcopy(bn)
+    mask = torch.arange(11) < torch.tensor([11, 4, 7])[:, None]  # (B, L)
+    for training in (True, True, False):
+        bn.train(training), ref.train(training)
+        x = (3 * torch.randn(3, 5, 11, dtype=torch.float64) + 1).requires_grad_()
+        out = masked_batch_norm(bn, x, mask)
+        out_ref = torch.zeros(3, 11, 5, dtype=torch.float64)
+        out_ref[mask] = ref(x.transpose(1, 2)[mask])
+        out_ref = out_ref.transpose(1, 2)
+        assert torch.allclose(out, out_ref, atol=1e-12) and (out[~mask[:, None].expand_as(out)] == 0).all()
+        w = torch.randn_like(out)
+        grads = torch.autograd.grad((out * w).sum(), [x, bn.weight, bn.bias])
+        grads_ref = torch.autograd.grad((out_ref * w).sum(), [x, ref.weight, ref.bias])
+        for g, g_ref in zip(grads, grads_ref, strict=True):
+            assert torch.allclose(g, g_ref, atol=1e-10)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.allclose(getattr(bn, name).double(), getattr(ref, name).double(), atol=1e-12), name
+    with pytest.raises(ValueError, match="more than 1 valid position"):
+        one_valid = torch.tensor([[True, False, False], [False, False, False]])
+        masked_batch_norm(bn.train(), torch.randn(2, 5, 3, dtype=torch.float64), one_valid)
+
+
+def test_norms_run_channels_first():
+    """Norm takes the blocks' (B, H, L) layout: the same as LayerNorm / BatchNorm1d over the channels of (B, L, H)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 9, dtype=torch.float64)
+    ln = Norm("layer", 6).double()
+    with torch.no_grad():
+        ln.norm.weight.normal_()
+    y = ln(x)
+    assert y.is_contiguous() and torch.allclose(y, ln.norm(x.transpose(1, 2)).transpose(1, 2), atol=1e-12)
+    bn = Norm("batch", 6).double().train()
+    assert torch.allclose(bn(x), torch.nn.functional.batch_norm(x.transpose(1, 2).reshape(-1, 6), None, None, training=True)
+                          .view(2, 9, 6).transpose(1, 2), atol=1e-12)  # fmt: skip
+
+
+def test_linear_encoder_channels_first_equals_the_module():
+    """The plain linear encoder is applied as one batched product; with a hook it runs as the module."""
+    m = model(**STACKS[2])
+    x = torch.randn(2, 9, 3, dtype=torch.float64)
+    calls = []
+    y = m(x)
+    handle = m.encoder.register_forward_hook(lambda mod, i, o: calls.append(tuple(o.shape)))
+    assert torch.allclose(m(x), y, atol=1e-12) and calls == [(2, 9, 8)]
+    handle.remove()
+    assert torch.allclose(m._encode_channels_first(x), m.encoder(x).transpose(1, 2), atol=1e-12)
+
+
 def test_token_inputs_and_output_shapes():
     m = model(vocab_size=11, pool="last", **STACKS[0])
     tokens = torch.randint(0, 11, (2, 17))
@@ -99,7 +158,7 @@ def test_retrieval_head_combines_two_pooled_sequences():
     a, b = torch.randint(0, 11, (2, 13)), torch.randint(0, 11, (2, 9))
     y = m(a, x2=b)
     assert y.shape == (2, 4)
-    pa, pb = m._pool(m.features(a), None), m._pool(m.features(b), None)
+    pa, pb = m._pool(m._features(a), None), m._pool(m._features(b), None)
     assert torch.allclose(y, m.decoder(torch.cat([pa, pb, pa * pb, pa - pb], -1)))
     with pytest.raises(ValueError, match="needs a second sequence"):
         m(a)
@@ -109,9 +168,9 @@ def test_retrieval_head_combines_two_pooled_sequences():
 
 def test_tied_dropout_is_constant_across_length():
     m = model(dropout=0.5, tie_dropout=True, **STACKS[2]).train()
-    z = torch.ones(4, 50, 8, dtype=torch.float64)
+    z = torch.ones(4, 8, 50, dtype=torch.float64)  # (B, H, L): the blocks run channels-first
     out = m.blocks[0]._dropout(z)
-    assert torch.equal(out, out[:, :1].expand_as(out))
+    assert torch.equal(out, out[..., :1].expand_as(out))
     assert (out == 0).any() and (out == 2).any()
 
 

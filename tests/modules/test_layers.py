@@ -226,12 +226,37 @@ def test_freeze_turns_parameters_into_buffers(cls):
 
 
 @pytest.mark.parametrize("cls", LAYERS)
-def test_transposed_layout(cls):
-    a = make(cls)
-    b = make(cls, transposed=True)
+@pytest.mark.parametrize("postact", ["glu", "linear", None])
+def test_transposed_layout(cls, postact):
+    """transposed=True computes the output block channels-first (one batched W y + b): the same
+    outputs and gradients as the (B, L, H) layout, and a contiguous (B, H, L) result."""
+    kw = dict(postact=postact, channels=1 if postact is None else 2)
+    a, b = make(cls, **kw), make(cls, transposed=True, **kw)
     b.load_state_dict(a.state_dict())
     u = torch.randn(2, 20, 4, dtype=torch.float64)
-    assert torch.allclose(a(u)[0], b(u.transpose(1, 2))[0].transpose(1, 2))
+    lengths = torch.tensor([20, 13])
+    ya, yb = a(u, lengths=lengths)[0], b(u.transpose(1, 2), lengths=lengths)[0]
+    assert yb.shape == (2, 4, 20) and yb.is_contiguous()
+    assert torch.allclose(ya, yb.transpose(1, 2), atol=1e-12)
+    ga = torch.autograd.grad(ya.square().sum(), list(a.parameters()))
+    gb = torch.autograd.grad(yb.square().sum(), list(b.parameters()))
+    for x, y in zip(ga, gb, strict=True):
+        assert torch.allclose(x, y, atol=1e-10)
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_transposed_layout_calls_a_hooked_or_replaced_output_block(cls):
+    layer = make(cls, transposed=True)
+    u = torch.randn(2, 4, 20, dtype=torch.float64)
+    calls = []
+    handle = layer.output_linear.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    y = layer(u)[0]
+    handle.remove()
+    assert calls == [(2, 20, 8)]  # the module sees (B, L, C*H)
+    assert torch.allclose(y, layer(u)[0], atol=1e-12)
+    layer.output_linear = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Tanh()).double()
+    y = layer(u)[0]
+    assert y.shape == (2, 4, 20) and y.abs().max() < 1  # tanh: the replacement ran
 
 
 @pytest.mark.parametrize("cls", LAYERS)

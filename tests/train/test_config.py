@@ -1,6 +1,6 @@
 import pytest
 
-from liquid_s4.train.config import RunConfig, apply_overrides, load_config, preset_names, preset_text
+from liquid_s4.train.config import RunConfig, apply_overrides, load_config, load_yaml, preset_names, preset_text
 
 
 def test_default_preset_and_overrides():
@@ -18,6 +18,17 @@ def test_yaml_file_preset(tmp_path):
     assert cfg.data.batch_size == 7 and cfg.model["n_layers"] == 1
 
 
+def test_exponent_notation_is_a_number(tmp_path):
+    """1e-3 is a float in overrides and preset files (PyYAML's YAML 1.1 rules would read a string)."""
+    cfg = load_config(None, ["optim.lr=1e-3", "model.layer_args.dt_min=2E-4", "optim.weight_decay=.5e-1"])
+    assert cfg.optim.lr == 1e-3 and cfg.model["layer_args"]["dt_min"] == 2e-4 and cfg.optim.weight_decay == 0.05
+    path = tmp_path / "mine.yaml"
+    path.write_text("optim: {lr: 5e-4, scheduler: cosine}\nmodel: {layer_args: {dt_max: 1e-1}, layer: e5}\n")
+    d = load_yaml(path.read_text())
+    assert d["optim"]["lr"] == 5e-4 and d["model"]["layer_args"]["dt_max"] == 0.1 and d["model"]["layer"] == "e5"
+    assert load_config(None, ["trainer.output_dir=1e", "data.data_dir=run-1e5"]).trainer.output_dir == "1e"
+
+
 @pytest.mark.parametrize(
     "overrides,match",
     [
@@ -28,6 +39,9 @@ def test_yaml_file_preset(tmp_path):
         (["extra.x=1"], r"unknown config sections \['extra'\]"),
         (["trainer.precision=8"], r"unknown trainer.precision"),
         (["optim.lr"], r"is not key=value"),
+        (["optim.lr=fast"], r"optim.lr must be a number, got 'fast'"),
+        (["data.batch_size=2.5"], r"data.batch_size must be an integer, got 2.5"),
+        (["trainer.max_epochs=true"], r"trainer.max_epochs must be an integer, got True"),
     ],
 )
 def test_invalid_values_name_the_valid_ones(overrides, match):

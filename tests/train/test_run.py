@@ -56,6 +56,16 @@ def test_resume_ends_with_the_same_weights(tmp_path):
         train(cfg, output_dir=str(tmp_path / "c"), resume=True, quiet=True)
 
 
+def test_last_checkpoint_is_written_after_every_epoch(tmp_path):
+    """last.ckpt follows training even when the monitored metric stops improving (best.ckpt does not),
+    so --resume never repeats epochs."""
+    cfg = load_config(None, TINY + ["trainer.max_epochs=3", "optim.lr=1e-12", "model.layer_args.lr=1e-12"])
+    train(cfg, output_dir=str(tmp_path), quiet=True)
+    load = lambda name: torch.load(tmp_path / "checkpoints" / name, weights_only=False)  # noqa: E731
+    assert load("best.ckpt")["global_step"] == 10  # val/acc never improved after the first epoch
+    assert load("last.ckpt")["global_step"] == 30
+
+
 def test_cli(tmp_path, capsys):
     assert main(["presets"]) == 0
     assert "digits" in capsys.readouterr().out.split()

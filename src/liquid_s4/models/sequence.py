@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..modules import LSSL, S4, S4D, LiquidS4
+from ..modules.base import _hooked
 
 LAYERS = {"s4": S4, "s4d": S4D, "lssl": LSSL, "liquid_s4": LiquidS4}
 NORMS = ("layer", "batch")
@@ -91,8 +92,9 @@ class ModelConfig:
 
 
 class Norm(nn.Module):
-    """LayerNorm or BatchNorm over the channels of (B, L, H) or (B, H) inputs. BatchNorm statistics
-    use only the valid (unpadded) positions when a mask is given."""
+    """LayerNorm or BatchNorm over the channels of (B, H, L) inputs (the model's channels-first
+    layout) or of (B, H) steps. BatchNorm statistics use only the valid (unpadded) positions when a
+    mask (B, L) is given, and padded positions come out zero."""
 
     def __init__(self, kind: str, d_model: int):
         super().__init__()
@@ -100,23 +102,50 @@ class Norm(nn.Module):
         self.norm = nn.LayerNorm(d_model) if kind == "layer" else nn.BatchNorm1d(d_model)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.kind == "layer" or x.dim() == 2:
+        if x.dim() == 2:
             return self.norm(x)
+        if self.kind == "layer":  # per position, over the channels: LayerNorm wants them last
+            return self.norm(x.transpose(1, 2)).transpose(1, 2).contiguous()
         if mask is None:
-            return self.norm(x.reshape(-1, x.shape[-1])).view_as(x)
-        out = torch.zeros_like(x)
-        out[mask] = self.norm(x[mask])  # (n_valid, H)
-        return out
+            return self.norm(x)  # BatchNorm1d takes (B, H, L) as it is
+        return masked_batch_norm(self.norm, x, mask)
+
+
+def masked_batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`bn` applied to the valid positions of x (B, H, L) only, zero at the others: the same result,
+    gradients and running-statistics update as gathering the valid positions into (n_valid, H) and
+    calling `bn` there, without leaving the channels-first layout (the gather and scatter are strided
+    copies). mask (B, L) is True at valid positions."""
+    m = mask[:, None, :].to(x.dtype)  # (B, 1, L)
+    if not (bn.training or bn.running_mean is None):  # eval: the running statistics, position-wise
+        return bn(x) * m
+    n = mask.sum()
+    if int(n) <= 1:
+        raise ValueError(f"BatchNorm needs more than 1 valid position per channel when training, got {int(n)}")
+    mean = (x * m).sum((0, 2)) / n  # (H,)
+    xc = (x - mean[:, None]) * m
+    var = (xc * xc).sum((0, 2)) / n  # biased, as BatchNorm normalizes with
+    if bn.training and bn.track_running_stats:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+            bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), f)
+            bn.running_var.lerp_((var * n / (n - 1)).to(bn.running_var.dtype), f)  # unbiased, as BatchNorm stores
+    scale = torch.rsqrt(var + bn.eps)
+    if not bn.affine:
+        return xc * scale[:, None]
+    return (xc * (scale * bn.weight)[:, None] + bn.bias[:, None]) * m
 
 
 class ResidualBlock(nn.Module):
-    """[norm] -> SSM layer -> dropout -> residual add -> [norm], on (B, L, H)."""
+    """[norm] -> SSM layer -> dropout -> residual add -> [norm], on channels-first (B, H, L)
+    (steps: (B, H)). Channels-first keeps every element-wise op of the layer contiguous."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         cls = LAYERS[config.layer]
         try:
-            self.layer = cls(config.d_model, **config.layer_args)
+            self.layer = cls(config.d_model, transposed=True, **config.layer_args)
         except TypeError as e:
             raise ValueError(f"ModelConfig: bad layer_args for layer {config.layer!r} ({cls.__name__}): {e}") from e
         self.norm = Norm(config.norm, config.d_model)
@@ -127,7 +156,7 @@ class ResidualBlock(nn.Module):
             return z
         if not self.tie:
             return nn.functional.dropout(z, self.p, True)
-        keep = torch.bernoulli(torch.full((z.shape[0], 1, z.shape[2]), 1 - self.p, dtype=z.dtype, device=z.device))
+        keep = torch.bernoulli(torch.full((*z.shape[:2], 1), 1 - self.p, dtype=z.dtype, device=z.device))
         return z * keep / (1 - self.p)  # one mask per sequence and channel, shared across length
 
     def forward(self, x: torch.Tensor, lengths=None, mask=None, rate: float | None = None) -> torch.Tensor:
@@ -171,54 +200,73 @@ class SequenceModel(nn.Module):
             self.decoder = nn.Linear(c.d_model, c.d_output)
 
     # ---- convolution mode --------------------------------------------------------------------
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+    def _check_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L), or float inputs (B, L, d_input) ((B, L) when d_input == 1) in the
+        encoder's dtype; a clear error otherwise."""
         c = self.config
         if c.vocab_size:
             if x.dim() != 2 or x.is_floating_point() or x.is_complex():
                 raise ValueError(f"SequenceModel: token inputs must be an integer tensor (B, L), got {x.dtype} {tuple(x.shape)}")
             if x.numel() and (int(x.min()) < 0 or int(x.max()) >= c.vocab_size):
                 raise ValueError(f"SequenceModel: token ids must lie in [0, {c.vocab_size}), got [{int(x.min())}, {int(x.max())}]")
-            return self.encoder(x)
+            return x
         if not x.is_floating_point():
             raise TypeError(f"SequenceModel: expected float inputs (B, L, {c.d_input}), got {x.dtype}; for tokens set vocab_size")
         if x.dim() == 2 and c.d_input == 1:
             x = x[..., None]
         if x.dim() != 3 or x.shape[-1] != c.d_input:
             raise ValueError(f"SequenceModel: expected inputs (B, L, {c.d_input}), got {tuple(x.shape)}")
-        return self.encoder(x.to(self.encoder.weight.dtype))
+        return x.to(self.encoder.weight.dtype)
 
-    def features(self, x: torch.Tensor, lengths=None, rate: float | None = None) -> torch.Tensor:
-        """Backbone features before pooling: (B, L, d_model), zero at padded positions."""
-        h = self._encode(x)
-        B, L, _ = h.shape
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self._check_inputs(x))  # (B, L, d_model)
+
+    def _encode_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """`_encode` in the blocks' layout (B, d_model, L). The plain linear encoder is one batched
+        product W x^T + b, which writes channels-first directly."""
+        x, enc = self._check_inputs(x), self.encoder
+        if self.config.vocab_size or type(enc) is not nn.Linear or _hooked(enc):
+            return enc(x).transpose(1, 2).contiguous()
+        return torch.baddbmm(enc.bias[:, None], enc.weight.expand(x.shape[0], -1, -1), x.transpose(1, 2))
+
+    def _features(self, x: torch.Tensor, lengths=None, rate: float | None = None) -> torch.Tensor:
+        """Backbone features before pooling, channels-first (B, d_model, L), zero at padded positions."""
+        h = self._encode_channels_first(x)  # (B, H, L)
+        B, _, L = h.shape
         mask = None
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=h.device)
             if lengths.shape != (B,) or lengths.is_floating_point():
                 raise ValueError(f"SequenceModel: lengths must be an integer tensor of shape ({B},), got {tuple(lengths.shape)}")
             mask = torch.arange(L, device=h.device) < lengths[:, None]  # (B, L)
-            h = h * mask[..., None]
+            h = h * mask[:, None]
         for block in self.blocks:
             h = block(h, lengths=lengths, mask=mask, rate=rate)
         h = self.final_norm(h, mask) if isinstance(self.final_norm, Norm) else h
-        return h if mask is None else h * mask[..., None]
+        return h if mask is None else h * mask[:, None]
+
+    def features(self, x: torch.Tensor, lengths=None, rate: float | None = None) -> torch.Tensor:
+        """Backbone features before pooling: (B, L, d_model) (a transposed view of the channels-first
+        features the model computes), zero at padded positions."""
+        return self._features(x, lengths, rate).transpose(1, 2)
 
     def _pool(self, h: torch.Tensor, lengths) -> torch.Tensor:
-        B, L, _ = h.shape
+        """h: channels-first features (B, H, L) -> (B, H), or (B, L, H) for pool 'none'."""
+        B, _, L = h.shape
         if self.config.pool == "none":
-            return h
+            return h.transpose(1, 2)
         n = torch.full((B,), L, device=h.device) if lengths is None else torch.as_tensor(lengths, device=h.device)
         if self.config.pool == "mean":
-            return h.sum(1) / n.clamp(min=1)[:, None].to(h.dtype)
-        return h[torch.arange(B, device=h.device), (n - 1).clamp(min=0)]  # last valid step
+            return h.sum(2) / n.clamp(min=1)[:, None].to(h.dtype)
+        return h[torch.arange(B, device=h.device), :, (n - 1).clamp(min=0)]  # last valid step
 
     def forward(self, x: torch.Tensor, lengths=None, x2: torch.Tensor | None = None, lengths2=None,
                 rate: float | None = None) -> torch.Tensor:  # fmt: skip
-        a = self._pool(self.features(x, lengths, rate), lengths)
+        a = self._pool(self._features(x, lengths, rate), lengths)
         if self.config.head == "retrieval":
             if x2 is None:
                 raise ValueError("SequenceModel: the retrieval head needs a second sequence x2")
-            b = self._pool(self.features(x2, lengths2, rate), lengths2)
+            b = self._pool(self._features(x2, lengths2, rate), lengths2)
             a = torch.cat([a, b, a * b, a - b], -1)
         elif x2 is not None:
             raise ValueError("SequenceModel: x2 is only used by the retrieval head")

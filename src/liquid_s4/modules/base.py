@@ -262,10 +262,10 @@ class SSMLayer(nn.Module):
         # the SSM part (kernels, FFTs, complex math, state) always runs in the layer's own precision,
         # also under torch.autocast; the output projection below follows autocast
         with torch.autocast(device_type=x.device.type, enabled=False):
-            v = skip = None  # KB correlation signals (for the next state); input-dependent D of the PB kernel
+            v = skip = None  # KB correlation signals (for the next state); input-dependent skip of the PB kernel
             if self.liquid_kernel is None:
                 k = self.kernel(L, rate)  # (C or 2C, H, L)
-                y = fftconv_sum([x], [self._main_kernel(k)])  # (B, C, H, L)
+                y = fftconv_sum([x], [self._main_kernel(self._with_skip(k))])  # (B, C, H, L), D u included
             else:
                 y, v, skip = self._liquid_conv(x, hist, L, rate)
             next_state = None
@@ -276,52 +276,75 @@ class SSMLayer(nn.Module):
                 next_state = sys.next_state(x, state, lengths, extra)
                 if self.liquid_kernel is not None:
                     next_state = self._join_state(next_state, last_inputs(x, self.liquid_degree - 1, hist, lengths))
-        y = self._output(y, x, skip)  # (B, L, H)
+        y = self._output(y, x, skip)  # (B, L, H), or (B, H, L) if transposed
         if mask is not None:
-            y = y * mask[..., None]
-        return (y.transpose(1, 2) if self.transposed else y), next_state
+            y = y * (mask[:, None] if self.transposed else mask[..., None])
+        return y, next_state
 
     def _main_kernel(self, k: torch.Tensor) -> torch.Tensor:
         return bidirectional_kernel(*k.chunk(2, dim=0)) if self.bidirectional else k
 
+    def _with_skip(self, k: torch.Tensor) -> torch.Tensor:
+        """k (n_c, H, L) with D added at lag 0 of the forward kernels: conv(u, k) + D u as one
+        convolution, so the skip costs no (B, C, H, L) pass forward or backward."""
+        return k + nn.functional.pad(self.D[..., None], (0, k.shape[-1] - 1, 0, 0, 0, k.shape[0] - self.channels))
+
     def _liquid_conv(self, x: torch.Tensor, hist: torch.Tensor | None, L: int, rate: float):
-        """Convolution plus liquid terms. x (B, H, L) -> (y (B, C, H, L), v, skip): v the causal
-        correlation signals [(B, H, L)] * (P-1) when the next state needs them (KB), else None; skip
-        an input-dependent replacement of D (B, C, H, L) carrying the causal PB terms, or None."""
+        """Convolution (with the D skip) plus liquid terms. x (B, H, L) -> (y (B, C, H, L), v, g): v the
+        causal correlation signals [(B, H, L)] * (P-1) when the next state needs them (KB), else None;
+        g (B, C, H, L) an input-dependent skip carrying the causal PB terms (y + g u), or None."""
         P, C, kb = self.liquid_degree, self.channels, self.liquid_kernel == "kb"
         k, kp = self._kernels(L, rate, tuple(range(2, P + 1)), L if kb else 1)  # (n_c, H, L), (P-1, n_c, H, .)
         w = anticorrelations(x, P, self.liquid_squash) if self.bidirectional else None
         if kb:  # every liquid signal gets its own kernel; all are summed before one inverse FFT
             v = correlations(x, P, hist, self.liquid_squash)
             kf = kp[:, :C] if not self.bidirectional else nn.functional.pad(kp[:, :C], (0, L))
-            signals, kernels = [x, *v], [self._main_kernel(k), *kf.unbind(0)]
+            signals, kernels = [x, *v], [self._main_kernel(self._with_skip(k)), *kf.unbind(0)]
             if self.bidirectional:
                 signals += w
                 kernels += anticausal_kernel(kp[:, C:]).unbind(0)
             return fftconv_sum(signals, kernels), v, None
-        y = fftconv_sum([x], [self._main_kernel(k)])
+        y = fftconv_sum([x], [self._main_kernel(self._with_skip(k))])
         coef = kp[..., 0, None]  # (P-1, n_c, H, 1): C B_bar^p
         if self.bidirectional:  # anti-causal: C_b B_bar^p times the product of the p following inputs
             for p in range(P - 1):
                 y = y + coef[p, C:] * delayed(w[p], -1)[:, None]
         if self.liquid_squash is None:
             # sum_p c_p u_k u_{k-1}..u_{k-p+1} = u_k g_k with g_k = u_{k-1}(c_2 + u_{k-2}(c_3 + ...)) (Horner),
-            # so the causal PB terms fold into the D skip: y + (D + g) u, no (B, P-1, H, L) signals needed
+            # so the causal PB terms are one more skip: y + g u, no (B, P-1, H, L) signals needed
             c = coef[:, :C]  # c[p - 2] = c_p
             g = delayed(x, P - 1, hist)[:, None] * c[P - 2]
             for i in range(P - 2, 0, -1):
                 g = delayed(x, i, hist)[:, None] * (c[i - 1] + g)
-            return y, None, self.D[..., None] + g
+            return y, None, g
         for p, v_p in enumerate(correlations(x, P, hist, self.liquid_squash)):
             y = y + coef[p, :C] * v_p[:, None]
         return y, None, None
 
     def _output(self, y: torch.Tensor, u: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        """D skip (or `skip` in its place), activation, dropout, position-wise linear (+GLU).
-        y (B, C, H, L), u (B, H, L) -> (B, L, H)."""
-        y = y + (self.D[..., None] if skip is None else skip) * u[:, None]
+        """[y + skip u,] activation, dropout, position-wise linear (+GLU); y already holds the D skip
+        (see `_with_skip`). y (B, C, H, L), u (B, H, L) -> (B, L, H), or (B, H, L) if transposed."""
+        if skip is not None:
+            y = torch.addcmul(y, skip, u[:, None])
         y = self.dropout(self.activation(y.flatten(1, 2)))  # (B, C*H, L)
-        return self.output_linear(y.transpose(1, 2))
+        if not self.transposed:
+            return self.output_linear(y.transpose(1, 2))
+        return self._output_channels_first(y)
+
+    def _output_channels_first(self, y: torch.Tensor) -> torch.Tensor:
+        """`output_linear` for transposed layers, (B, C*H, L) -> (B, H, L) without leaving the
+        channels-first layout: the layer's own Linear is one batched product W y + b (a transposed
+        round trip would make every element-wise op around it strided, several times slower on CPU).
+        A replaced or hooked output block is called as a module on (B, L, C*H)."""
+        seq, lin, glu = self._out_plain
+        block = self._modules["output_linear"]
+        if seq is None and type(block) is nn.Identity and not _hooked(block):
+            return y
+        if block is not seq or seq is None or _hooked(seq, lin):
+            return self.output_linear(y.transpose(1, 2)).transpose(1, 2)
+        B = y.shape[0]
+        z = torch.baddbmm(lin.bias[:, None], lin.weight.expand(B, -1, -1), y)  # (B, 2H or H, L)
+        return nn.functional.glu(z, 1) if glu else z
 
     # ---- recurrent mode ----------------------------------------------------------------------
     def default_state(self, batch_size: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -81,11 +82,14 @@ class RunConfig:
             raise ValueError(f"unknown config sections {unknown}; valid: ['data', 'model', 'optim', 'trainer']")
         kwargs = {}
         for name, typ in SECTIONS.items():
-            section = d.get(name) or {}
+            section = dict(d.get(name) or {})
             valid = [f.name for f in dataclasses.fields(typ)]
             bad = sorted(set(section) - set(valid))
             if bad:
                 raise ValueError(f"unknown keys {[f'{name}.{k}' for k in bad]}; valid keys in {name}: {valid}")
+            for f in dataclasses.fields(typ):
+                if f.name in section:
+                    section[f.name] = _check_number(f"{name}.{f.name}", f.type, section[f.name])
             kwargs[name] = typ(**section)
         model = dict(d.get("model") or {})
         valid_model = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("d_input", "d_output", "vocab_size")]
@@ -118,6 +122,17 @@ class RunConfig:
         ModelConfig(d_input=1, d_output=2, **self.model)  # the model options are checked by ModelConfig
 
 
+def _check_number(key: str, annotation: str, value: Any) -> Any:
+    """value of a field annotated int or float: a clear error for anything but a number (a float
+    field also takes an int)."""
+    if annotation not in ("int", "float"):
+        return value
+    ok = isinstance(value, int) if annotation == "int" else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool):
+        raise ValueError(f"{key} must be {'an integer' if annotation == 'int' else 'a number'}, got {value!r}")
+    return value
+
+
 def preset_names() -> list[str]:
     files = resources.files("liquid_s4") / "presets"
     return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
@@ -138,15 +153,33 @@ def preset_text(name_or_path: str) -> str:
 
 def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Preset (default: the embedded digits task) plus `section.key=value` overrides (YAML values)."""
-    import yaml
-
-    d = yaml.safe_load(preset_text(preset or DEFAULT_PRESET)) or {}
+    d = load_yaml(preset_text(preset or DEFAULT_PRESET)) or {}
     return RunConfig.from_dict(apply_overrides(d, overrides))
 
 
-def apply_overrides(d: dict[str, Any], overrides) -> dict[str, Any]:
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load, except that numbers in exponent notation without a decimal point (1e-3,
+    5E+4) are floats, as in YAML 1.2 and Python; PyYAML's YAML 1.1 rules read them as strings."""
     import yaml
 
+    return yaml.load(text, Loader=_loader())
+
+
+@functools.cache
+def _loader():
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    pattern = r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"""
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(pattern), list("-+.0123456789"))
+    return Loader
+
+
+def apply_overrides(d: dict[str, Any], overrides) -> dict[str, Any]:
     d = copy.deepcopy(d)
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -158,5 +191,5 @@ def apply_overrides(d: dict[str, Any], overrides) -> dict[str, Any]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = load_yaml(value)
     return d

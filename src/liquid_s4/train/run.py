@@ -84,7 +84,11 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
     callbacks = [
         *callbacks,
         L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor if has_val else None, mode=mode,
-                                            save_last=True, save_top_k=1, enable_version_counter=False),
+                                            save_top_k=1, enable_version_counter=False),
+        # last.ckpt after every epoch, as the newest by step (Lightning's save_last=True rewrites it
+        # only when a best checkpoint is written, so --resume would repeat the epochs since)
+        L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor="step", mode="max",
+                                            save_top_k=1, enable_version_counter=False),
         L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
         RNGState(),
     ]  # fmt: skip
