@@ -26,21 +26,31 @@ def _explicit(dA, dB, C, u, x0, extra=None):
     return torch.stack(ys, 1), x[..., : x.shape[-1] // 2]
 
 
-def _run(rec, u, x0, v=None, out_slot=False):
-    """Steps of `rec`; out_slot writes each new state into a slice of a wider tensor, as liquid layers do."""
+def _run(rec, u, x0, v=None, out_slot=False, fused=False):
+    """Steps of `rec`: `step` + `output`, or `advance` (fused=True), which returns states as
+    (B, H, n) views of (H, B, n) buffers and reads them back in that layout. out_slot writes each new
+    state into a slice of a wider tensor, as liquid layers do."""
     x, ys = x0, []
     for k in range(u.shape[1]):
-        out = torch.empty(*x.shape[:-1], x.shape[-1] + 2, dtype=x.dtype)[..., 1:-1] if out_slot else None
-        x = rec.step(x, u[:, k], None if v is None else v[:, k], out=out)
+        vk = None if v is None else v[:, k]
+        shape = (x.shape[1], x.shape[0], x.shape[2] + 2) if fused else (*x.shape[:-1], x.shape[-1] + 2)
+        out = torch.empty(shape, dtype=x.dtype)[..., 1:-1] if out_slot else None
+        if fused:
+            x, y = rec.advance(x, u[:, k], vk, out=out)
+            assert x.transpose(0, 1).is_contiguous() or out_slot
+        else:
+            x = rec.step(x, u[:, k], vk, out=out)
+            y = rec.output(x)
         if out_slot:
             assert x.data_ptr() == out.data_ptr()
-        ys.append(rec.output(x).unflatten(1, (-1, u.shape[-1])))
+        ys.append(y.unflatten(1, (-1, u.shape[-1])))
     return torch.stack(ys, 1), x
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["step", "advance"])
 @pytest.mark.parametrize("Ch", [1, 2])
 @pytest.mark.parametrize("with_extra", [False, True])
-def test_diagonal_step_equals_explicit_recurrence(Ch, with_extra):
+def test_diagonal_step_equals_explicit_recurrence(Ch, with_extra, fused):
     B, H, n, L, S = 3, 4, 5, 12, 2
     dA = torch.exp(torch.complex(-torch.rand(H, n, dtype=torch.float64), torch.randn(H, n, dtype=torch.float64)))
     dB, C = torch.randn(H, n, dtype=c128), torch.randn(Ch, H, n, dtype=c128)
@@ -50,7 +60,7 @@ def test_diagonal_step_equals_explicit_recurrence(Ch, with_extra):
     y_ref, x_ref = _explicit(torch.diag_embed(full(dA)), full(dB), C, u, x0, (Bp, v) if with_extra else None)
     rec = DiagonalRecurrence(dA, dB, C, Bp)
     for out_slot in (False, True):
-        y, x = _run(rec, u, x0, v, out_slot)
+        y, x = _run(rec, u, x0, v, out_slot, fused)
         assert torch.allclose(y, y_ref, atol=1e-12) and torch.allclose(x, x_ref, atol=1e-12)
 
 
@@ -63,11 +73,13 @@ def _dplr(measure, H, n):
     return Lambda, P, B, dt
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["step", "advance"])
 @pytest.mark.parametrize("measure", MEASURES)
 @pytest.mark.parametrize("with_extra", [False, True])
-def test_dplr_step_equals_dense_bilinear_recurrence(measure, with_extra):
+def test_dplr_step_equals_dense_bilinear_recurrence(measure, with_extra, fused):
     """Woodbury form == x_k = (I - dt/2 A)^{-1} ((I + dt/2 A) x_{k-1} + dt B u_k) with A formed densely
-    (fout has a rank-2 P: the r x r solve is exercised)."""
+    (fout has a rank-2 P: the r x r solve is exercised). `advance` takes every dot product from the
+    previous state and applies all updates as one batched product: the same recurrence."""
     Bsz, H, n, L, Ch = 2, 3, 4, 40, 2
     Lambda, P, B, dt = _dplr(measure, H, n)
     C = torch.randn(Ch, H, n, dtype=c128)
@@ -79,12 +91,13 @@ def test_dplr_step_equals_dense_bilinear_recurrence(measure, with_extra):
     y_ref, x_ref = _explicit(dA, dB, C, u, x0, (Bp, v) if with_extra else None)
     rec = DPLRRecurrence(Lambda, P, B, C, dt, Bp)
     for out_slot in (False, True):
-        y, x = _run(rec, u, x0, v, out_slot)
+        y, x = _run(rec, u, x0, v, out_slot, fused)
         scale = y_ref.abs().max()
         assert (y - y_ref).abs().max() <= 1e-11 * scale and (x - x_ref).abs().max() <= 1e-11 * x_ref.abs().max()
 
 
-def test_dplr_step_float32_stays_close_over_many_steps():
+@pytest.mark.parametrize("fused", [False, True], ids=["step", "advance"])
+def test_dplr_step_float32_stays_close_over_many_steps(fused):
     """Setup in float64, stepping in float32: after 2048 steps of a LegS system the outputs are within
     float32 rounding (relative 1e-4) of the float64 steps."""
     H, n, L = 8, 16, 2048
@@ -94,6 +107,6 @@ def test_dplr_step_float32_stays_close_over_many_steps():
     x0 = torch.zeros(1, H, n, dtype=c128)
     y64, _ = _run(DPLRRecurrence(Lambda, P, B, C, dt), u, x0)
     rec32 = DPLRRecurrence(Lambda.to(torch.complex64), P.to(torch.complex64), B.to(torch.complex64), C.to(torch.complex64), dt.float())
-    y32, _ = _run(rec32, u.float(), x0.to(torch.complex64))
+    y32, _ = _run(rec32, u.float(), x0.to(torch.complex64), fused=fused)
     assert y32.dtype == torch.float32
     assert (y32.double() - y64).abs().max() <= 1e-4 * y64.abs().max()

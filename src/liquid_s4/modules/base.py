@@ -467,17 +467,28 @@ class SSMLayer(nn.Module):
 
     def _step_fast(self, sys: DiscreteSSM, rec, u_t: torch.Tensor, state: torch.Tensor):
         """`_step_ref` through the fast recurrence `rec` (no autograd): (y (B, C*H) without D, next state)."""
+        B = u_t.shape[0]
+        fused = rec.advance_from_batch is not None and B >= rec.advance_from_batch
         if self.liquid_kernel is None:
+            if fused:
+                state, y = rec.advance(state, u_t)
+                return y, state
             state = rec.step(state, u_t)
             return rec.output(state), state
         n = state.shape[-1] - (self.liquid_degree - 1)
         hist = torch.view_as_real(state[..., n:])[..., 0]  # (B, H, P-1): real parts, oldest first
         v = self._liquid_inputs(u_t, hist)
-        new = torch.empty_like(state)
-        x = rec.step(state[..., :n], u_t, v if self.liquid_kernel == "kb" else None, out=new[..., :n])
+        v_kb = v if self.liquid_kernel == "kb" else None
+        if fused:  # keep the (H, B, .) layout `advance` reads and writes fastest
+            new_hb = state.new_empty(state.shape[1], B, state.shape[2])
+            _, y = rec.advance(state[..., :n], u_t, v_kb, out=new_hb[..., :n])
+            new = new_hb.transpose(0, 1)
+        else:
+            new = torch.empty_like(state)
+            x = rec.step(state[..., :n], u_t, v_kb, out=new[..., :n])
+            y = rec.output(x)
         new[..., n:-1] = state[..., n + 1 :]
         new[..., -1] = u_t
-        y = rec.output(x)
         if self.liquid_kernel == "pb":
             for p in range(v.shape[1]):
                 c = sys.liquid_coef[p]  # (C, H)
