@@ -7,7 +7,8 @@ Run from the repository root:
     python benchmarks/bench_model_step.py --part audio --layers s4d --allocator default
 
 audio:     a 4-layer, 64-channel, N = 64 SequenceModel (prenorm BatchNorm, 35 classes, mean pooling)
-           on 16 kHz raw audio, L = 16000, batch 16; median of --repeats steps after one warm-up step.
+           on 16 kHz raw audio, L = 16000, batch 16; median (and range) of --repeats steps after
+           --warmup untimed ones (the first steps page-fault the heap up to a step's peak).
 recurrent: a single layer, H = 256, N = 64, `layer.step()` under torch.no_grad(); time steps per
            second at batch 1 and sample-steps per second at batch 64 (median of 3 runs of --steps).
 Each case runs in its own subprocess, with `--threads` torch threads.
@@ -26,7 +27,7 @@ import time
 LAYERS = {"s4d": {}, "s4": {}, "liquid_s4": {"liquid_kernel": "pb", "liquid_degree": 2}}
 
 
-def audio(layer: str, repeats: int) -> dict:
+def audio(layer: str, repeats: int, warmup: int) -> dict:
     import torch
 
     import liquid_s4
@@ -42,13 +43,15 @@ def audio(layer: str, repeats: int) -> dict:
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
-    step()
+    for _ in range(warmup):  # the first steps grow the heap (page faults) until it holds a step's peak
+        step()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    return {"step_s": statistics.median(times), "parameters": sum(p.numel() for p in model.parameters())}
+    return {"step_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "parameters": sum(p.numel() for p in model.parameters())}
 
 
 def recurrent(layer: str, steps: int) -> dict:
@@ -75,7 +78,7 @@ def recurrent(layer: str, steps: int) -> dict:
     return out
 
 
-def worker(part: str, layer: str, allocator: str, threads: int, repeats: int, steps: int) -> dict:
+def worker(part: str, layer: str, allocator: str, threads: int, repeats: int, steps: int, warmup: int) -> dict:
     import torch
 
     import liquid_s4
@@ -84,7 +87,7 @@ def worker(part: str, layer: str, allocator: str, threads: int, repeats: int, st
         liquid_s4.tune_cpu_allocator()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    result = audio(layer, repeats) if part == "audio" else recurrent(layer, steps)
+    result = audio(layer, repeats, warmup) if part == "audio" else recurrent(layer, steps)
     return {"part": part, "layer": layer, "allocator": allocator, **result}
 
 
@@ -94,12 +97,13 @@ def main(argv=None) -> None:
     p.add_argument("--layers", default=",".join(LAYERS), help=f"comma-separated, from {','.join(LAYERS)}")
     p.add_argument("--allocator", choices=["tuned", "default", "both"], default="both", help="for the audio part")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3, help="timed training steps (audio)")
+    p.add_argument("--repeats", type=int, default=5, help="timed training steps (audio)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed training steps first (audio)")
     p.add_argument("--steps", type=int, default=1000, help="time steps per timed run (recurrent)")
     p.add_argument("--worker", nargs=3, metavar=("PART", "LAYER", "ALLOCATOR"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.threads, args.repeats, args.steps)))
+        print(json.dumps(worker(*args.worker, args.threads, args.repeats, args.steps, args.warmup)))
         return
     layers = [x for x in args.layers.split(",") if x]
     if bad := [x for x in layers if x not in LAYERS]:
@@ -111,17 +115,19 @@ def main(argv=None) -> None:
     if args.part in ("recurrent", "all"):
         cases += [("recurrent", layer, "tuned") for layer in layers]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    print(f"{args.threads} threads; audio: 4 layers x 64 channels, N=64, L=16000, batch 16, median of {args.repeats} steps")
+    print(f"{args.threads} threads; audio: 4 layers x 64 channels, N=64, L=16000, batch 16, median [min..max] of {args.repeats} "
+          f"steps after {args.warmup} untimed")
     for part, layer, allocator in cases:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", part, layer, allocator, "--threads", str(args.threads),
-               "--repeats", str(args.repeats), "--steps", str(args.steps)]  # fmt: skip
+               "--repeats", str(args.repeats), "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
             print(f"{part:9s} {layer:9s} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         if part == "audio":
-            print(f"audio     {layer:9s} {allocator:7s} allocator: {r['step_s']:.2f} s per training step ({r['parameters']:,} parameters)")
+            print(f"audio     {layer:9s} {allocator:7s} allocator: {r['step_s']:.2f} s [{r['min_s']:.2f}..{r['max_s']:.2f}] "
+                  f"per training step ({r['parameters']:,} parameters)")
         else:
             b1, b64 = r["B1_steps_per_s"], r["B64_sample_steps_per_s"]
             print(f"recurrent {layer:9s} batch 1: {b1:,.0f} steps/s; batch 64: {b64:,.0f} sample-steps/s")

@@ -6,6 +6,12 @@ tensor-op launches, at large batch a few passes over the state. They are built o
 no_grad) from the discrete system and are not differentiable; `DiscreteSSM.step` is the
 differentiable reference they are tested against (tests/ops/test_recurrence.py).
 
+Two ways to step: `step` then `output` (elementwise passes; best at small batch), or `advance`, which
+takes every dot product from the previous state in one batched matrix product and applies every
+update in a second (about three passes over the state whatever the rank of P or the number of extra
+inputs; best for many streams at once, e.g. S4 at batch 64). `advance_from_batch` says from which
+batch size layers use it.
+
 Real views: for complex z, view_as_real(z) interleaves (Re, Im) into a (..., 2n) real vector. For
 real w of the same layout, sum(w * view_as_real(z)) = Re(sum(conj(w_c) z)) with w_c the complex
 vector w stands for; that is how 2 Re(C x) and P^* x = 2 Re(sum conj(P) x) are read out with one
