@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from liquid_s4.ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
-from liquid_s4.ops.liquid import anticorrelation, correlation, correlation_ref, delayed, last_inputs
+from liquid_s4.ops.liquid import anticorrelation, correlation, correlation_ref, delayed, last_inputs, product_skip, product_skip_ref
 
 
 @pytest.mark.parametrize("degree", [2, 3, 5])
@@ -60,3 +60,23 @@ def test_fftconv_sum_is_a_linear_convolution():
             ref2[..., n] += torch.einsum("schn,bshn->bch", kb[..., j - n - 1, None], u[..., j, None])
     assert torch.allclose(y2, ref2, atol=1e-12)
     assert torch.allclose(bidirectional_kernel(k, kb), torch.nn.functional.pad(k, (0, L)) + anticausal_kernel(kb))
+
+
+@pytest.mark.parametrize("C", [1, 2])
+@pytest.mark.parametrize("with_history", [False, True])
+@pytest.mark.parametrize("L", [1, 9])
+def test_product_skip_matches_autograd_reference(C, with_history, L):
+    """The fused degree-2 PB term y + c u_k u_{k-1}: values and gradients (y, u, c, history) equal
+    autograd's through `product_skip_ref`, in float64."""
+    torch.manual_seed(0)
+    y = torch.randn(3, C, 4, L, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(3, 4, L, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(C, 4, dtype=torch.float64, requires_grad=True)
+    hist = torch.randn(3, 4, 2, dtype=torch.float64, requires_grad=True) if with_history else None
+    inputs = [t for t in (y, u, c, hist) if t is not None]
+    out, ref = product_skip(y, u, c, hist), product_skip_ref(y, u, c, hist)
+    assert torch.allclose(out, ref, atol=1e-14)
+    w = torch.randn_like(out)
+    for g, g_ref in zip(torch.autograd.grad((out * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs), strict=True):
+        assert torch.allclose(g, g_ref, atol=1e-12)
+    assert torch.autograd.gradcheck(product_skip, (y[:1, :, :2, :4], u[:1, :2, :4], c[:, :2], None if hist is None else hist[:1, :2]))

@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch.nn.modules import module as _module_hooks
 
 from ..ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
-from ..ops.liquid import SQUASHES, anticorrelations, correlations, delayed, last_inputs
+from ..ops.liquid import SQUASHES, anticorrelations, correlations, delayed, last_inputs, product_skip
 from ..ops.recurrence import DiagonalRecurrence
 from ..ops.state import DiscreteSSM
 
@@ -309,6 +309,8 @@ class SSMLayer(nn.Module):
         if self.bidirectional:  # anti-causal: C_b B_bar^p times the product of the p following inputs
             for p in range(P - 1):
                 y = y + coef[p, C:] * delayed(w[p], -1)[:, None]
+        if self.liquid_squash is None and P == 2:  # y + c_2 u_k u_{k-1}, fused (ops.liquid.product_skip)
+            return product_skip(y, x, coef[0, :C, :, 0], hist), None, None
         if self.liquid_squash is None:
             # sum_p c_p u_k u_{k-1}..u_{k-p+1} = u_k g_k with g_k = u_{k-1}(c_2 + u_{k-2}(c_3 + ...)) (Horner),
             # so the causal PB terms are one more skip: y + g u, no (B, P-1, H, L) signals needed

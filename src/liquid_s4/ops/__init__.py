@@ -21,7 +21,17 @@ from .kernels import (
     vandermonde,
     vandermonde_ref,
 )
-from .liquid import anticorrelation, anticorrelations, correlation, correlation_ref, correlations, delayed, last_inputs
+from .liquid import (
+    anticorrelation,
+    anticorrelations,
+    correlation,
+    correlation_ref,
+    correlations,
+    delayed,
+    last_inputs,
+    product_skip,
+    product_skip_ref,
+)
 from .recurrence import DiagonalRecurrence, DPLRRecurrence
 from .state import DiscreteSSM, power_apply, reverse_within, scan_dense, scan_diag
 
@@ -32,6 +42,7 @@ __all__ = [
     "vandermonde", "vandermonde_ref", "cauchy_imag", "cauchy_imag_ref", "kernel_dplr", "kernel_dplr_hat", "irfft_first",
     "krylov", "krylov_ref",
     "correlation", "correlations", "correlation_ref", "anticorrelation", "anticorrelations", "delayed", "last_inputs",
+    "product_skip", "product_skip_ref",
     "DiscreteSSM", "DiagonalRecurrence", "DPLRRecurrence", "scan_diag", "scan_dense", "power_apply", "reverse_within",
     "fftconv", "fftconv_sum", "fftconv_sum_ref", "bidirectional_kernel", "anticausal_kernel",
 ]
