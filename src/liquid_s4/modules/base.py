@@ -338,15 +338,20 @@ class SSMLayer(nn.Module):
         channels-first layout: the layer's own Linear is one batched product W y + b (a transposed
         round trip would make every element-wise op around it strided, several times slower on CPU).
         A replaced or hooked output block is called as a module on (B, L, C*H)."""
-        seq, lin, glu = self._out_plain
-        block = self._modules["output_linear"]
-        if seq is None and type(block) is nn.Identity and not _hooked(block):
-            return y
-        if block is not seq or seq is None or _hooked(seq, lin):
+        plain = self._plain_output()
+        if plain is None:
             return self.output_linear(y.transpose(1, 2)).transpose(1, 2)
-        B = y.shape[0]
-        z = torch.baddbmm(lin.bias[:, None], lin.weight.expand(B, -1, -1), y)  # (B, 2H or H, L)
+        lin, glu = plain
+        z = torch.baddbmm(lin.bias[:, None], lin.weight.expand(y.shape[0], -1, -1), y)  # (B, 2H or H, L)
         return nn.functional.glu(z, 1) if glu else z
+
+    def _plain_output(self):
+        """(Linear, glu) of the layer's own output block, to apply functionally; None when there is
+        none (postact=None), or it was replaced or has forward hooks (then it is called as a module)."""
+        seq, lin, glu = self._out_plain
+        if seq is None or self._modules["output_linear"] is not seq or _hooked(seq, lin):
+            return None
+        return lin, glu
 
     # ---- recurrent mode ----------------------------------------------------------------------
     def default_state(self, batch_size: int) -> torch.Tensor:
@@ -435,9 +440,10 @@ class SSMLayer(nn.Module):
     def _output_step(self, y: torch.Tensor) -> torch.Tensor:
         """`output_linear(y)` for one step. The layer's own Linear (+GLU) is applied functionally
         (the same ops without three module calls) unless it was replaced or has hooks."""
-        seq, lin, glu = self._out_plain
-        if self._modules["output_linear"] is not seq or _hooked(seq, lin):
+        plain = self._plain_output()
+        if plain is None:
             return self.output_linear(y)
+        lin, glu = plain
         y = nn.functional.linear(y, lin.weight, lin.bias)
         return nn.functional.glu(y, -1) if glu else y
 

@@ -64,11 +64,12 @@ class DiagonalRecurrence:
             wide = torch.complex128
             self._prepare_advance(dA.to(wide), [dB.to(wide), *([] if extra_B is None else extra_B.to(wide))], 2 * C.conj().to(wide))
 
-    def _prepare_advance(self, alpha, ups, Wc, P=None, n_beta=0):
+    def _prepare_advance(self, alpha, ups, Wc, P=None):
         """Set up `advance` (in float64; stored in the state's precision). The step is
         x' = alpha x + sum_k c_k ups[k] with real coefficients c = [u, (<P, x>, <P, w>,) v], and
         y = <Wc, x'>. Every <a, x'> is <conj(alpha) a, x> plus a combination of the c_k, so all dot
-        products are read from x (real views: <a, z> = Re sum conj(a) z)."""
+        products are read from x (real views: <a, z> = Re sum conj(a) z). With P (r, H, n) (DPLR),
+        ups = [gamma, beta_1..beta_r, delta_1..delta_r, extra inputs...]."""
         cdtype, rdtype = self.dA.dtype, self.dA.dtype.to_real()
         r = 0 if P is None else P.shape[0]
         dots = [*([] if P is None else [*P, *(alpha.conj() * P)]), *(alpha.conj() * Wc)]
@@ -78,7 +79,7 @@ class DiagonalRecurrence:
         self._U = torch.stack([_real(c) for c in ups], 1).to(rdtype)  # (H, K, 2n): added to alpha x
         self._My = _gram(Wc, ups).to(rdtype)  # (H, Ch, K, 1): y = <Wc, alpha x> + sum_k c_k <Wc, ups[k]>
         if r:  # <P_i, w> with w = alpha x + gamma u + sum_j beta_j <P_j, x>: ups[0] = gamma, ups[1:1+r] = beta
-            self._Mp = _gram(P, ups[: 1 + n_beta]).to(rdtype)  # (H, r, 1 + r, 1)
+            self._Mp = _gram(P, ups[: 1 + r]).to(rdtype)  # (H, r, 1 + r, 1)
 
     def advance(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None, out: torch.Tensor | None = None):
         """`step` and `output` together, for batched streams: (next x, y = output(next x)).
@@ -156,14 +157,13 @@ class DPLRRecurrence(DiagonalRecurrence):
         S = S + torch.diag_embed((2.0 / dt).expand(-1, P.shape[0]))
         delta = -torch.einsum("jhn,hji->ihn", PD, torch.linalg.inv(S).to(PD.dtype))  # (r, H, n)
         # alpha and gamma take the places of A_bar and B_bar of the diagonal step
-        super().__init__(((1.0 + dt / 2 * Lambda) * Dinv).to(cdtype), (dt * B * Dinv).to(cdtype), C, extra_B)
+        alpha, gamma, beta = (1.0 + dt / 2 * Lambda) * Dinv, dt * B * Dinv, -dt * PD
+        super().__init__(alpha.to(cdtype), gamma.to(cdtype), C, extra_B)
         self.P = _real(P.to(cdtype).contiguous())  # (r, H, 2n): <P_i, x> = Re(P_i^* x_half) = (P_i^* x) / 2
-        self.beta = _real((-dt * PD).to(cdtype).contiguous())  # (r, H, 2n): times <P_i, x> = (P_i^* x)/2
+        self.beta = _real(beta.to(cdtype).contiguous())  # (r, H, 2n): times <P_i, x> = (P_i^* x)/2
         self.delta = _real((2 * delta).to(cdtype).contiguous())  # (r, H, 2n)
-        alpha, gamma = (1.0 + dt / 2 * Lambda) * Dinv, dt * B * Dinv
         E = [] if extra_B is None else list(extra_B.to(torch.complex128))
-        Wc = 2 * C.to(torch.complex128).conj()
-        self._prepare_advance(alpha, [gamma, *(-dt * PD), *(2 * delta), *E], Wc, P, n_beta=P.shape[0])
+        self._prepare_advance(alpha, [gamma, *beta, *(2 * delta), *E], 2 * C.to(torch.complex128).conj(), P)
 
     def step(self, x, u, v=None, out=None):
         xr = _real(x)
