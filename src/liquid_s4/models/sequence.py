@@ -246,9 +246,9 @@ class SequenceModel(nn.Module):
         return h if mask is None else h * mask[:, None]
 
     def features(self, x: torch.Tensor, lengths=None, rate: float | None = None) -> torch.Tensor:
-        """Backbone features before pooling: (B, L, d_model) (a transposed view of the channels-first
-        features the model computes), zero at padded positions."""
-        return self._features(x, lengths, rate).transpose(1, 2)
+        """Backbone features before pooling: (B, L, d_model), zero at padded positions (the model
+        computes them channels-first; this returns a contiguous copy in the (B, L, H) layout)."""
+        return self._features(x, lengths, rate).transpose(1, 2).contiguous()
 
     def _pool(self, h: torch.Tensor, lengths) -> torch.Tensor:
         """h: channels-first features (B, H, L) -> (B, H), or (B, L, H) for pool 'none'."""
