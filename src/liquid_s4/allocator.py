@@ -25,7 +25,7 @@ def tune_cpu_allocator() -> bool:
     step whose peak exceeds it gives the top of the heap back and faults it in again on the next step
     (~50,000 faults per step of the 4-layer raw-audio model).
 
-    Equivalent to starting Python with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1. Returns
+    Like starting Python with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1099511627776 (1 TiB). Returns
     True when applied, False where it does not apply (not Linux/glibc). `liquid-s4 train` calls it
     unless trainer.tune_allocator is false; call it once at the start of your own training script.
     """
