@@ -121,7 +121,8 @@ def masked_batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor) -
         return bn(x) * m
     n = mask.sum()
     if int(n) <= 1:
-        raise ValueError(f"BatchNorm needs more than 1 valid position per channel when training, got {int(n)}")
+        raise ValueError(f"BatchNorm needs more than 1 valid position per channel when training, got {int(n)}; "
+                         "train with longer or more sequences per batch, or call model.eval()")
     mean = (x * m).sum((0, 2)) / n  # (H,)
     xc = (x - mean[:, None]) * m
     var = (xc * xc).sum((0, 2)) / n  # biased, as BatchNorm normalizes with
