@@ -12,7 +12,7 @@ from torch.nn.modules import module as _module_hooks
 
 from ..ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
 from ..ops.liquid import SQUASHES, anticorrelations, correlations, delayed, last_inputs, product_skip
-from ..ops.recurrence import DiagonalRecurrence
+from ..ops.recurrence import DiagonalRecurrence, _real
 from ..ops.state import DiscreteSSM
 
 _NO_CONTEXT = contextlib.nullcontext()
@@ -389,14 +389,16 @@ class SSMLayer(nn.Module):
         return DiagonalRecurrence(sys.dA, sys.dB, sys.C, extra)
 
     def _stepper(self, rate: float):
-        """(discrete system, fast recurrence or None, D flattened (C*H,)) for stepping without
-        gradients, recomputed whenever the layer's own tensors change (cached otherwise)."""
+        """(discrete system, fast recurrence or None, D flattened (C*H,), PB read-out coefficients)
+        for stepping without gradients, recomputed whenever the layer's own tensors change (cached
+        otherwise). The PB coefficients are a list of P-1 flattened (C*H,) tensors C B_bar^p, or None."""
         tensors = [*self._parameters.values(), *self._buffers.values()]  # the SSM's own tensors (not the output layers')
         key = (rate, [(t.data_ptr(), t._version) for t in tensors])
         if self._step_cache is None or self._step_cache[0] != key:
             with torch.no_grad():
                 sys = self._system(rate)
-                self._step_cache = (key, (sys, self._recurrence(sys, rate), self.D.reshape(-1)))
+                pb = [c.reshape(-1) for c in sys.liquid_coef] if self.liquid_kernel == "pb" else None
+                self._step_cache = (key, (sys, self._recurrence(sys, rate), self.D.reshape(-1), pb))
         return self._step_cache[1]
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float | None = None):
@@ -427,12 +429,12 @@ class SSMLayer(nn.Module):
             if torch.is_grad_enabled() and any(p.requires_grad for p in self._parameters.values()):
                 sys, rec = self._system(rate), None  # differentiable, not cached
             else:
-                sys, rec, D_flat = self._stepper(rate)
+                sys, rec, D_flat, pb = self._stepper(rate)
             if rec is None:
                 y, state = self._step_ref(sys, u_t, state)
                 y = torch.addcmul(y, D, u_t[:, None]).flatten(1)  # (B, C*H): the D skip
             else:
-                y, state = self._step_fast(sys, rec, u_t, state)
+                y, state = self._step_fast(rec, pb, u_t, state)
                 y.addcmul_(D_flat, u_t if self.channels == 1 else u_t.repeat(1, self.channels))
         # then as `_output` for one step
         y = _activation_step(self.activation, y)
@@ -454,7 +456,7 @@ class SSMLayer(nn.Module):
         """v^(p)_t = u_t u_{t-1} ... u_{t-p+1} for p = 2..P from u_t (B, H) and the history
         (B, H, P-1) (oldest first): (B, P-1, H), squashed if liquid_squash is set."""
         if self.liquid_degree == 2:
-            v = (u_t * hist[..., 0])[:, None]
+            v = torch.mul(u_t, hist[..., 0]).unsqueeze_(1)
         else:
             v, prev = [], u_t
             for i in range(self.liquid_degree - 1):
@@ -476,8 +478,9 @@ class SSMLayer(nn.Module):
             y = y + torch.einsum("pch,bph->bch", sys.liquid_coef, v)
         return y, self._join_state(x, torch.cat([hist[..., 1:], u_t[..., None]], -1))
 
-    def _step_fast(self, sys: DiscreteSSM, rec, u_t: torch.Tensor, state: torch.Tensor):
-        """`_step_ref` through the fast recurrence `rec` (no autograd): (y (B, C*H) without D, next state)."""
+    def _step_fast(self, rec, pb, u_t: torch.Tensor, state: torch.Tensor):
+        """`_step_ref` through the fast recurrence `rec` (no autograd), with `pb` the flattened PB
+        read-out coefficients from `_stepper`: (y (B, C*H) without D, next state)."""
         B = u_t.shape[0]
         fused = rec.advance_from_batch is not None and B >= rec.advance_from_batch
         if self.liquid_kernel is None:
@@ -486,8 +489,9 @@ class SSMLayer(nn.Module):
                 return y, state
             state = rec.step(state, u_t)
             return rec.output(state), state
-        n = state.shape[-1] - (self.liquid_degree - 1)
-        hist = torch.view_as_real(state[..., n:])[..., 0]  # (B, H, P-1): real parts, oldest first
+        P1 = self.liquid_degree - 1
+        n = state.shape[-1] - P1
+        hist = _real(state)[..., 2 * n :: 2]  # (B, H, P-1): real parts, oldest first
         v = self._liquid_inputs(u_t, hist)
         v_kb = v if self.liquid_kernel == "kb" else None
         if fused:  # keep the (H, B, .) layout `advance` reads and writes fastest
@@ -498,12 +502,12 @@ class SSMLayer(nn.Module):
             new = torch.empty_like(state)
             x = rec.step(state[..., :n], u_t, v_kb, out=new[..., :n])
             y = rec.output(x)
-        new[..., n:-1] = state[..., n + 1 :]
+        if P1 > 1:
+            new[..., n:-1] = state[..., n + 1 :]
         new[..., -1] = u_t
-        if self.liquid_kernel == "pb":
-            for p in range(v.shape[1]):
-                c = sys.liquid_coef[p]  # (C, H)
-                y.addcmul_(c.reshape(-1), v[:, p] if self.channels == 1 else v[:, p].repeat(1, self.channels))
+        if pb is not None:
+            for p, c in enumerate(pb):
+                y.addcmul_(c, v[:, p] if self.channels == 1 else v[:, p].repeat(1, self.channels))
         return y, new
 
     def extra_repr(self) -> str:

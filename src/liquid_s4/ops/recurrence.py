@@ -23,8 +23,15 @@ from __future__ import annotations
 import torch
 
 
+_REAL_DTYPE = {torch.complex64: torch.float32, torch.complex128: torch.float64}
+
+
 def _real(z: torch.Tensor) -> torch.Tensor:
-    """(..., n) complex -> (..., 2n) real view (interleaved Re, Im)."""
+    """(..., n) complex -> (..., 2n) real view (interleaved Re, Im). With a unit stride along n (every
+    state and slice of a state) one reinterpreting view, a third of the cost of
+    view_as_real(z).flatten(-2) (which counts at batch 1); otherwise that, which may copy."""
+    if z.stride(-1) == 1:
+        return z.view(_REAL_DTYPE[z.dtype])
     return torch.view_as_real(z).flatten(-2)
 
 
@@ -105,9 +112,10 @@ class DiagonalRecurrence:
         if out is None:
             w = torch.mul(self._alpha, xt, out=x.new_empty(H, B, n))  # alpha x, written (H, B, n)
             _real(w).baddbmm_(coef.transpose(1, 2), self._U)
-        else:  # a strided destination: the batched product goes to a temporary (in place it would copy twice)
-            w = torch.mul(self._alpha, xt, out=out)
-            _real(w).add_(torch.bmm(coef.transpose(1, 2), self._U))
+        else:  # a strided destination: the batched product goes to a temporary (in place it would copy
+            # twice), added in the same pass as alpha x
+            upd = torch.bmm(coef.transpose(1, 2), self._U)  # (H, B, 2n) real
+            w = torch.addcmul(upd.view(x.dtype), self._alpha, xt, out=out)
         return w.transpose(0, 1), y.permute(2, 1, 0).reshape(B, -1)
 
     def step(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None, out: torch.Tensor | None = None):
@@ -159,21 +167,22 @@ class DPLRRecurrence(DiagonalRecurrence):
         # alpha and gamma take the places of A_bar and B_bar of the diagonal step
         alpha, gamma, beta = (1.0 + dt / 2 * Lambda) * Dinv, dt * B * Dinv, -dt * PD
         super().__init__(alpha.to(cdtype), gamma.to(cdtype), C, extra_B)
-        self.P = _real(P.to(cdtype).contiguous())  # (r, H, 2n): <P_i, x> = Re(P_i^* x_half) = (P_i^* x) / 2
-        self.beta = _real(beta.to(cdtype).contiguous())  # (r, H, 2n): times <P_i, x> = (P_i^* x)/2
-        self.delta = _real((2 * delta).to(cdtype).contiguous())  # (r, H, 2n)
+        # lists of r (H, 2n) real vectors (not one tensor: iterating a tensor costs a view per row and step)
+        self.P = list(_real(P.to(cdtype).contiguous()))  # <P_i, x> = Re(P_i^* x_half) = (P_i^* x) / 2
+        self.beta = list(_real(beta.to(cdtype).contiguous()))  # times <P_i, x> = (P_i^* x)/2
+        self.delta = list(_real((2 * delta).to(cdtype).contiguous()))
         E = [] if extra_B is None else list(extra_B.to(torch.complex128))
         self._prepare_advance(alpha, [gamma, *beta, *(2 * delta), *E], 2 * C.to(torch.complex128).conj(), P)
 
     def step(self, x, u, v=None, out=None):
         xr = _real(x)
-        px = [_dot(xr, P)[..., None] for P in self.P]  # <P_i, x>: (B, H, 1) each
+        px = [_dot(xr, P).unsqueeze_(-1) for P in self.P]  # <P_i, x>: (B, H, 1) each
         w = torch.mul(self.dA, x, out=out)  # alpha x
         wr = _real(w)
         wr.addcmul_(self.dB, u[..., None])  # + gamma u
         for beta, p in zip(self.beta, px):
             wr.addcmul_(beta, p)
-        pw = [_dot(wr, P)[..., None] for P in self.P]
+        pw = [_dot(wr, P).unsqueeze_(-1) for P in self.P]
         for delta, p in zip(self.delta, pw):
             wr.addcmul_(delta, p)
         if v is not None:
