@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import torch
 
-
 _REAL_DTYPE = {torch.complex64: torch.float32, torch.complex128: torch.float64}
 
 
 def _real(z: torch.Tensor) -> torch.Tensor:
     """(..., n) complex -> (..., 2n) real view (interleaved Re, Im). With a unit stride along n (every
     state and slice of a state) one reinterpreting view, a third of the cost of
-    view_as_real(z).flatten(-2) (which counts at batch 1); otherwise that, which may copy."""
+    view_as_real(z).flatten(-2) (which counts at batch 1). Otherwise a real copy: only for reading
+    (the setup vectors); every tensor written through this view has a unit stride."""
     if z.stride(-1) == 1:
         return z.view(_REAL_DTYPE[z.dtype])
     return torch.view_as_real(z).flatten(-2)
