@@ -8,7 +8,9 @@ Run from the repository root:
 
 audio:     a 4-layer, 64-channel, N = 64 SequenceModel (prenorm BatchNorm, 35 classes, mean pooling)
            on 16 kHz raw audio, L = 16000, batch 16; median (and range) of --repeats steps after
-           --warmup untimed ones (the first steps page-fault the heap up to a step's peak).
+           --warmup untimed ones (the first steps page-fault the heap up to a step's peak). Then
+           evaluation (eval mode, inference_mode) of a batch of 16 and of one clip, median of
+           --repeats after one untimed call (which computes the kernels that later calls reuse).
 recurrent: a single layer, H = 256, N = 64, `layer.step()` under torch.no_grad(); time steps per
            second at batch 1 and sample-steps per second at batch 64 (median of 3 runs of --steps).
 Each case runs in its own subprocess, with `--threads` torch threads.
@@ -50,8 +52,19 @@ def audio(layer: str, repeats: int, warmup: int) -> dict:
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
+    model.eval()  # evaluation after training: the first batch computes the kernels, later ones reuse them
+    evals = {}
+    with torch.inference_mode():
+        for B in (16, 1):
+            model(x[:B])
+            ts = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                model(x[:B])
+                ts.append(time.perf_counter() - t)
+            evals[f"eval_B{B}_s"] = statistics.median(ts)
     return {"step_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "parameters": sum(p.numel() for p in model.parameters()), **evals}
 
 
 def recurrent(layer: str, steps: int) -> dict:
@@ -127,7 +140,8 @@ def main(argv=None) -> None:
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         if part == "audio":
             print(f"audio     {layer:9s} {allocator:7s} allocator: {r['step_s']:.2f} s [{r['min_s']:.2f}..{r['max_s']:.2f}] "
-                  f"per training step ({r['parameters']:,} parameters)")
+                  f"per training step ({r['parameters']:,} parameters); eval {r['eval_B16_s']:.2f} s per batch of 16, "
+                  f"{r['eval_B1_s'] * 1e3:.0f} ms per clip")
         else:
             b1, b64 = r["B1_steps_per_s"], r["B64_sample_steps_per_s"]
             print(f"recurrent {layer:9s} batch 1: {b1:,.0f} steps/s; batch 64: {b64:,.0f} sample-steps/s")

@@ -196,6 +196,72 @@ def test_step_setup_is_redone_when_parameters_change(cls):
     assert y32.dtype == torch.float32 and torch.allclose(y32.double(), y, atol=1e-4)
 
 
+def _count_kernel_calls(layer, monkeypatch):
+    calls = []
+    inner = layer._kernels
+
+    def counted(*args, **kw):
+        calls.append(args[0])
+        return inner(*args, **kw)
+
+    monkeypatch.setattr(layer, "_kernels", counted)
+    return calls
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_inference_reuses_the_kernel_until_parameters_change(cls, monkeypatch):
+    """Without a gradient path to the parameters, forward computes a kernel once per length and
+    parameter version; outputs equal those of a training-mode call, which never uses the cache."""
+    layer = make(cls)
+    calls = _count_kernel_calls(layer, monkeypatch)
+    u = torch.randn(2, 24, 4, dtype=torch.float64)
+    y_grad, _ = layer(u)  # grad enabled, trainable: computed and not cached
+    assert layer._kernel_cache is None
+    with torch.no_grad():
+        y1, _ = layer(u)
+        y2, _ = layer(u)
+    assert len(calls) == 2 and torch.equal(y1, y2) and torch.allclose(y1, y_grad, atol=1e-12)
+    with torch.no_grad():
+        layer(u[:, :20])  # another length: computed (and now the cached one)
+        layer(u[:, :20])
+    assert calls[2:] == [20]
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # as an optimizer step would
+        y3, _ = layer(u)
+    assert calls[3:] == [24]
+    y_ref, _ = layer(u)  # training-mode computation with the new values
+    assert torch.allclose(y3, y_ref, atol=1e-12) and not torch.allclose(y3, y1, atol=1e-6)
+    with torch.inference_mode():
+        y4, _ = layer(u)  # inference tensors get their own entry
+    assert calls[4:] == [24, 24] and torch.allclose(y4, y3, atol=1e-12)
+    # frozen parameters with a gradient wrt the input (saliency): the kernel needs no graph
+    layer.requires_grad_(False)
+    x = u.clone().requires_grad_()
+    layer(x)[0].square().sum().backward()
+    layer(x)[0].square().sum().backward()
+    assert calls[6:] == [24] and x.grad is not None
+
+
+def test_pickled_and_copied_layers_drop_their_caches():
+    import copy
+    import pickle
+
+    layer = make(S4D)
+    u = torch.randn(1, 12, 4, dtype=torch.float64)
+    with torch.no_grad():
+        y, _ = layer(u)
+        run_steps(layer, u)
+    assert layer._kernel_cache is not None and layer._step_cache is not None
+    for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert clone._kernel_cache is None and clone._step_cache is None
+        with torch.no_grad():
+            assert torch.equal(clone(u)[0], y)
+    assert layer._kernel_cache is not None  # the original keeps its own
+    layer.clear_cache()
+    assert layer._kernel_cache is None and layer._step_cache is None
+
+
 @pytest.mark.parametrize("cls", LAYERS)
 def test_step_is_differentiable(cls):
     layer = make(cls).train()

@@ -98,6 +98,25 @@ def test_convolution_equals_recurrence(base, kind):
         assert (y - y_step).abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("base", BASES[1:3], ids=base_id)
+@pytest.mark.parametrize("kind", KINDS)
+def test_inference_kernel_cache_gives_the_training_outputs(base, kind):
+    """Evaluation reuses the liquid kernels (B_bar^p included) and matches a training-mode call, also
+    with a state; in-place parameter updates are seen."""
+    layer = make(base, kind, 3)
+    u = torch.randn(2, 30, 4, dtype=torch.float64)
+    s0 = torch.randn_like(layer.default_state(2))
+    y_ref, s_ref = layer(u, s0)
+    with torch.no_grad():
+        for _ in range(2):
+            y, s = layer(u, s0)
+            assert torch.allclose(y, y_ref, atol=1e-12) and torch.allclose(s, s_ref, atol=1e-12)
+        y_old, _ = layer(u)
+        layer.log_dt.add_(0.2)
+        y_new, _ = layer(u)
+    assert torch.allclose(y_new, layer(u)[0], atol=1e-12) and not torch.allclose(y_new, y_old, atol=1e-6)
+
+
 # float32, L = 1024, default dt range and B: max |conv - step| / max |y|. Measured (seed 0): S4D-lin
 # PB 9.0e-7, KB 8.6e-7; S4D-legs 1.9e-6 / 2.2e-6; S4-legs 1.9e-6 / 1.9e-6; S4-legt 3.8e-6 / 3.8e-6.
 # Tolerance 1e-4 (as for the plain layers).

@@ -128,6 +128,7 @@ class SSMLayer(nn.Module):
         self.freeze = tuple(freeze)
         self.rate = 1.0
         self._step_cache = None
+        self._kernel_cache = None
 
         self._init_ssm()
         unknown = set(self.freeze) - set(self.ssm_parameter_names)
@@ -144,6 +145,16 @@ class SSMLayer(nn.Module):
             self.output_linear = nn.Sequential(nn.Linear(channels * d_model, out), nn.GLU(-1) if postact == "glu" else nn.Identity())
         # the plain output block, for `_output_step` (a tuple: not registered as submodules)
         self._out_plain = (self.output_linear, self.output_linear[0], postact == "glu") if postact else (None, None, False)
+
+    def clear_cache(self) -> None:
+        """Free the cached step setup and inference kernels (rebuilt on the next use). The kernel
+        cache holds one (channels, H, L) kernel per layer after an evaluation pass."""
+        self._step_cache = self._kernel_cache = None
+
+    def __getstate__(self):
+        """Copies and pickles leave the step and kernel caches behind (they are rebuilt on use)."""
+        state = super().__getstate__()
+        return {**state, "_step_cache": None, "_kernel_cache": None}
 
     # ---- parameters ------------------------------------------------------------------------
     ssm_parameter_names: tuple[str, ...] = ()
@@ -184,6 +195,32 @@ class SSMLayer(nn.Module):
     def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
         """Convolution kernel (channels * (2 if bidirectional else 1), H, L)."""
         return self._kernels(L, rate)[0]
+
+    def _tensor_key(self) -> list:
+        """Identifies the current values of the layer's own tensors (not the output layers'): their
+        storage and in-place version counters. Keys the step and kernel caches."""
+        return [(t.data_ptr(), t._version) for t in (*self._parameters.values(), *self._buffers.values())]
+
+    def _needs_graph(self) -> bool:
+        """Whether a gradient can reach the layer's parameters from this call."""
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self._parameters.values())
+
+    def _cached_kernels(self, L: int, rate: float, powers: tuple[int, ...] = (), L_powers: int = 0):
+        """`_kernels` for forward. When no gradient can reach the parameters (evaluation under
+        torch.no_grad() or inference_mode, or frozen layers) the last result is kept and reused while
+        the arguments and every SSM tensor are unchanged: evaluating a test set computes each layer's
+        kernel (S4's Cauchy sums, S4D's Vandermonde product) once. Training calls never use or fill
+        the cache. One entry per layer (the kernels of the last length), freed when it is replaced."""
+        if self._needs_graph():
+            return self._kernels(L, rate, powers, L_powers)
+        args = (L, rate, powers, L_powers, torch.is_inference_mode_enabled())
+        cache = self._kernel_cache
+        if cache is not None and cache[0] == args and cache[1] == self._tensor_key():
+            return cache[2]
+        self._kernel_cache = None  # free the old kernels before computing new ones
+        out = self._kernels(L, rate, powers, L_powers)
+        self._kernel_cache = (args, self._tensor_key(), out)  # keyed after the call: S4 may rescale C~ on a longer L
+        return out
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
         """The discrete causal system (forward direction) for stepping and state passing."""
@@ -264,7 +301,7 @@ class SSMLayer(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             v = skip = None  # KB correlation signals (for the next state); input-dependent skip of the PB kernel
             if self.liquid_kernel is None:
-                k = self.kernel(L, rate)  # (C or 2C, H, L)
+                k = self._cached_kernels(L, rate)[0]  # (C or 2C, H, L)
                 y = fftconv_sum([x], [self._main_kernel(self._with_skip(k))])  # (B, C, H, L), D u included
             else:
                 y, v, skip = self._liquid_conv(x, hist, L, rate)
@@ -294,7 +331,7 @@ class SSMLayer(nn.Module):
         causal correlation signals [(B, H, L)] * (P-1) when the next state needs them (KB), else None;
         g (B, C, H, L) an input-dependent skip carrying the causal PB terms (y + g u), or None."""
         P, C, kb = self.liquid_degree, self.channels, self.liquid_kernel == "kb"
-        k, kp = self._kernels(L, rate, tuple(range(2, P + 1)), L if kb else 1)  # (n_c, H, L), (P-1, n_c, H, .)
+        k, kp = self._cached_kernels(L, rate, tuple(range(2, P + 1)), L if kb else 1)  # (n_c, H, L), (P-1, n_c, H, .)
         w = anticorrelations(x, P, self.liquid_squash) if self.bidirectional else None
         if kb:  # every liquid signal gets its own kernel; all are summed before one inverse FFT
             v = correlations(x, P, hist, self.liquid_squash)
@@ -392,8 +429,7 @@ class SSMLayer(nn.Module):
         """(discrete system, fast recurrence or None, D flattened (C*H,), PB read-out coefficients)
         for stepping without gradients, recomputed whenever the layer's own tensors change (cached
         otherwise). The PB coefficients are a list of P-1 flattened (C*H,) tensors C B_bar^p, or None."""
-        tensors = [*self._parameters.values(), *self._buffers.values()]  # the SSM's own tensors (not the output layers')
-        key = (rate, [(t.data_ptr(), t._version) for t in tensors])
+        key = (rate, self._tensor_key())
         if self._step_cache is None or self._step_cache[0] != key:
             with torch.no_grad():
                 sys = self._system(rate)
@@ -426,7 +462,7 @@ class SSMLayer(nn.Module):
         rate = self.rate if rate is None else rate
         # the SSM part runs in the layer's own precision, also under autocast (as in forward)
         with torch.autocast(device_type=u_t.device.type, enabled=False) if torch.is_autocast_enabled(u_t.device.type) else _NO_CONTEXT:
-            if torch.is_grad_enabled() and any(p.requires_grad for p in self._parameters.values()):
+            if self._needs_graph():
                 sys, rec = self._system(rate), None  # differentiable, not cached
             else:
                 sys, rec, D_flat, pb = self._stepper(rate)
