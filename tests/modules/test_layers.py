@@ -243,6 +243,21 @@ def test_inference_reuses_the_kernel_until_parameters_change(cls, monkeypatch):
     assert calls[6:] == [24] and x.grad is not None
 
 
+@pytest.mark.parametrize("cls", LAYERS)
+def test_kernel_cache_sees_replaced_parameters_and_data(cls, monkeypatch):
+    """Assigning a new Parameter, or new .data to the same one, invalidates the cached kernel."""
+    layer = make(cls)
+    calls = _count_kernel_calls(layer, monkeypatch)
+    u = torch.randn(1, 16, 4, dtype=torch.float64)
+    with torch.no_grad():
+        y0, _ = layer(u)
+        layer.log_dt.data = layer.log_dt.data + 0.3
+        y1, _ = layer(u)
+        layer.log_dt = torch.nn.Parameter(layer.log_dt.detach() - 0.3)
+        y2, _ = layer(u)
+    assert len(calls) == 3 and not torch.allclose(y0, y1, atol=1e-6) and torch.allclose(y0, y2, atol=1e-12)
+
+
 def test_pickled_and_copied_layers_drop_their_caches():
     import copy
     import pickle

@@ -196,10 +196,16 @@ class SSMLayer(nn.Module):
         """Convolution kernel (channels * (2 if bidirectional else 1), H, L)."""
         return self._kernels(L, rate)[0]
 
-    def _tensor_key(self) -> list:
-        """Identifies the current values of the layer's own tensors (not the output layers'): their
-        storage and in-place version counters. Keys the step and kernel caches."""
-        return [(t.data_ptr(), t._version) for t in (*self._parameters.values(), *self._buffers.values())]
+    def _tensor_key(self) -> tuple:
+        """Identifies the current values of the layer's own tensors (not the output layers'): each
+        tensor object (held, so a freed one's address or id cannot come back as a false match), its
+        storage and its in-place version counter. Keys the step and kernel caches (`_same_tensors`)."""
+        return tuple((t, t.data_ptr(), t._version) for t in (*self._parameters.values(), *self._buffers.values()))
+
+    def _same_tensors(self, key: tuple) -> bool:
+        """Whether `key` (from `_tensor_key`) still describes the layer's tensors."""
+        now = self._tensor_key()
+        return len(now) == len(key) and all(a is b and pa == pb and va == vb for (a, pa, va), (b, pb, vb) in zip(now, key))
 
     def _needs_graph(self) -> bool:
         """Whether a gradient can reach the layer's parameters from this call."""
@@ -215,7 +221,7 @@ class SSMLayer(nn.Module):
             return self._kernels(L, rate, powers, L_powers)
         args = (L, rate, powers, L_powers, torch.is_inference_mode_enabled())
         cache = self._kernel_cache
-        if cache is not None and cache[0] == args and cache[1] == self._tensor_key():
+        if cache is not None and cache[0] == args and self._same_tensors(cache[1]):
             return cache[2]
         self._kernel_cache = None  # free the old kernels before computing new ones
         out = self._kernels(L, rate, powers, L_powers)
@@ -429,8 +435,9 @@ class SSMLayer(nn.Module):
         """(discrete system, fast recurrence or None, D flattened (C*H,), PB read-out coefficients)
         for stepping without gradients, recomputed whenever the layer's own tensors change (cached
         otherwise). The PB coefficients are a list of P-1 flattened (C*H,) tensors C B_bar^p, or None."""
-        key = (rate, self._tensor_key())
-        if self._step_cache is None or self._step_cache[0] != key:
+        cache = self._step_cache
+        if cache is None or cache[0][0] != rate or not self._same_tensors(cache[0][1]):
+            key = (rate, self._tensor_key())
             with torch.no_grad():
                 sys = self._system(rate)
                 pb = [c.reshape(-1) for c in sys.liquid_coef] if self.liquid_kernel == "pb" else None
