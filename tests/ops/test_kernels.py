@@ -39,6 +39,21 @@ def test_vandermonde_matches_powers_and_reference(L):
         assert torch.allclose(a, b, atol=1e-10)
 
 
+@pytest.mark.parametrize("lead", [(), (3,), (2, 2)])
+def test_vandermonde_analytic_backward_gradcheck(lead):
+    """The hand-written backward (`_Vandermonde`) against finite differences in float64, for any
+    leading dims of w (liquid layers stack B_bar^p kernels there), and with one input frozen."""
+    H, N, L = 2, 3, 11  # L not a multiple of the block size
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(*lead, H, N, dtype=c128, generator=g).requires_grad_()
+    q = torch.complex(-torch.rand(H, N, dtype=torch.float64, generator=g) * 0.3, torch.randn(H, N, dtype=torch.float64, generator=g))
+    q.requires_grad_()
+    assert torch.autograd.gradcheck(lambda w, q: vandermonde(w, q, L), (w, q))
+    (gw,) = torch.autograd.grad(vandermonde(w, q.detach(), L).sum(), w)
+    (gw_ref,) = torch.autograd.grad(vandermonde_ref(w, q.detach(), L).sum(), w)
+    assert torch.allclose(gw, gw_ref, atol=1e-12)
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 def test_cauchy_imag_matches_reference_with_gradients(chunked, monkeypatch):
     """The real-arithmetic Cauchy sums at imaginary points i g equal the complex materializing

@@ -22,21 +22,76 @@ def block_size(L: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _exp_powers(a: torch.Tensor, b: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """exp(k (a + i b)) (a, b, k real, broadcast together) from real exp, cos and sin, which are
+    vectorized (complex exp and polar are several times slower). Returns complex."""
+    r, bk = torch.exp(a * k), b * k
+    out = r.new_empty(*r.shape, 2)
+    torch.mul(r, torch.cos(bk), out=out[..., 0])
+    torch.mul(r, torch.sin(bk), out=out[..., 1])
+    return torch.view_as_complex(out)
+
+
+def _vandermonde_factors(log_dA: torch.Tensor, T: int, nb: int):
+    """inner[h, t, n] = A^t and outer[h, m, n] = A^{m T} for A = exp(log_dA): (H, T, N), (H, nb, N)."""
+    a, b = log_dA.real[..., None, :], log_dA.imag[..., None, :]
+    t = torch.arange(T, device=a.device, dtype=a.dtype)[:, None]
+    m = torch.arange(nb, device=a.device, dtype=a.dtype)[:, None] * T
+    return _exp_powers(a, b, t), _exp_powers(a, b, m)
+
+
+class _Vandermonde(torch.autograd.Function):
+    """K[..., h, m T + t] = 2 Re sum_n w_n outer[m, n] inner[t, n] (A^l = outer inner) as one real
+    product per channel (see `vandermonde`). Backward, for the real gradient G[l] of K[l], in PyTorch's
+    convention for complex inputs (d/dRe + i d/dIm):
+
+        grad_w = 2 conj(sum_l G_l A^l),     grad_q = 2 conj(sum_... w sum_l l G_l A^l)   (q = log_dA)
+
+    With l = m T + t both inner sums come from one real product P = G @ [inner, t inner] per channel,
+    then sum_l (m T + t) G_l A^l = sum_m outer[m] (m T P_0[m] + P_t[m])."""
+
+    @staticmethod
+    def forward(ctx, w, log_dA, L):
+        T = block_size(L)
+        nb = -(-L // T)
+        inner, outer = _vandermonde_factors(log_dA, T, nb)  # (H, T, N), (H, nb, N)
+        X = torch.view_as_real(w[..., None, :] * outer).flatten(-2)  # (..., H, nb, 2N): Re, Im interleaved
+        sign = inner.real.new_tensor([2.0, -2.0])  # 2 Re(x z) = Re x (2 Re z) + Im x (-2 Im z)
+        Y = (torch.view_as_real(inner) * sign).flatten(-2)  # (H, T, 2N)
+        ctx.save_for_backward(w, inner, outer)
+        ctx.L = L
+        return (X @ Y.mT).flatten(-2)[..., :L]  # (..., H, L)
+
+    @staticmethod
+    def backward(ctx, G):
+        w, inner, outer = ctx.saved_tensors
+        L, (H, T, N), nb = ctx.L, inner.shape, outer.shape[-2]
+        G = torch.nn.functional.pad(G, (0, nb * T - L)).unflatten(-1, (nb, T))  # (..., H, nb, T)
+        t = torch.arange(T, device=G.device, dtype=G.dtype)[:, None]
+        Z = torch.view_as_real(torch.cat([inner, inner * t], -1)).flatten(-2)  # (H, T, 4N)
+        P = torch.view_as_complex((G @ Z).unflatten(-1, (2 * N, 2)))
+        P0, Pt = P.split(N, -1)  # (..., H, nb, N): sum_t G A^t and sum_t t G A^t, per block m
+        grad_w = grad_q = None
+        if ctx.needs_input_grad[0]:
+            grad_w = 2 * (outer * P0).sum(-2).conj()  # (..., H, N)
+        if ctx.needs_input_grad[1]:
+            m = torch.arange(nb, device=G.device, dtype=G.dtype)[:, None] * T
+            S = (outer * torch.addcmul(Pt, P0, m)).sum(-2)  # sum_l l G_l A^l
+            grad_q = 2 * (w * S).reshape(-1, H, N).sum(0).conj()
+        return grad_w, grad_q, None
+
+
 def vandermonde(w: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tensor:
-    """K[..., h, l] = 2 Re sum_n w[..., h, n] exp(l log_dA[h, n]), blocked as a complex GEMM.
+    """K[..., h, l] = 2 Re sum_n w[..., h, n] exp(l log_dA[h, n]), blocked as real matrix products.
 
     With l = m T + t, A^l = A^{mT} A^t, so each block of T outputs is the product of
-    (w A^{mT}) of shape (.., L/T, N) and A^t of shape (N, T): no (H, N, L) tensor is formed.
+    (w A^{mT}) of shape (.., L/T, N) and A^t of shape (N, T): no (H, N, L) tensor is formed. Only the
+    real part is needed, so the products are real, [Re, Im] (.., L/T, 2N) against (2N, T), half the
+    work of a complex product; the powers come from real exp/cos/sin, and the backward pass is
+    analytic (one real product per channel, `_Vandermonde`).
     w: (..., H, N) complex, log_dA: (H, N) complex. Returns (..., H, L) real.
     """
-    T = block_size(L)
-    nb = -(-L // T)
-    t = torch.arange(T, device=w.device, dtype=log_dA.real.dtype)
-    m = torch.arange(nb, device=w.device, dtype=log_dA.real.dtype) * T
-    inner = torch.exp(log_dA[..., None] * t)  # (H, N, T)
-    outer = torch.exp(log_dA[..., None, :] * m[:, None])  # (H, nb, N)
-    K = (w[..., None, :] * outer) @ inner  # (..., H, nb, T)
-    return 2 * K.real.flatten(-2)[..., :L]
+    return _Vandermonde.apply(w, log_dA, L)
 
 
 def vandermonde_ref(w: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tensor:
