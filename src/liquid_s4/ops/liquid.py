@@ -81,7 +81,9 @@ class _ProductSkip(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y, u, c, history):
-        v = torch.empty_like(u)  # v_k = u_k u_{k-1}, built in one pass (no shifted copy of u)
+        # v_k = u_k u_{k-1}, built in one pass (no shifted copy of u), contiguous like y even when u is
+        # a transposed view (the layers' (B, L, H) inputs): strided operands make every later pass slower
+        v = u.new_empty(u.shape)
         torch.mul(u[..., 1:], u[..., :-1], out=v[..., 1:])
         if history is None:
             v[..., 0] = 0
@@ -98,7 +100,7 @@ class _ProductSkip(torch.autograd.Function):
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
             gv = (g * c[..., None]).sum(1)  # (B, H, L): the gradient of v
             if ctx.needs_input_grad[1]:  # dv_k/du_k = u_{k-1}, dv_{k+1}/du_k = u_{k+1}
-                grad_u = torch.empty_like(u)
+                grad_u = u.new_empty(u.shape)  # contiguous, like the convolution's input gradient it is added to
                 torch.mul(gv[..., 1:], u[..., :-1], out=grad_u[..., 1:])
                 grad_u[..., 0] = 0 if history is None else gv[..., 0] * history[..., -1].to(u.dtype)
                 grad_u[..., :-1].addcmul_(gv[..., 1:], u[..., 1:])
