@@ -257,8 +257,9 @@ class SequenceModel(nn.Module):
         if self.config.pool == "none":
             return h.transpose(1, 2)
         n = torch.full((B,), L, device=h.device) if lengths is None else torch.as_tensor(lengths, device=h.device)
-        if self.config.pool == "mean":
-            return h.sum(2) / n.clamp(min=1)[:, None].to(h.dtype)
+        if self.config.pool == "mean":  # a product with ones, not sum(2): its backward is a contiguous
+            # (B, H, L) gradient instead of an expanded one, which the final norm's backward reads 3-4x slower
+            return (h @ h.new_ones(L)) / n.clamp(min=1)[:, None].to(h.dtype)
         return h[torch.arange(B, device=h.device), :, (n - 1).clamp(min=0)]  # last valid step
 
     def forward(self, x: torch.Tensor, lengths=None, x2: torch.Tensor | None = None, lengths2=None,
