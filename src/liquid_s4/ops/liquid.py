@@ -95,10 +95,15 @@ class _ProductSkip(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         u, c, v, history = ctx.saved_tensors
-        grad_c = (g * v[:, None]).sum((0, 3)) if ctx.needs_input_grad[2] else None
+        gs = g.unbind(1)  # per output channel (B, H, L); the sums below run over them without a (B, C, H, L) product
+        grad_c = None
+        if ctx.needs_input_grad[2]:  # sum_{b, l} g v, as dot products along the contiguous L axis
+            grad_c = torch.stack([torch.linalg.vecdot(gc, v).sum(0) for gc in gs])  # (C, H)
         grad_u = grad_h = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
-            gv = (g * c[..., None]).sum(1)  # (B, H, L): the gradient of v
+            gv = gs[0] * c[0, :, None]  # (B, H, L): the gradient of v, sum_c g_c c_c
+            for gc, cc in zip(gs[1:], c[1:]):
+                gv.addcmul_(gc, cc[:, None])
             if ctx.needs_input_grad[1]:  # dv_k/du_k = u_{k-1}, dv_{k+1}/du_k = u_{k+1}
                 grad_u = u.new_empty(u.shape)  # contiguous, like the convolution's input gradient it is added to
                 torch.mul(gv[..., 1:], u[..., :-1], out=grad_u[..., 1:])
