@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from liquid_s4 import LSSL, S4, S4D, param_groups
-from liquid_s4.ops.recurrence import DPLRRecurrence
+from liquid_s4.ops.recurrence import DiagonalRecurrence, DPLRRecurrence
 
 from ..reference import CONFIGS, config_id, explicit_kernel, recurrence, reference_system, run_steps
 
@@ -308,16 +308,17 @@ def test_freeze_turns_parameters_into_buffers(cls):
 
 
 @pytest.mark.parametrize("kw", [{}, dict(liquid_kernel="pb"), dict(liquid_kernel="kb", liquid_degree=3)], ids=["plain", "pb", "kb3"])
-def test_s4_batched_streams_step_with_advance(kw, monkeypatch):
-    """From `advance_from_batch` streams on, S4 steps with `DPLRRecurrence.advance` (states kept in an
+@pytest.mark.parametrize("cls, rec", [(S4, DPLRRecurrence), (S4D, DiagonalRecurrence)], ids=["S4", "S4D"])
+def test_batched_streams_step_with_advance(cls, rec, kw, monkeypatch):
+    """From `advance_from_batch` streams on, S4 and S4D step with `advance` (states kept in an
     (H, B, .) layout): the same outputs and states as the reference step, and as the convolution."""
     calls = []
-    advance = DPLRRecurrence.advance
-    monkeypatch.setattr(DPLRRecurrence, "advance", lambda self, *a, **k: calls.append(1) or advance(self, *a, **k))
-    layer = S4(4, 8, **kw).double().eval()
-    u = torch.randn(DPLRRecurrence.advance_from_batch, 12, 4, dtype=torch.float64)
+    advance = rec.advance
+    monkeypatch.setattr(rec, "advance", lambda self, *a, **k: calls.append(type(self)) or advance(self, *a, **k))
+    layer = cls(4, 8, **kw).double().eval()
+    u = torch.randn(rec.advance_from_batch, 12, 4, dtype=torch.float64)
     y_step, state = run_steps(layer, u)  # checks fast == reference
-    assert len(calls) == 12 and state.shape == layer.default_state(u.shape[0]).shape
+    assert calls == [rec] * 12 and state.shape == layer.default_state(u.shape[0]).shape
     assert torch.allclose(y_step, layer(u)[0], atol=1e-10)
     u2 = torch.randn_like(u)  # the state (an (H, B, .) layout) continues a chunked forward as well
     assert torch.allclose(layer(u2, state)[0], run_steps(layer, u2, state)[0], atol=1e-10)

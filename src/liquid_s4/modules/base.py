@@ -453,9 +453,9 @@ class SSMLayer(nn.Module):
         Without gradients (torch.no_grad(), or frozen SSM parameters) S4D and S4 run a fast O(N)
         step (`liquid_s4.ops.recurrence`) from a cached setup; otherwise the differentiable
         reference `DiscreteSSM.step` is used. Both give the same result to rounding. From batch
-        `DPLRRecurrence.advance_from_batch` on, S4's next_state is a (B, H, N') view of an (H, B, N')
-        buffer, the layout its batched step reads fastest: pass it back as it is (`.contiguous()`
-        gives the usual layout)."""
+        `advance_from_batch` of the recurrence on (S4D: 16, S4: 32), next_state is a (B, H, N') view
+        of an (H, B, N') buffer, the layout the batched step reads fastest: pass it back as it is
+        (`.contiguous()` gives the usual layout)."""
         name = type(self).__name__
         if self.bidirectional:
             raise RuntimeError(f"{name}: a bidirectional layer sees the future and cannot run step by step")
