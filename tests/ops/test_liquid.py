@@ -80,3 +80,19 @@ def test_product_skip_matches_autograd_reference(C, with_history, L):
     for g, g_ref in zip(torch.autograd.grad((out * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs), strict=True):
         assert torch.allclose(g, g_ref, atol=1e-12)
     assert torch.autograd.gradcheck(product_skip, (y[:1, :, :2, :4], u[:1, :2, :4], c[:, :2], None if hist is None else hist[:1, :2]))
+
+
+def test_product_skip_on_a_transposed_view():
+    """Layers pass (B, H, L) views of (B, L, H) inputs: the same values and gradients as for a
+    contiguous u, and v and the input gradient come out contiguous (they meet contiguous tensors)."""
+    torch.manual_seed(0)
+    y = torch.randn(2, 2, 3, 7, dtype=torch.float64, requires_grad=True)
+    ut = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    u = ut.transpose(1, 2)
+    assert not u.is_contiguous()
+    out, ref = product_skip(y, u, c), product_skip_ref(y, u.contiguous(), c)
+    assert out.is_contiguous() and torch.allclose(out, ref, atol=1e-14)
+    (gu,) = torch.autograd.grad(out.sum(), u)
+    (gu_ref,) = torch.autograd.grad(ref.sum(), ut)
+    assert gu.is_contiguous() and torch.allclose(gu, gu_ref.transpose(1, 2), atol=1e-12)
