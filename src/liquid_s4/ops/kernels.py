@@ -117,6 +117,9 @@ def vandermonde_ref(w: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tens
 # mmap threshold (no page faults per call), long enough to amortize the per-block overhead.
 CAUCHY_IMAG_CHUNK_ELEMENTS = 1 << 19
 CAUCHY_IMAG_FREQS = 8192
+# On a GPU the blocks only bound the workspace (at most 4 x 4 bytes per element: 512 MiB in float32):
+# each block is a few kernel launches, so fewer, larger blocks are faster.
+CAUCHY_IMAG_CHUNK_ELEMENTS_GPU = 1 << 25
 
 
 def _pole_terms(lr2, li, g, w, d):
@@ -130,8 +133,8 @@ def _pole_terms(lr2, li, g, w, d):
 
 def _blocks(H: int, F: int, N: int, elements: int):
     """(h0, h1, f0, f1) blocks of the (H, N, F) grid with about `elements` entries each: long runs
-    of frequencies (at most CAUCHY_IMAG_FREQS), and as many channels as fit."""
-    Fc = min(F, CAUCHY_IMAG_FREQS, max(1, elements // N))
+    of frequencies (at most CAUCHY_IMAG_FREQS, on CPU), and as many channels as fit."""
+    Fc = min(F, CAUCHY_IMAG_FREQS if elements <= CAUCHY_IMAG_CHUNK_ELEMENTS else F, max(1, elements // N))
     Hc = max(1, min(H, elements // (N * Fc)))
     return [(h, min(H, h + Hc), f, min(F, f + Fc)) for h in range(0, H, Hc) for f in range(0, F, Fc)]
 
@@ -210,7 +213,8 @@ def cauchy_imag(v: torch.Tensor, lam: torch.Tensor, g: torch.Tensor) -> torch.Te
     W2 = torch.cat([vi, -vr])  # coefficients of w
     H, N = lr.shape
     W1, W2 = (x.transpose(0, 1).contiguous() for x in (W1, W2))  # (H, 2M, N)
-    out = _CauchyImag.apply(W1, W2, lr, li, g, CAUCHY_IMAG_CHUNK_ELEMENTS)  # (H, 2M, F)
+    elements = CAUCHY_IMAG_CHUNK_ELEMENTS if lam.device.type == "cpu" else CAUCHY_IMAG_CHUNK_ELEMENTS_GPU
+    out = _CauchyImag.apply(W1, W2, lr, li, g, elements)  # (H, 2M, F)
     re, im = out.split(v.shape[0], 1)  # split, not slicing: its backward concatenates instead of zero-filling
     return torch.complex(re, im).transpose(0, 1)
 

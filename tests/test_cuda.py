@@ -1,0 +1,114 @@
+"""The layers on a CUDA device against the same layers on CPU (float64): outputs, every parameter
+gradient, recurrent steps (single and batched streams), state passing, evaluation's kernel cache and
+a model's training step. These need a GPU and are skipped without one (CI has none); run them where
+one is available: `python -m pytest tests/test_cuda.py`."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import liquid_s4
+from liquid_s4 import LSSL, S4, S4D
+
+from .reference import run_steps
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+CONFIGS = {
+    "S4D": (S4D, {}),
+    "S4D-bilinear-inv": (S4D, dict(disc="bilinear", init="inv")),
+    "S4": (S4, {}),
+    "LSSL": (LSSL, {}),
+    "S4D-PB2": (S4D, dict(liquid_kernel="pb")),
+    "S4-PB2": (S4, dict(liquid_kernel="pb")),
+    "S4D-KB3": (S4D, dict(liquid_kernel="kb", liquid_degree=3)),
+    "S4-KB2": (S4, dict(liquid_kernel="kb")),
+    "S4-bidirectional-channels2": (S4, dict(bidirectional=True, channels=2)),
+}
+
+
+def _pair(name, dtype=torch.float64):
+    """The same layer on CPU (float64) and on CUDA (`dtype`)."""
+    cls, kw = CONFIGS[name]
+    torch.manual_seed(0)
+    cpu = cls(8, 16, **kw).double()
+    return cpu, copy.deepcopy(cpu).to("cuda", dtype)
+
+
+def _grads(layer, u):
+    layer.zero_grad(set_to_none=True)
+    y, _ = layer(u)
+    (y.square().mean() + y.mean()).backward()
+    return y, {n: p.grad for n, p in layer.named_parameters()}
+
+
+def _rel(a, b):
+    return ((a.cpu().double() - b).abs().max() / b.abs().max().clamp(min=1e-30)).item()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)], ids=["float64", "float32"])
+def test_cuda_forward_and_gradients_match_cpu(name, dtype, tol):
+    cpu, gpu = _pair(name, dtype)
+    u = torch.randn(2, 300, 8, dtype=torch.float64)
+    y_cpu, g_cpu = _grads(cpu, u)
+    y_gpu, g_gpu = _grads(gpu, u.to("cuda", dtype))
+    assert y_gpu.device.type == "cuda" and y_gpu.dtype == dtype
+    assert _rel(y_gpu, y_cpu) < tol
+    assert g_gpu.keys() == g_cpu.keys()
+    for n in g_cpu:
+        assert _rel(g_gpu[n], g_cpu[n]) < tol, n
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if "bidirectional" not in n])
+@pytest.mark.parametrize("batch", [2, 32], ids=["step", "batched"])
+def test_cuda_steps_equal_the_convolution(name, batch):
+    """Fast steps (and, from advance_from_batch on, batched ones) == reference steps == forward."""
+    _, gpu = _pair(name)
+    gpu.eval()
+    u = torch.randn(batch, 40, 8, dtype=torch.float64, device="cuda")
+    y_step, state = run_steps(gpu, u)
+    with torch.no_grad():
+        y_conv, _ = gpu(u)
+    assert state.device.type == "cuda"
+    assert _rel(y_step, y_conv.cpu()) < 1e-9
+    u2 = torch.randn_like(u)  # the stepped state continues a chunked forward
+    with torch.no_grad():
+        assert _rel(gpu(u2, state)[0], run_steps(gpu, u2, state)[0].cpu()) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["S4D", "S4", "S4-PB2", "S4D-KB3"])
+def test_cuda_state_passing_and_kernel_cache(name):
+    _, gpu = _pair(name)
+    gpu.eval()
+    u = torch.randn(2, 64, 8, dtype=torch.float64, device="cuda")
+    with torch.no_grad():
+        y_full, _ = gpu(u)
+        y1, s = gpu(u[:, :40], gpu.default_state(2))
+        y2, _ = gpu(u[:, 40:], s)
+        assert _rel(torch.cat([y1, y2], 1), y_full.cpu()) < 1e-10
+        assert gpu._kernel_cache is not None  # evaluation kept the kernels ...
+        assert _rel(gpu(u)[0], y_full.cpu()) == 0.0  # ... and reuses them exactly
+
+
+@pytest.mark.parametrize("layer", ["s4d", "liquid_s4"])
+def test_cuda_model_training_step_matches_cpu(layer):
+    torch.manual_seed(0)
+    cfg = dict(d_input=1, d_output=5, d_model=8, n_layers=2, layer=layer, layer_args=dict(d_state=16), norm="batch")
+    cpu = liquid_s4.SequenceModel(**cfg).double()
+    gpu = copy.deepcopy(cpu).cuda()
+    x, y = torch.randn(4, 200, 1, dtype=torch.float64), torch.randint(0, 5, (4,))
+    for model, dev in ((cpu, "cpu"), (gpu, "cuda")):
+        loss = torch.nn.functional.cross_entropy(model(x.to(dev)), y.to(dev))
+        loss.backward()
+    for (n, a), (_, b) in zip(gpu.named_parameters(), cpu.named_parameters(), strict=True):
+        assert _rel(a.grad, b.grad) < 1e-9, n
+    gpu.eval()
+    with torch.no_grad():  # whole-model recurrent inference on the device
+        state = gpu.default_state(4)
+        for t in range(x.shape[1]):
+            out, state = gpu.step(x[:, t].cuda(), state)
+        assert _rel(out, gpu(x.cuda()).cpu()) < 1e-9
