@@ -109,6 +109,17 @@ def recurrent(layer: str, steps: int) -> dict:
             sync()
         rate = steps / (time.perf_counter() - t0)
         out[f"B{B}"] = {"steps_per_s": rate, "sample_steps_per_s": rate * B}
+        if DEV == "cuda":  # the same step replayed from a CUDA graph
+            graphed = liquid_s4.CUDAGraphStep(m, B)
+            for _ in range(20):
+                graphed(u)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                graphed(u)
+            sync()
+            rate = steps / (time.perf_counter() - t0)
+            out[f"B{B}_graph"] = {"steps_per_s": rate, "sample_steps_per_s": rate * B}
     return out
 
 
@@ -179,8 +190,8 @@ def main() -> None:
     if "recurrent" in parts:
         res["recurrent"] = [recurrent(layer, args.steps) for layer in ("s4d", "s4", "liquid_s4")]
         for r in res["recurrent"]:
-            rates = [f"batch {b[1:]}: {r[b]['steps_per_s']:,.0f} steps/s ({r[b]['sample_steps_per_s']:,.0f} sample-steps/s)"
-                     for b in ("B1", "B64", "B1024")]  # fmt: skip
+            rates = [f"batch {b[1:].replace('_graph', ' (CUDA graph)')}: {r[b]['steps_per_s']:,.0f} steps/s ({r[b]['sample_steps_per_s']:,.0f} sample-steps/s)"
+                     for b in ("B1", "B64", "B1024", "B1_graph", "B64_graph", "B1024_graph") if b in r]  # fmt: skip
             print(f"recurrent {r['layer']:9s} H=256 N=64: " + ", ".join(rates))
     if args.json:
         with open(args.json, "w") as f:

@@ -3,10 +3,10 @@
 from . import ops
 from .allocator import tune_cpu_allocator
 from .models import ModelConfig, SequenceModel
-from .modules import LSSL, S4, S4D, LiquidS4, SSMLayer
+from .modules import LSSL, S4, S4D, CUDAGraphStep, LiquidS4, SSMLayer
 from .optim import param_groups
 
 __version__ = "0.1.0"
 
-__all__ = ["S4D", "S4", "LSSL", "LiquidS4", "SSMLayer", "SequenceModel", "ModelConfig", "param_groups", "tune_cpu_allocator", "ops",
-           "__version__"]  # fmt: skip
+__all__ = ["S4D", "S4", "LSSL", "LiquidS4", "SSMLayer", "CUDAGraphStep", "SequenceModel", "ModelConfig", "param_groups",
+           "tune_cpu_allocator", "ops", "__version__"]  # fmt: skip

@@ -408,3 +408,13 @@ def test_fast_step_keeps_the_output_block_semantics(cls):
         layer.output_linear = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
         y2, _ = layer.step(u, layer.default_state(3))
         assert torch.allclose(y2, layer.output_linear(torch.nn.functional.gelu(pre.flatten(1))), atol=1e-6)
+
+
+def test_cuda_graph_step_needs_a_cuda_layer_in_eval_mode():
+    """CUDAGraphStep (tested on a GPU in tests/test_cuda.py) says what it needs on CPU."""
+    from liquid_s4 import CUDAGraphStep
+
+    with pytest.raises(ValueError, match="CUDA device.*layer.cuda"):
+        CUDAGraphStep(S4D(4, 8).eval(), 1)
+    with pytest.raises(TypeError, match="expected an SSM layer"):
+        CUDAGraphStep(torch.nn.Linear(4, 4), 1)
