@@ -46,7 +46,8 @@ def _grads(layer, u):
 
 
 def _rel(a, b):
-    return ((a.cpu().double() - b).abs().max() / b.abs().max().clamp(min=1e-30)).item()
+    """max |a - b| / max |b|, with a moved to b's device and dtype (complex states stay complex)."""
+    return ((a.to(b.device, b.dtype) - b).abs().max() / b.abs().max().clamp(min=1e-30)).item()
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
