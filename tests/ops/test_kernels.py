@@ -71,12 +71,16 @@ def test_vandermonde_powers_never_subnormal(dtype):
     assert (K.double() - K_ref).abs().max() <= 10 * torch.finfo(dtype).eps * K_ref.abs().max()
 
 
-@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("chunked", [False, True, "gpu"])
 def test_cauchy_imag_matches_reference_with_gradients(chunked, monkeypatch):
     """The real-arithmetic Cauchy sums at imaginary points i g equal the complex materializing
-    reference, with gradients for v, lam (both parts) and g (through dt), in float64."""
-    if chunked:
+    reference, with gradients for v, lam (both parts) and g (through dt), in float64 (with "gpu",
+    blocked as on a GPU: several channels per block, no cap on the frequencies)."""
+    if chunked is True:
         monkeypatch.setattr(kernels, "CAUCHY_IMAG_CHUNK_ELEMENTS", 16)  # several frequency chunks, a ragged last one
+    elif chunked == "gpu":
+        monkeypatch.setattr(kernels, "CAUCHY_IMAG_FREQS", 4)  # ignored by the GPU chunking
+        monkeypatch.setattr(kernels, "_chunking", lambda device: (kernels.CAUCHY_IMAG_CHUNK_ELEMENTS_GPU, None))
     M, H, N, F = 3, 2, 4, 9
     v = torch.randn(M, H, N, dtype=c128, requires_grad=True)
     lam = torch.complex(-torch.rand(H, N, dtype=torch.float64) - 0.01, 3 * torch.randn(H, N, dtype=torch.float64)).requires_grad_()

@@ -131,10 +131,18 @@ def _pole_terms(lr2, li, g, w, d):
     return w.mul_(d), d
 
 
-def _blocks(H: int, F: int, N: int, elements: int):
+def _chunking(device: torch.device) -> tuple[int, int | None]:
+    """(elements per block, most frequencies per block or None) for `_blocks` on this device."""
+    if device.type == "cpu":
+        return CAUCHY_IMAG_CHUNK_ELEMENTS, CAUCHY_IMAG_FREQS
+    return CAUCHY_IMAG_CHUNK_ELEMENTS_GPU, None
+
+
+def _blocks(H: int, F: int, N: int, chunking: tuple[int, int | None]):
     """(h0, h1, f0, f1) blocks of the (H, N, F) grid with about `elements` entries each: long runs
-    of frequencies (at most CAUCHY_IMAG_FREQS, on CPU), and as many channels as fit."""
-    Fc = min(F, CAUCHY_IMAG_FREQS if elements <= CAUCHY_IMAG_CHUNK_ELEMENTS else F, max(1, elements // N))
+    of frequencies (at most `max_freqs`), and as many channels as fit; chunking = (elements, max_freqs)."""
+    elements, max_freqs = chunking
+    Fc = min(F, max_freqs or F, max(1, elements // N))
     Hc = max(1, min(H, elements // (N * Fc)))
     return [(h, min(H, h + Hc), f, min(F, f + Fc)) for h in range(0, H, Hc) for f in range(0, F, Fc)]
 
@@ -152,15 +160,15 @@ class _CauchyImag(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, W1, W2, lr, li, g, elements):
+    def forward(ctx, W1, W2, lr, li, g, chunking):
         ctx.save_for_backward(W1, W2, lr, li, g)
-        ctx.elements = elements
+        ctx.chunking = chunking
         H, N = li.shape
         F = g.shape[-1]
         W = torch.cat([W2, W1], -1)  # (H, R, 2N) against [w; d]
         lr2 = lr * lr
         out = W.new_empty(H, W.shape[1], F)
-        blocks = _blocks(H, F, N, elements)
+        blocks = _blocks(H, F, N, chunking)
         buf = W.new_empty(blocks[0][1] - blocks[0][0], 2 * N, blocks[0][3] - blocks[0][2])
         for h0, h1, f0, f1 in blocks:
             work = buf[: h1 - h0, :, : f1 - f0]
@@ -178,7 +186,7 @@ class _CauchyImag(torch.autograd.Function):
         E = W1.new_zeros(H, W1.shape[1], 4 * N)  # G [w; w d; d; d^2]^T, summed over frequency blocks
         V = torch.cat([-2 * W1, -W2, 2 * lr2[:, None] * W2], -1)  # (H, R, 3N) against [w d; d; d^2]
         grad_g = torch.empty_like(g)
-        blocks = _blocks(H, F, N, ctx.elements)
+        blocks = _blocks(H, F, N, ctx.chunking)
         buf = W1.new_empty(blocks[0][1] - blocks[0][0], 4 * N, blocks[0][3] - blocks[0][2])
         for h0, h1, f0, f1 in blocks:
             Q = buf[: h1 - h0, :, : f1 - f0]
@@ -213,8 +221,7 @@ def cauchy_imag(v: torch.Tensor, lam: torch.Tensor, g: torch.Tensor) -> torch.Te
     W2 = torch.cat([vi, -vr])  # coefficients of w
     H, N = lr.shape
     W1, W2 = (x.transpose(0, 1).contiguous() for x in (W1, W2))  # (H, 2M, N)
-    elements = CAUCHY_IMAG_CHUNK_ELEMENTS if lam.device.type == "cpu" else CAUCHY_IMAG_CHUNK_ELEMENTS_GPU
-    out = _CauchyImag.apply(W1, W2, lr, li, g, elements)  # (H, 2M, F)
+    out = _CauchyImag.apply(W1, W2, lr, li, g, _chunking(lam.device))  # (H, 2M, F)
     re, im = out.split(v.shape[0], 1)  # split, not slicing: its backward concatenates instead of zero-filling
     return torch.complex(re, im).transpose(0, 1)
 
