@@ -39,9 +39,7 @@ class CUDAGraphStep:
         self._u = torch.zeros(batch_size, layer.d_model, dtype=layer.D.dtype, device=device)
         self.state = layer.default_state(batch_size)  # the graph's state buffer, updated in place
         if state is not None:
-            layer._check_state(state, batch_size)
-            self.state.copy_(state)
-        initial = self.state.clone()
+            self.reset(state)
         side = torch.cuda.Stream(device)  # warm-up (builds the step cache) off the capture stream, as CUDA graphs require
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), torch.no_grad():
@@ -52,9 +50,8 @@ class CUDAGraphStep:
         with torch.no_grad(), torch.cuda.graph(self._graph):
             y, new = layer.step(self._u, self.state)
             self.state.copy_(new)
-        self._y = y
+        self._y = y  # capture records the step without running it: the state is still the given one
         self._key = layer._tensor_key()
-        self.state.copy_(initial)  # capturing recorded the step without running it; keep the given state
 
     def reset(self, state: torch.Tensor | None = None) -> None:
         """Set the state to zero, or to `state` (shaped like `layer.default_state(batch_size)`)."""
@@ -70,7 +67,7 @@ class CUDAGraphStep:
             raise RuntimeError("CUDAGraphStep: the layer's parameters changed since the graph was captured; build a new CUDAGraphStep")
         if tuple(u_t.shape) != tuple(self._u.shape):
             raise ValueError(f"CUDAGraphStep: expected input of shape {tuple(self._u.shape)} (the captured batch size), "
-                             f"got {tuple(u_t.shape)}")
+                             f"got {tuple(u_t.shape)}; build another CUDAGraphStep for another batch size")
         self._u.copy_(u_t)
         self._graph.replay()
         return self._y.clone() if self.clone_output else self._y
