@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from ..fileio import atomic_write, atomic_write_json
 from ..modules import LSSL, S4, S4D, LiquidS4
 from ..modules.base import _hooked
 
@@ -310,8 +310,8 @@ class SequenceModel(nn.Module):
         os.makedirs(directory, exist_ok=True)
         meta = {"format_version": FORMAT_VERSION, "liquid_s4_version": __version__, "model": self.config.to_dict()}
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(tensors, path))
-        _atomic_write(os.path.join(directory, CONFIG_NAME), lambda path: _write_json(path, meta))
+        atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(tensors, path))
+        atomic_write_json(os.path.join(directory, CONFIG_NAME), meta)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides) -> SequenceModel:
@@ -363,21 +363,3 @@ class SequenceModel(nn.Module):
             )
         self.load_state_dict(weights)
 
-
-def _write_json(path: str, obj) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-
-
-def _atomic_write(path: str, write) -> None:
-    """Write through a temporary file in the same directory, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
