@@ -19,25 +19,10 @@ from typing import Any
 import torch
 
 from ..allocator import tune_cpu_allocator
+from .checkpoint import AtomicCheckpointIO, verify_checkpoint
 from .config import RunConfig
 from .data import build_datamodule
 from .module import L, LitSequenceModel
-
-
-class AtomicCheckpointIO(L.pytorch.plugins.io.TorchCheckpointIO):
-    """Checkpoints are written to a temporary file in the same directory and renamed into place,
-    so an interrupted write never leaves a truncated checkpoint."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None):
-        path = str(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 class RNGState(L.Callback):
@@ -66,6 +51,8 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
     last = os.path.join(ckpt_dir, "last.ckpt")
     if resume and not os.path.isfile(last):
         raise FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume or pass the run's --output-dir")
+    if resume:
+        verify_checkpoint(last)  # a damaged last.ckpt: a clear error (naming an intact best.ckpt) before anything is written
     if not resume and os.path.isfile(last):
         raise FileExistsError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --output-dir")
     if t.tune_allocator:
@@ -128,6 +115,7 @@ def evaluate(checkpoint: str, data_dir: str | None = None, quiet: bool = False) 
     """Test metrics of a checkpoint (.ckpt written by `train`)."""
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+    verify_checkpoint(checkpoint)  # load_from_checkpoint does not go through the checksum-checking CheckpointIO
     lit = LitSequenceModel.load_from_checkpoint(checkpoint, map_location="cpu")
     config = lit.run_config
     if data_dir is not None:
