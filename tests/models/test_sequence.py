@@ -217,6 +217,50 @@ def test_pretrained_errors(tmp_path):
         SequenceModel.from_pretrained(tmp_path)
 
 
+
+def damage_safetensors_data(path):
+    """Zero 16 bytes in the middle of the tensor data (after the 8-byte length and the JSON header)."""
+    b = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(b[:8], "little")
+    mid = (start + len(b)) // 2
+    b[mid : mid + 16] = bytes(16) if any(b[mid : mid + 16]) else b"\xff" * 16
+    path.write_bytes(bytes(b))
+
+
+def test_pretrained_checksums_detect_changed_weights_and_config(tmp_path):
+    """Bytes changed inside the tensor data, or a config.json value changed so that it still parses
+    and fits the weights, are refused with a ValueError; without the checksums both loaded silently."""
+    from safetensors import safe_open
+
+    m = model(**STACKS[0])
+    m.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        assert set(f.metadata()) >= {"weights_sha256", "config_sha256"}
+    pristine = {name: (tmp_path / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    damage_safetensors_data(tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"model.safetensors is corrupt: its tensors do not match the sha256"):
+        SequenceModel.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(pristine["model.safetensors"])
+    meta = json.loads(pristine["config.json"])
+    meta["model"]["prenorm"] = False  # still valid JSON, and the weights still fit
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"config.json does not match the model config saved with the weights.*from_pretrained\("):
+        SequenceModel.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_bytes(pristine["config.json"])
+    assert SequenceModel.from_pretrained(tmp_path, dropout=0.25).config.dropout == 0.25  # overrides are not a changed file
+
+
+def test_pretrained_without_checksums_loads_unchecked(tmp_path):
+    """A model.safetensors without the checksum header (saved before the checksums existed) still loads."""
+    from safetensors.torch import save_file
+
+    m = model(**STACKS[1])
+    m.save_pretrained(tmp_path)
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "model.safetensors"))  # no metadata
+    loaded = SequenceModel.from_pretrained(tmp_path)
+    for k, v in m.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
 def test_step_errors():
     m = model(norm="batch", **STACKS[2]).train()
     with pytest.raises(RuntimeError, match="eval mode"):

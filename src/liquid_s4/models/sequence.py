@@ -10,6 +10,7 @@ with whole-model recurrent inference (`step`) and `save_pretrained` / `from_pret
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -302,7 +303,9 @@ class SequenceModel(nn.Module):
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write config.json and model.safetensors into `directory`, each atomically."""
+        """Write config.json and model.safetensors into `directory`, each atomically. The safetensors
+        header holds checksums that `from_pretrained` verifies: `weights_sha256` (`weights_sha256()` of
+        the tensors) and `config_sha256` (sha256 of the model config as canonical JSON)."""
         from safetensors.torch import save_file
 
         from .. import __version__
@@ -310,15 +313,18 @@ class SequenceModel(nn.Module):
         os.makedirs(directory, exist_ok=True)
         meta = {"format_version": FORMAT_VERSION, "liquid_s4_version": __version__, "model": self.config.to_dict()}
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(tensors, path))
+        sums = {"weights_sha256": weights_sha256(tensors), "config_sha256": config_sha256(meta["model"])}
+        atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(tensors, path, metadata=sums))
         atomic_write_json(os.path.join(directory, CONFIG_NAME), meta)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides) -> SequenceModel:
         """Rebuild a model saved by `save_pretrained`, in the dtype it was saved in. `overrides` replace
         config entries (e.g. dropout); the weights must still fit, else a ValueError names the
-        mismatching tensors."""
-        from safetensors import SafetensorError
+        mismatching tensors. The checksums in the safetensors header are verified (a ValueError when the
+        weights or config.json changed after saving); files saved without them (liquid_s4 before the
+        checksums, or written by other tools) load unchecked."""
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         cfg_path, w_path = os.path.join(directory, CONFIG_NAME), os.path.join(directory, WEIGHTS_NAME)
@@ -335,11 +341,14 @@ class SequenceModel(nn.Module):
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(f"{cfg_path} has format version {meta['format_version']}; "
                              f"this liquid_s4 reads <= {FORMAT_VERSION}: upgrade liquid_s4")
-        model = cls(ModelConfig.from_dict({**model_cfg, **overrides}))
         try:
-            weights = load_file(w_path, device=str(map_location))
+            weights = load_file(w_path, device="cpu")
+            with safe_open(w_path, "pt") as f:
+                sums = f.metadata() or {}
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{w_path} is not a readable safetensors file ({e}); it may be truncated or corrupt") from e
+        _check_sums(sums, weights, model_cfg, w_path, cfg_path)
+        model = cls(ModelConfig.from_dict({**model_cfg, **overrides}))
         dtypes = {t.dtype for t in weights.values() if t.is_floating_point()}
         if len(dtypes) == 1:
             model = model.to(dtypes.pop())
@@ -363,3 +372,29 @@ class SequenceModel(nn.Module):
             )
         self.load_state_dict(weights)
 
+
+
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors in name order: each name, dtype, shape and the raw bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}{tuple(tensors[name].shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def config_sha256(model_config: dict[str, Any]) -> str:
+    """sha256 of a model config as canonical JSON (sorted keys; floats written exactly)."""
+    return hashlib.sha256(json.dumps(model_config, sort_keys=True).encode()).hexdigest()
+
+
+def _check_sums(sums: dict[str, str], weights: dict[str, torch.Tensor], model_cfg: dict[str, Any], w_path: str, cfg_path: str) -> None:
+    """Compare the checksums save_pretrained stored in the safetensors header (absent: not checked)."""
+    if "weights_sha256" in sums and sums["weights_sha256"] != weights_sha256(weights):
+        raise ValueError(f"{w_path} is corrupt: its tensors do not match the sha256 stored when it was saved (bytes were "
+                         "changed after saving). Save the model again from its training checkpoint, or use another copy")  # fmt: skip
+    if "config_sha256" in sums and sums["config_sha256"] != config_sha256(model_cfg):
+        raise ValueError(f"{cfg_path} does not match the model config saved with the weights in {w_path} (the file was "
+                         "changed or damaged after saving); restore it, or save the model again. To change settings "
+                         "such as dropout when loading, pass them to from_pretrained(directory, key=value) instead")  # fmt: skip
