@@ -27,7 +27,7 @@ class CheckpointError(ValueError):
     """A checkpoint is corrupt, truncated or not a training checkpoint."""
 
 
-class CheckpointWriteError(CheckpointError, OSError):
+class CheckpointWriteError(OSError, CheckpointError):
     """A checkpoint could not be written (full disk, read-only or forbidden folder); the previous
     checkpoint files are unchanged. An OSError (with the original errno) and a CheckpointError."""
 
