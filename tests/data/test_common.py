@@ -1,7 +1,9 @@
 """The shared dataset machinery: the cache next to the data, options, compact datasets, summaries."""
 
+import json
 import os
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -89,10 +91,56 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     cached(str(tmp_path), "demo", [src], {}, lambda: {"x": np.arange(3)})
     (entry,) = os.listdir(tmp_path / CACHE_DIR)
     (tmp_path / CACHE_DIR / entry / "x.npy").write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="unreadable cache"):
+    with pytest.warns(UserWarning, match="cache .* is damaged or unreadable"):
         out = cached(str(tmp_path), "demo", [src], {}, lambda: {"x": np.arange(4)})
     assert np.array_equal(out["x"], np.arange(4))
 
+
+
+def _entry_file(root, key, name):
+    (entry,) = [e for e in os.listdir(os.path.join(root, CACHE_DIR)) if e.startswith(key + "-") and len(e) == len(key) + 17]
+    return os.path.join(root, CACHE_DIR, entry, name)
+
+
+@pytest.mark.parametrize("damage", ["bytes", "truncate", "old"])
+def test_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, damage):
+    """A cache file with bytes changed (same size: it still memory-maps, and was used silently before),
+    a truncated one, or an entry without checksums (older version) is rebuilt with a warning; other
+    keys' entries are untouched, and the rebuilt entry is used again without a rebuild."""
+    root, src, calls = str(tmp_path), _source(str(tmp_path)), []
+
+    def build():
+        calls.append(1)
+        return {"x": np.arange(1000, dtype=np.float32), "y": np.arange(5)}
+
+    cached(root, "demo", [src], {}, build)
+    cached(root, "other", [src], {}, build)
+    other = open(_entry_file(root, "other", "x.npy"), "rb").read()
+    path = _entry_file(root, "demo", "x.npy")
+    data = bytearray(open(path, "rb").read())
+    if damage == "bytes":
+        data[-100:-96] = b"\xff\xff\xff\xff"
+        expected = "x.npy does not match the sha256"
+    elif damage == "truncate":
+        data = data[:-100]
+        expected = r"x.npy has \d+ bytes, \d+ were written"
+    else:
+        manifest = _entry_file(root, "demo", "manifest.json")
+        with open(manifest) as f:
+            m = json.load(f)
+        del m["files"]
+        with open(manifest, "w") as f:
+            json.dump(m, f)
+        expected = "written by an older liquid_s4, without checksums"
+    with open(path, "wb") as f:
+        f.write(data)
+    with pytest.warns(UserWarning, match=f"cache .*demo-.* is damaged or unreadable \\({expected}.*rebuilding it"):
+        out = cached(root, "demo", [src], {}, build)
+    assert len(calls) == 3 and np.array_equal(out["x"], np.arange(1000, dtype=np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(cached(root, "demo", [src], {}, build)["x"], np.arange(1000)) and len(calls) == 3
+    assert open(_entry_file(root, "other", "x.npy"), "rb").read() == other
 
 def test_options_are_checked():
     assert take_options({"b": 3}, {"a": 1, "b": 2}, "demo") == {"a": 1, "b": 3}

@@ -262,28 +262,33 @@ def cached(root: str, key: str, sources: Iterable[str], options: dict[str, Any],
     """Preprocessed arrays of dataset `key`, built once by `build()` and stored as .npy files in
     `root/.liquid_s4_cache/<key>-<fingerprint>/`; later calls memory-map them. The entry is written to a
     temporary folder and renamed into place (a crash leaves no half-written cache); stale entries of the
-    same key are removed. Set $LIQUID_S4_NO_CACHE=1, or use a read-only data folder, to skip caching."""
+    same key are removed. Set $LIQUID_S4_NO_CACHE=1, or use a read-only data folder, to skip caching.
+
+    manifest.json records each file's size and sha256, and every load checks both (reading each file
+    once, about 1 s per GB, which also brings it into the page cache the first epoch reads from): a
+    damaged entry, or one written before the checksums existed, is rebuilt with a warning, never used."""
     sources = list(sources)
     fp = fingerprint(root, sources, options, version)
     base = os.path.join(root, CACHE_DIR)
     entry = os.path.join(base, f"{key}-{fp}")
     if os.path.isfile(os.path.join(entry, "manifest.json")):
         try:
-            with open(os.path.join(entry, "manifest.json")) as f:
-                names = json.load(f)["arrays"]
-            return {n: np.load(os.path.join(entry, f"{n}.npy"), mmap_mode="r") for n in names}
-        except (OSError, ValueError, KeyError) as e:
-            warnings.warn(f"ignoring unreadable cache {entry} ({e}); rebuilding", stacklevel=2)
+            return _load_entry(entry)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            warnings.warn(f"the preprocessing cache {entry} is damaged or unreadable ({e}); rebuilding it", stacklevel=2)
     arrays = build()
     if os.environ.get(NO_CACHE_ENV):
         return arrays
     try:
         os.makedirs(base, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=base)
+        files = {}
         for n, a in arrays.items():
-            np.save(os.path.join(tmp, f"{n}.npy"), np.ascontiguousarray(a), allow_pickle=False)
+            path = os.path.join(tmp, f"{n}.npy")
+            np.save(path, np.ascontiguousarray(a), allow_pickle=False)
+            files[n] = {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
-            json.dump({"arrays": list(arrays), "key": key, "options": options, "version": version}, f, default=str)
+            json.dump({"arrays": list(arrays), "key": key, "options": options, "version": version, "files": files}, f, default=str)
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(tmp, entry)
         for old in os.listdir(base):
@@ -293,3 +298,32 @@ def cached(root: str, key: str, sources: Iterable[str], options: dict[str, Any],
     except OSError as e:
         warnings.warn(f"could not write the preprocessing cache under {base} ({e}); continuing without it", stacklevel=2)
     return arrays
+
+
+def file_sha256(path: str, chunk: int = 1 << 24) -> str:
+    """sha256 of a file's bytes, read a chunk at a time."""
+    h, buf = hashlib.sha256(), bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def _load_entry(entry: str) -> dict[str, np.ndarray]:
+    """The memory-mapped arrays of a cache entry after checking every file's size and sha256 against
+    the manifest; a ValueError says what is wrong."""
+    with open(os.path.join(entry, "manifest.json")) as f:
+        manifest = json.load(f)
+    if "files" not in manifest:
+        raise ValueError("written by an older liquid_s4, without checksums")
+    out = {}
+    for n in manifest["arrays"]:
+        path, want = os.path.join(entry, f"{n}.npy"), manifest["files"][n]
+        size = os.path.getsize(path)
+        if size != want["bytes"]:
+            raise ValueError(f"{n}.npy has {size} bytes, {want['bytes']} were written")
+        if file_sha256(path) != want["sha256"]:
+            raise ValueError(f"{n}.npy does not match the sha256 recorded when it was written")
+        out[n] = np.load(path, mmap_mode="r")
+    return out
