@@ -101,7 +101,7 @@ def test_npz_roundtrip_split_and_train_statistics(tmp_path):
 
 def test_npz_two_dim_x_is_one_channel(tmp_path):
     x = np.arange(60, dtype=np.int32).reshape(10, 6)  # integer values without tokens: real-valued
-    d = build_dataset(spec(write_npz(tmp_path / "d.npz", x=x, y=np.zeros(10, dtype=np.int64)), 0.0, 0.0))
+    d = build_dataset(spec(write_npz(tmp_path / "d.npz", x=x, y=np.arange(10) % 2), 0.0, 0.0))
     xi, _ = d.train[0]
     assert xi.shape == (6, 1) and xi.dtype == torch.float32 and d.info.d_input == 1 and d.val is None and d.test is None
     X, _ = stack(d.train)
@@ -218,6 +218,38 @@ def test_folder_errors(tmp_path):
     with pytest.raises(DataError, match="different number of channels"):
         build_dataset(spec(root))
 
+
+
+def test_mixed_label_types_across_splits_are_refused(tmp_path):
+    """Integer labels in train.npz and float labels in val.npz made the whole set regression silently."""
+    rng = np.random.default_rng(7)
+    train = {"x": rng.normal(size=(20, 4)), "y": rng.integers(0, 3, 20)}
+    root = write_npz_dir(tmp_path / "m", train=train, val={"x": rng.normal(size=(6, 4)), "y": rng.integers(0, 3, 6).astype(np.float32)})
+    with pytest.raises(DataError, match=r"m: y has different types in different splits: train.npz has int64 \(integers\), "
+                                        r"val.npz has float32 \(floats\).*data.options.task"):  # fmt: skip
+        build_dataset(spec(root))
+    d = build_dataset(spec(root, task="classification"))  # the user said which task: both are class ids
+    assert d.info.task == "classification" and d.info.d_output == 3 and stack(d.val)[1].dtype == torch.int64
+    strings = write_npz_dir(tmp_path / "s", train=train, test={"x": rng.normal(size=(6, 4)), "y": np.array(["a", "b"] * 3)})
+    with pytest.raises(DataError, match=r"test.npz has <U1 \(strings\)"):
+        build_dataset(spec(strings, task="classification"))
+
+
+def test_single_class_is_refused_and_unseen_classes_warned(tmp_path):
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(12, 4))
+    write_npz(tmp_path / "one.npz", x=x, y=np.full(12, 3))
+    with pytest.raises(DataError, match=r"one.npz: classification needs at least 2 classes, but every training label is 3.*"
+                                        r"task=regression"):  # fmt: skip
+        build_dataset(spec(tmp_path / "one.npz"))
+    root = write_npz_dir(tmp_path / "n", train={"x": x, "y": np.array(["cat"] * 12)}, val={"x": x[:4], "y": np.array(["cat", "dog"] * 2)})
+    with pytest.raises(DataError, match="every training label is 'cat'"):
+        build_dataset(spec(root))
+    root = write_npz_dir(tmp_path / "u", train={"x": x, "y": np.arange(12) % 2}, val={"x": x[:4], "y": np.array([0, 1, 2, 5])},
+                         test={"x": x[:2], "y": np.array([1, 0])})  # fmt: skip
+    with pytest.warns(UserWarning, match=r"the val split has class\(es\) \[2, 5\] that never occur in the training split") as w:
+        d = build_dataset(spec(root))
+    assert d.info.d_output == 6 and not [m for m in w if "test split" in str(m.message)]
 
 # ---- CSV and Parquet --------------------------------------------------------------------------
 

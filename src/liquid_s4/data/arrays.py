@@ -26,7 +26,10 @@ Targets: integer (or boolean) y means classification with classes 0..max(y) (lab
 string labels (CSV/Parquet, or fixed-width strings in an npz) are mapped to the ids of their sorted
 unique values and the names kept in info.extra["classes"]; float y means regression with y (n,) one
 target or y (n, d) d targets, not standardized. Option task ("auto", "classification", "regression")
-overrides the detection (classification needs integer-valued y).
+overrides the detection (classification needs integer-valued y). All splits' y must be of one kind
+(integers, floats or strings; integers and floats may mix only with an explicit task), classification
+needs at least 2 classes in the training split, and a validation or test class that never occurs in
+training gets a warning.
 
 Inputs: real values are standardized per channel with the mean/std of the TRAINING split (padded
 steps excluded when lengths are given; the statistics are in info.extra["mean"/"std"]). Integer x
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -282,8 +286,26 @@ def _check_part(p: dict, name: str, tokens_: bool) -> dict:
     return out
 
 
+def _label_kind(y: np.ndarray) -> str:
+    return "strings" if y.dtype.kind in "USO" else "integers" if y.dtype.kind in "biu" else "floats"
+
+
+def _check_label_kinds(parts: dict, task: str, where: str) -> None:
+    """Integer labels in one split and float labels in another would make the detected task depend on
+    the split (the whole set silently became regression): refused unless the task is set explicitly;
+    string labels mixed with numbers are always refused."""
+    kinds = {s: _label_kind(p["y"]) for s, p in parts.items()}
+    if len(set(kinds.values())) < 2 or (task != "auto" and "strings" not in kinds.values()):
+        return
+    found = ", ".join(f"{s}.npz has {p['y'].dtype} ({kinds[s]})" for s, p in parts.items())
+    raise DataError(f"{where}: y has different types in different splits: {found}. Integer labels mean classification and "
+                    "float labels regression; save y with the same dtype in every file (e.g. y.astype(np.int64) for class "
+                    "labels), or set data.options.task to classification or regression")  # fmt: skip
+
+
 def _targets(parts: dict, task: str, where: str) -> tuple[dict, np.ndarray | None]:
     """y of every part as int64 (n,) class ids or float32 (n, d) targets; the class names of string labels."""
+    _check_label_kinds(parts, task, where)
     ys = [p["y"] for p in parts.values()]
     strings = any(y.dtype.kind in "USO" for y in ys)
     if task == "auto":
@@ -390,6 +412,29 @@ def build_arrays(spec) -> SequenceData:
     return _assemble(arrays, spec, o, path)
 
 
+def _check_classes(arrays: dict, split: dict, path: str) -> None:
+    """Classification needs two or more classes in the training split (a clear error otherwise); a
+    class that occurs in the validation or test split but never in training gets a warning."""
+
+    def labels(s):
+        part, index = split[s]
+        return np.unique(np.asarray(arrays[f"{part}_y"])[index])
+
+    def show(classes):  # class names of string labels, else the ids
+        return [str(arrays["classes"][c]) if "classes" in arrays else int(c) for c in classes]
+
+    train = labels("train")
+    if len(train) < 2:
+        raise DataError(f"{path}: classification needs at least 2 classes, but every training label is {show(train)[0]!r}. "
+                        "Add sequences of the other classes; or, if y is a numeric target, store it as floats or set "
+                        "data.options.task=regression")  # fmt: skip
+    for s in ("val", "test"):
+        unseen = np.setdiff1d(labels(s), train)
+        if len(unseen):
+            warnings.warn(f"{path}: the {s} split has class(es) {show(unseen[:10])}{' ...' if len(unseen) > 10 else ''} that never "
+                          "occur in the training split; the model cannot learn them", stacklevel=3)  # fmt: skip
+
+
 def _assemble(arrays: dict, spec, o: dict, path: str) -> SequenceData:
     split = _indices(arrays, spec)
     padded = any(k.endswith("_lengths") for k in arrays)
@@ -407,6 +452,7 @@ def _assemble(arrays: dict, spec, o: dict, path: str) -> SequenceData:
     ys = [arrays[k] for k in arrays if k.endswith("_y")]
     classification = ys[0].dtype.kind in "iu"
     if classification:
+        _check_classes(arrays, split, path)
         d_output = max(int(np.max(y)) for y in ys if len(y)) + 1
         target_transform = tokens
         if "classes" in arrays:
