@@ -9,6 +9,7 @@
     liquid-s4 data list                                                 (dataset names)
 
 With no PRESET, `train` runs the embedded default (Liquid-S4 on scikit-learn's digits, offline).
+`liquid-s4 train --resume --output-dir RUN` continues RUN with the configuration it recorded (run.json).
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ def _parser() -> argparse.ArgumentParser:
                    "[val.npz, test.npz], or a .csv/.parquet file (sets data.name=arrays, data.data_dir=PATH)")
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (trainer.max_steps)")
     t.add_argument("--max-epochs", type=int, help="trainer.max_epochs")
-    t.add_argument("--output-dir", help="run directory (default: runs/<dataset>-<time>)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
+    t.add_argument("--output-dir", help="run directory (default: a new runs/<dataset>-<time>-<random>); it must not hold "
+                   "files a run writes (config.yaml, run.json, checkpoints/, logs/, metrics.json, model/, curves.png)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint, with the "
+                   "run's own configuration; other flags may only extend it (--max-epochs, --max-steps) or change how it "
+                   "runs (--accelerator, --quiet, trainer.progress, trainer.log_every_n_steps, data.num_workers)")
     t.add_argument("--devices", help="number of devices (trainer.devices)")
     t.add_argument("--num-nodes", type=int, help="trainer.num_nodes")
     t.add_argument("--accelerator", help="cpu, gpu, auto (trainer.accelerator)")
@@ -84,9 +88,16 @@ def _run(args) -> int:
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     overrides += _data_overrides(args)
-    config = load_config(args.preset, overrides)
     from .train.run import train
 
+    if args.resume:  # the run's own stored configuration; flags given with --resume are checked against it by train()
+        from .train.rundir import resume_config
+
+        if not args.output_dir:
+            raise ValueError("--resume needs the run's folder: --output-dir RUN")
+        config = resume_config(args.output_dir, overrides, args.preset)
+    else:
+        config = load_config(args.preset, overrides)
     train(config, output_dir=args.output_dir, resume=args.resume, quiet=args.quiet)
     return 0
 

@@ -1,10 +1,11 @@
 """`train(config)`: one run with Lightning, everything written under its output directory:
 
-    config.yaml        the resolved configuration
+    run.json           the run's record: resolved configuration (read by --resume), how far it got
+    config.yaml        the resolved configuration, for reading
     checkpoints/       last.ckpt and best.ckpt (written atomically; --resume continues from last)
-    logs/              CSV (metrics.csv) and TensorBoard logs
+    logs/              CSV (metrics.csv, every segment's rows) and TensorBoard logs
     curves.png         training curves
-    metrics.json       final validation and test metrics, parameters, wall time
+    metrics.json       final validation and test metrics, parameters, wall time (per segment and total)
     model/             the best model as config.json + model.safetensors (SequenceModel.from_pretrained)
 """
 
@@ -12,64 +13,94 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from datetime import datetime
 from typing import Any
 
 import torch
 
 from ..allocator import tune_cpu_allocator
+from ..fileio import atomic_write, atomic_write_json
 from .checkpoint import AtomicCheckpointIO, verify_checkpoint
 from .config import RunConfig
 from .data import build_datamodule
 from .module import L, LitSequenceModel
+from .rundir import (
+    RUN_DIR_ENV,
+    MetricsCSV,
+    ResumeStart,
+    RunClock,
+    absolute_paths,
+    check_new_output_dir,
+    check_resume,
+    create_run_dir,
+    missing_checkpoint_error,
+    process_rank,
+    record_finished,
+)
 
 
 class RNGState(L.Callback):
-    """Saves and restores the torch RNG so that dropout continues identically after --resume."""
+    """Saves and restores the torch RNGs (CPU, and CUDA when used) so that dropout continues
+    identically after --resume."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
-
-
-def default_output_dir(config: RunConfig) -> str:
-    return os.path.join("runs", f"{config.data.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        cuda = checkpoint.get("cuda_rng_state")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def train(config: RunConfig, output_dir: str | None = None, resume: bool = False, quiet: bool = False, callbacks=()) -> dict[str, Any]:
     """Train, validate and test; returns the metrics written to metrics.json. `callbacks`: extra
-    Lightning callbacks."""
-    import yaml
+    Lightning callbacks.
 
+    A new run goes to `output_dir` (or trainer.output_dir, or a new unique runs/<dataset>-<time>-<random>),
+    which must not hold any file a run writes (see `rundir`). With `resume=True` the run in
+    `output_dir` continues from its last.ckpt with its own stored configuration: `config` may differ
+    from it only in `rundir.RESUMABLE_KEYS` (`rundir.resume_config` gives the stored one). Nothing on
+    disk changes before training has restarted from the checkpoint."""
+    config = absolute_paths(config)
     t = config.trainer
-    out = output_dir or t.output_dir or default_output_dir(config)
-    ckpt_dir = os.path.join(out, "checkpoints")
-    last = os.path.join(ckpt_dir, "last.ckpt")
-    if resume and not os.path.isfile(last):
-        raise FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume or pass the run's --output-dir")
-    if resume:
+    out = output_dir or t.output_dir
+    if process_rank() > 0:  # a process started by a multi-device run: rank 0 checked and created the folder
+        out = os.environ.get(RUN_DIR_ENV) or out
+        if not out:
+            raise ValueError("a multi-process run needs --output-dir (every process must write to the same folder)")
+    elif resume:
+        if not out:
+            raise ValueError("--resume needs the run's folder: --output-dir RUN")
+        last = os.path.join(out, "checkpoints", "last.ckpt")
+        if not os.path.isfile(last):
+            raise missing_checkpoint_error(out)
         verify_checkpoint(last)  # a damaged last.ckpt: a clear error (naming an intact best.ckpt) before anything is written
-    if not resume and os.path.isfile(last):
-        raise FileExistsError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --output-dir")
+        config = check_resume(out, config)
+    elif out is not None:
+        check_new_output_dir(out)  # before loading data: a refused folder fails fast
     if t.tune_allocator:
         tune_cpu_allocator()
     L.seed_everything(t.seed, workers=True, verbose=False)
     dm = build_datamodule(config.data, seed=t.seed)  # first, so a missing dataset leaves no run directory behind
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "config.yaml"), "w") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-    info = dm.info
+    if process_rank() == 0 and not resume:
+        out = create_run_dir(out, config)
+    return _fit(config, out, dm, resume, quiet, list(callbacks))
+
+
+def _fit(config: RunConfig, out: str, dm, resume: bool, quiet: bool, callbacks: list) -> dict[str, Any]:
+    t, info = config.trainer, dm.info
+    ckpt_dir = os.path.join(out, "checkpoints")
+    last = os.path.join(ckpt_dir, "last.ckpt")
     if not quiet:
         print(dm.data.summary())
     lit = LitSequenceModel(config.to_dict(), info.__dict__)
     has_val = dm.val_set is not None and len(dm.val_set) > 0
     monitor, mode = ("val/acc", "max") if info.task == "classification" else ("val/loss", "min")
-    callbacks = [
-        *callbacks,
+    csv_log, clock = MetricsCSV(os.path.join(out, "logs", "metrics.csv")), RunClock()
+    callbacks += [
         L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor if has_val else None, mode=mode,
                                             save_top_k=1, enable_version_counter=False),
         # last.ckpt after every epoch, as the newest by step (Lightning's save_last=True rewrites it
@@ -77,20 +108,27 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
         L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor="step", mode="max",
                                             save_top_k=1, enable_version_counter=False),
         L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
-        RNGState(),
+        RNGState(), clock, *([ResumeStart(out, config, csv_log)] if resume else []),
     ]  # fmt: skip
     if t.progress and not quiet:
         callbacks.append(L.pytorch.callbacks.RichProgressBar() if _has_rich() else L.pytorch.callbacks.TQDMProgressBar())
-    loggers = [L.pytorch.loggers.CSVLogger(out, name="logs", version=""), L.pytorch.loggers.TensorBoardLogger(out, name="logs", version="")]
+    loggers = [L.pytorch.loggers.TensorBoardLogger(out, name="logs", version=""), csv_log]
     trainer = L.Trainer(
         max_epochs=t.max_epochs, max_steps=t.max_steps, gradient_clip_val=t.grad_clip or None, precision=_precision(t.precision),
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, logger=loggers, callbacks=callbacks,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress and not quiet, enable_model_summary=not quiet,
         plugins=[AtomicCheckpointIO()], deterministic=False, num_sanity_val_steps=0,
     )  # fmt: skip
-    start = time.perf_counter()
-    trainer.fit(lit, datamodule=dm, ckpt_path=last if resume else None)
-    wall = time.perf_counter() - start
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = os.path.abspath(out)  # for the processes a multi-device run starts
+    try:
+        trainer.fit(lit, datamodule=dm, ckpt_path=last if resume else None)
+    finally:
+        if previous is None:
+            del os.environ[RUN_DIR_ENV]
+        else:
+            os.environ[RUN_DIR_ENV] = previous
+    segments = clock.segments(trainer)  # now: validate/test below restore best.ckpt's callback state
     best = os.path.join(ckpt_dir, "best.ckpt")
     ckpt = best if os.path.isfile(best) else last
     metrics: dict[str, Any] = {}
@@ -98,14 +136,15 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
         metrics.update(_scalars(trainer.validate(lit, datamodule=dm, ckpt_path=ckpt, verbose=False)))
     if dm.test_sets:
         metrics.update(_scalars(trainer.test(lit, datamodule=dm, ckpt_path=ckpt, verbose=False)))
-    metrics.update(parameters=sum(p.numel() for p in lit.model.parameters()), wall_time_s=round(wall, 2),
+    metrics.update(parameters=sum(p.numel() for p in lit.model.parameters()),
+                   wall_time_s=round(sum(s["wall_time_s"] for s in segments), 2), segments=segments,
                    global_step=trainer.global_step, epochs=trainer.current_epoch, world_size=trainer.world_size,
                    checkpoint=ckpt)  # fmt: skip
     if trainer.is_global_zero:
         lit.model.save_pretrained(os.path.join(out, "model"))
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+        atomic_write_json(os.path.join(out, "metrics.json"), metrics)
         _plot(os.path.join(out, "logs", "metrics.csv"), os.path.join(out, "curves.png"))
+        record_finished(out, trainer.current_epoch, trainer.global_step)
         if not quiet:
             print(summary(metrics, info.task, out))
     return metrics
@@ -184,5 +223,5 @@ def _plot(csv_path: str, png_path: str) -> None:
         ax.set_title(title)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
