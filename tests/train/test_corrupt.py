@@ -3,6 +3,7 @@ clear error (or, for the preprocessing cache, a rebuild with a warning) and that
 
 One tiny run on a tiny --data npz is made once per module; every case works on its own copy."""
 
+import errno
 import hashlib
 import json
 import os
@@ -169,3 +170,32 @@ def test_damaged_config_yaml_is_not_used_and_is_rewritten_by_resume(run):
     stored = json.loads((run / "run" / "run.json").read_text())["config"]
     assert yaml.safe_load(config.read_text()) == stored and stored["trainer"]["max_epochs"] == 3
     assert torch.load(run / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
+def test_full_disk_during_training_names_the_path_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    """The disk fills up when the second epoch's checkpoints are written: exit code 2 with a message
+    naming the file and saying the earlier checkpoints are intact, which they are (verified)."""
+    from liquid_s4.train import checkpoint
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(48, 12)).astype(np.float32)
+    os.makedirs(tmp_path / "data")
+    np.savez(tmp_path / "data" / "d.npz", x=x, y=(x.mean(1) > 0).astype(np.int64))
+    real_save, calls = torch.save, []
+
+    def save(obj, f):
+        calls.append(1)
+        if len(calls) > 2:  # epoch 0 wrote best.ckpt and last.ckpt
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    assert main(cli_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"could not write checkpoint {tmp_path / 'run' / 'checkpoints'}/(best|last).ckpt \(No space left on device\); "
+                     r"the previous checkpoints there \(best.ckpt, last.ckpt\) are intact", err)  # fmt: skip
+    monkeypatch.undo()
+    for name in ("best.ckpt", "last.ckpt"):
+        checkpoint.verify_checkpoint(tmp_path / "run" / "checkpoints" / name)
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["best.ckpt", "last.ckpt"]  # no temporary file left
