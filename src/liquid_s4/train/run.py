@@ -20,11 +20,13 @@ import torch
 from ..allocator import tune_cpu_allocator
 from ..fileio import atomic_write, atomic_write_json
 from .checkpoint import AtomicCheckpointIO, verify_checkpoint
+from .checks import check_run
 from .config import RunConfig
 from .data import build_datamodule
 from .module import L, LitSequenceModel
 from .rundir import (
     RUN_DIR_ENV,
+    FlushLogs,
     MetricsCSV,
     ResumeStart,
     RunClock,
@@ -81,6 +83,7 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
         config = check_resume(out, config)
     elif out is not None:
         check_new_output_dir(out)  # before loading data: a refused folder fails fast
+    check_run(config, out)  # model, devices, writable folder: before loading data or creating anything
     if t.tune_allocator:
         tune_cpu_allocator()
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -108,7 +111,7 @@ def _fit(config: RunConfig, out: str, dm, resume: bool, quiet: bool, callbacks: 
         L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor="step", mode="max",
                                             save_top_k=1, enable_version_counter=False),
         L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
-        RNGState(), clock, *([ResumeStart(out, config, csv_log)] if resume else []),
+        RNGState(), clock, *([ResumeStart(out, config, csv_log)] if resume else []), FlushLogs(csv_log),
     ]  # fmt: skip
     if t.progress and not quiet:
         callbacks.append(L.pytorch.callbacks.RichProgressBar() if _has_rich() else L.pytorch.callbacks.TQDMProgressBar())
@@ -128,7 +131,8 @@ def _fit(config: RunConfig, out: str, dm, resume: bool, quiet: bool, callbacks: 
             del os.environ[RUN_DIR_ENV]
         else:
             os.environ[RUN_DIR_ENV] = previous
-    segments = clock.segments(trainer)  # now: validate/test below restore best.ckpt's callback state
+    segments = clock.final(trainer)  # now: validate/test below restore best.ckpt's callback state
+    csv_log.hold = False  # training ended normally: the rows are written even if no checkpoint was due
     best = os.path.join(ckpt_dir, "best.ckpt")
     ckpt = best if os.path.isfile(best) else last
     metrics: dict[str, Any] = {}

@@ -238,11 +238,11 @@ class MetricsCSV(L.pytorch.loggers.Logger):
     """logs/metrics.csv, a row per logging call (step, epoch and the logged values). Across --resume
     the rows of earlier segments are kept up to the step training resumes from (`keep_before`); rows
     logged after that step by an interrupted segment are dropped, since that work is done again.
-    Every write replaces the whole file atomically."""
+    Every write replaces the whole file atomically; nothing is written while `hold` is set."""
 
     def __init__(self, path: str, flush_every: int = 100):
         super().__init__()
-        self.path, self.flush_every, self.unsaved = path, flush_every, 0
+        self.path, self.flush_every, self.unsaved, self.hold = path, flush_every, 0, False
         self.rows: list[dict[str, Any]] = []
         if os.path.isfile(path):
             with open(path, newline="", encoding="utf-8") as f:
@@ -282,6 +282,8 @@ class MetricsCSV(L.pytorch.loggers.Logger):
             self.write()
 
     def write(self) -> None:
+        if self.hold:  # a resumed segment before its first checkpoint (see ResumeStart)
+            return
         keys = sorted({k for r in self.rows for k in r})
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
@@ -290,6 +292,29 @@ class MetricsCSV(L.pytorch.loggers.Logger):
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         atomic_write_text(self.path, buf.getvalue())
         self.unsaved = 0
+
+
+class FlushLogs(L.Callback):
+    """Writes metrics.csv whenever a checkpoint is saved and at the start of every epoch (after the
+    previous epoch's training averages are logged, which Lightning does after the epoch's checkpoint),
+    so that a killed run loses no row of the work its checkpoint keeps, except when it dies between
+    writing last.ckpt and the start of the next epoch: then that epoch's training averages are lost."""
+
+    def __init__(self, logger: MetricsCSV):
+        self.logger = logger
+
+    def _write(self, trainer) -> None:
+        if trainer.is_global_zero:
+            self.logger.write()
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self._write(trainer)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._write(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        self._write(trainer)
 
 
 class RunClock(L.Callback):
@@ -301,7 +326,7 @@ class RunClock(L.Callback):
 
     def __init__(self):
         self.earlier: list[dict[str, Any]] = []
-        self.start, self.started, self.first_step = None, None, 0
+        self.start, self.started, self.first_step, self.saved = None, None, 0, None
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         self.earlier = list(checkpoint.get(self.KEY, []))
@@ -311,7 +336,11 @@ class RunClock(L.Callback):
         self.started = datetime.now().isoformat(timespec="seconds")
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        checkpoint[self.KEY] = self.segments(trainer)
+        checkpoint[self.KEY] = self.saved = self.segments(trainer)
+
+    def final(self, trainer) -> list[dict[str, Any]]:
+        """The segments as of the newest checkpoint (what a later --resume continues from)."""
+        return self.saved if self.saved is not None else self.segments(trainer)
 
     def segments(self, trainer) -> list[dict[str, Any]]:
         if self.start is None:
@@ -322,27 +351,34 @@ class RunClock(L.Callback):
 
 
 class ResumeStart(L.Callback):
-    """At the start of a resumed segment (after the checkpoint is restored, so a failure before that
-    changes nothing on disk): trims the earlier metrics.csv rows to the restored step, removes
-    temporary files an interrupted write left, and records the (extended) configuration."""
+    """A resumed segment changes nothing on disk until it has made progress: after the checkpoint is
+    restored the earlier metrics.csv rows are trimmed to the restored step (in memory), and only when
+    the segment's first checkpoint is saved are the record (extended configuration, no longer
+    finished) and config.yaml updated, the temporary files an interrupted write left removed, and
+    metrics.csv written again. A resume that fails before its first checkpoint leaves every file as it was."""
 
     def __init__(self, out: str, config: RunConfig, logger: MetricsCSV):
-        self.out, self.config, self.logger = out, config, logger
+        self.out, self.config, self.logger, self.saved = out, config, logger, False
+        logger.hold = True
 
     def on_train_start(self, trainer, pl_module):
         self.logger.keep_before(trainer.global_step)
-        if not trainer.is_global_zero:
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if self.saved:
             return
-        remove_stale_temporaries(self.out)
-        record = read_record(self.out)
-        if record is None:  # a run from before run.json: it gets one now
-            record = {"format": RECORD_FORMAT, "version": 1, "created": None, "config": None, "finished": None}
-        changed = record["config"] != self.config.to_dict()
-        if changed or record.get("finished"):
-            record.update(config=self.config.to_dict(), finished=None)
-            write_record(self.out, record)
-        if changed:
-            write_config_yaml(self.out, self.config)
+        self.saved, self.logger.hold = True, False
+        if trainer.is_global_zero:
+            remove_stale_temporaries(self.out)
+            record = read_record(self.out)
+            if record is None:  # a run from before run.json: it gets one now
+                record = {"format": RECORD_FORMAT, "version": 1, "created": None, "config": None, "finished": None}
+            changed = record["config"] != self.config.to_dict()
+            if changed or record.get("finished"):
+                record.update(config=self.config.to_dict(), finished=None)
+                write_record(self.out, record)
+            if changed:
+                write_config_yaml(self.out, self.config)
 
 
 def record_finished(out: str, epochs: int, global_step: int) -> None:
