@@ -93,12 +93,13 @@ def _run(args) -> int:
     if args.resume:  # the run's own stored configuration; flags given with --resume are checked against it by train()
         from .train.rundir import resume_config
 
-        if not args.output_dir:
+        out = args.output_dir or (load_config(args.preset, overrides).trainer.output_dir if args.preset else None)
+        if not out:
             raise ValueError("--resume needs the run's folder: --output-dir RUN")
-        config = resume_config(args.output_dir, overrides, args.preset)
+        config = resume_config(out, overrides, args.preset)
     else:
-        config = load_config(args.preset, overrides)
-    train(config, output_dir=args.output_dir, resume=args.resume, quiet=args.quiet)
+        out, config = args.output_dir, load_config(args.preset, overrides)
+    train(config, output_dir=out, resume=args.resume, quiet=args.quiet)
     return 0
 
 

@@ -182,3 +182,14 @@ def test_a_run_from_before_run_json_resumes_from_its_checkpoint(tmp_path):
     train(config, output_dir=str(run), resume=True, quiet=True)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2 * STEPS_PER_EPOCH
     assert json.loads((run / "run.json").read_text())["finished"] == {"epochs": 2, "global_step": 2 * STEPS_PER_EPOCH}
+
+
+def test_a_run_that_died_before_its_first_checkpoint_says_what_to_do(tmp_path, capsys):
+    run = tmp_path / "run"
+    rundir.create_run_dir(str(run), load_config(None, SETS))  # what a run writes before its first epoch ends
+    before = snapshot(run)
+    assert main(["train", "--output-dir", str(run), *TINY]) == 2
+    assert f"stopped before its first checkpoint; remove that folder (rm -r {run})" in capsys.readouterr().err
+    assert main(["train", "--resume", "--output-dir", str(run), "--quiet"]) == 2
+    assert "there is nothing to continue. Remove that folder" in capsys.readouterr().err
+    assert snapshot(run) == before

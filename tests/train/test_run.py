@@ -18,7 +18,7 @@ TINY = ["model.d_model=16", "model.n_layers=2", "model.layer_args.d_state=8", "d
 def test_run_writes_its_outputs(tmp_path):
     out = tmp_path / "run"
     metrics = train(load_config(None, TINY + ["trainer.max_epochs=2"]), output_dir=str(out), quiet=True)
-    for name in ("config.yaml", "metrics.json", "curves.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+    for name in ("run.json", "config.yaml", "metrics.json", "curves.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
                  "logs/metrics.csv", "model/config.json", "model/model.safetensors"):  # fmt: skip
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
@@ -81,14 +81,15 @@ def test_cli(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
-    """Lightning DDP with 2 CPU processes (gloo), launched from the command line as a user would."""
+    """Lightning DDP with 2 CPU processes (gloo), launched from the command line as a user would,
+    without --output-dir: the second process writes to the folder the first one created."""
     import subprocess
     import sys
 
-    out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "liquid_s4.cli", "train", "--devices", "2", "--accelerator", "cpu", "--max-steps", "4",
-           "--output-dir", str(out), "--quiet"] + [a for t in TINY for a in ("--set", t)]  # fmt: skip
+           "--quiet"] + [a for t in TINY for a in ("--set", t)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (out,) = (tmp_path / "runs").iterdir()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_step"] == 4

@@ -165,6 +165,9 @@ def missing_checkpoint_error(out: str) -> FileNotFoundError:
         how = f"copy {best} to {last} and --resume (it continues from the best epoch), or " if os.path.isfile(best) else ""
         return FileNotFoundError(f"--resume: the run in {out} finished but its {last} is gone; its files were left as they are. "
                                  f"To train further, {how}start a new run with another --output-dir")  # fmt: skip
+    if os.path.isfile(os.path.join(out, RUN_RECORD)):
+        return FileNotFoundError(f"--resume: the run in {out} stopped before its first checkpoint ({last}): there is nothing to "
+                                 f"continue. Remove that folder (rm -r {out}) and start the run again")  # fmt: skip
     return FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume or pass the run's --output-dir")
 
 
@@ -184,12 +187,12 @@ def check_new_output_dir(out: str) -> None:
         msg = f"{out} already holds a run ({last}); pass --resume to continue it (liquid-s4 train --resume --output-dir {out})"
     elif os.path.isfile(os.path.join(out, "metrics.json")) and (RUN_RECORD in found or "checkpoints" in found):
         msg = (f"{out} holds a finished run whose checkpoints/last.ckpt is gone; its files (metrics.json, model/, best.ckpt) "
-               "are kept as they are")  # fmt: skip
+               "were left as they are")  # fmt: skip
     elif RUN_RECORD in found:
         msg = f"{out} holds a run that stopped before its first checkpoint; remove that folder (rm -r {out}) if you no longer need it"
     else:
         msg = f"{out} already holds {', '.join(found)}, which a run would overwrite (a run writes {', '.join(RUN_FILES)})"
-    raise FileExistsError(f"{msg}, or choose another --output-dir (e.g. a new folder)")
+    raise FileExistsError(f"{msg}. Nothing was written; choose another --output-dir (e.g. a new folder)")
 
 
 def create_run_dir(out: str | None, config: RunConfig) -> str:
