@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -15,6 +16,7 @@ from ..models.sequence import ModelConfig
 
 SCHEDULERS = ("cosine", "plateau", "multistep", "constant")
 PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 DEFAULT_PRESET = "digits"
 
 
@@ -81,6 +83,9 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown config sections {unknown}; valid: ['data', 'model', 'optim', 'trainer']")
         kwargs = {}
+        for name in ("model", *SECTIONS):
+            if not isinstance(d.get(name) or {}, dict):
+                raise ValueError(f"config section {name!r} must be a mapping of key: value entries, got {d[name]!r}")
         for name, typ in SECTIONS.items():
             section = dict(d.get(name) or {})
             valid = [f.name for f in dataclasses.fields(typ)]
@@ -120,6 +125,34 @@ class RunConfig:
         if not (0 <= self.data.val_fraction < 1 and 0 <= self.data.test_fraction < 1):
             raise ValueError("data.val_fraction and data.test_fraction must lie in [0, 1)")
         ModelConfig(d_input=1, d_output=2, **self.model)  # the model options are checked by ModelConfig
+        self.trainer_checks()
+
+    def trainer_checks(self) -> None:
+        """The trainer settings Lightning would reject with a traceback (or, for max_steps=0, after
+        an empty run): the limits, devices, nodes and accelerator name."""
+        t = self.trainer
+        for key, flag in (("max_steps", "--max-steps"), ("max_epochs", "--max-epochs")):
+            v = getattr(t, key)
+            if v is not None and v != -1 and v < 1:
+                raise ValueError(f"trainer.{key} ({flag}) must be a positive integer, or -1 for no limit; got {v}")
+        _check_devices(t.devices)
+        if not isinstance(t.num_nodes, int) or isinstance(t.num_nodes, bool) or t.num_nodes < 1:
+            raise ValueError(f"trainer.num_nodes (--num-nodes) must be a positive integer; got {t.num_nodes!r}")
+        if str(t.accelerator) not in ACCELERATORS:
+            raise ValueError(f"unknown trainer.accelerator (--accelerator) {t.accelerator!r}; expected one of {ACCELERATORS}")
+        if t.grad_clip < 0 or t.log_every_n_steps < 1:
+            raise ValueError(f"need trainer.grad_clip >= 0 and trainer.log_every_n_steps >= 1; got {t.grad_clip}, {t.log_every_n_steps}")
+
+
+def _check_devices(v: Any) -> None:
+    """trainer.devices as Lightning takes it: "auto", a positive count, -1 (all), or device indices
+    (a list such as [0, 1], or the text "0,1")."""
+    count = isinstance(v, int) and not isinstance(v, bool) and (v >= 1 or v == -1)
+    indices = isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+    text = isinstance(v, str) and (v == "auto" or re.fullmatch(r"\d+(,\d+)*,?", v.strip()) is not None)
+    if not (count or indices or text):
+        raise ValueError(f"trainer.devices (--devices) must be a positive number of devices (e.g. --devices 2), -1 for all, 'auto', "
+                         f"or a list of device indices such as [0, 1]; got {v!r}")
 
 
 def _check_number(key: str, annotation: str, value: Any) -> Any:
@@ -153,16 +186,40 @@ def preset_text(name_or_path: str) -> str:
 
 def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Preset (default: the embedded digits task) plus `section.key=value` overrides (YAML values)."""
-    d = load_yaml(preset_text(preset or DEFAULT_PRESET)) or {}
+    name = preset or DEFAULT_PRESET
+    source = name if os.path.isfile(name) else f"preset {name!r}"
+    d = load_yaml(preset_text(name), source) or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: a config is a mapping of sections (data:, model:, optim:, trainer:), got {type(d).__name__} {d!r}")
     return RunConfig.from_dict(apply_overrides(d, overrides))
 
 
-def load_yaml(text: str) -> Any:
+def load_yaml(text: str, source: str = "the YAML text") -> Any:
     """yaml.safe_load, except that numbers in exponent notation without a decimal point (1e-3,
-    5E+4) are floats, as in YAML 1.2 and Python; PyYAML's YAML 1.1 rules read them as strings."""
+    5E+4) are floats, as in YAML 1.2 and Python; PyYAML's YAML 1.1 rules read them as strings.
+    Invalid YAML raises a ValueError naming `source` (e.g. the file) and the line and column."""
     import yaml
 
-    return yaml.load(text, Loader=_loader())
+    try:
+        return yaml.load(text, Loader=_loader())
+    except yaml.YAMLError as e:
+        raise ValueError(_yaml_error(source, e)) from None
+
+
+def _yaml_error(source: str, e) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e)
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    also = f" ({context} started at line {cmark.line + 1})" if context and cmark is not None else ""
+    return (f"{source} is not valid YAML{where}: {problem}{also}. Fix it (YAML: `key: value`, lists `[a, b]`, mappings `{{k: v}}`)"
+            + (_pointer(mark) if mark is not None else ""))
+
+
+def _pointer(mark) -> str:
+    """The offending line with a caret under the column."""
+    lines = (mark.buffer or "").rstrip("\0").splitlines()
+    return f"\n    {lines[mark.line]}\n    {' ' * mark.column}^" if 0 <= mark.line < len(lines) else ""
 
 
 @functools.cache
@@ -191,5 +248,5 @@ def apply_overrides(d: dict[str, Any], overrides) -> dict[str, Any]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = load_yaml(value)
+        node[parts[-1]] = load_yaml(value, f"override {item!r}: the value")
     return d
