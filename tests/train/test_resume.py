@@ -193,3 +193,27 @@ def test_a_run_that_died_before_its_first_checkpoint_says_what_to_do(tmp_path, c
     assert main(["train", "--resume", "--output-dir", str(run), "--quiet"]) == 2
     assert "there is nothing to continue. Remove that folder" in capsys.readouterr().err
     assert snapshot(run) == before
+
+
+class Interrupt(L.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:  # epoch 0 and its checkpoint are complete
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_a_plateau_schedule_exactly(tmp_path):
+    """The ReduceLROnPlateau step at the end of the epoch a run resumes after is not lost (Lightning
+    skips it on restart). lr 1e-6: the validation loss does not improve by the scheduler's threshold, so
+    the learning rate is halved after the second epoch."""
+    write_npz(tmp_path / "d.npz")
+    sets = SETS + ["data.name=arrays", f"data.data_dir={tmp_path / 'd.npz'}", "trainer.max_epochs=3", "optim.scheduler=plateau",
+                   "optim.patience=0", "optim.lr=1e-6", "model.layer_args.lr=1e-6"]  # fmt: skip
+    config = load_config(None, sets)
+    train(config, output_dir=str(tmp_path / "a"), quiet=True)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(config, output_dir=str(tmp_path / "b"), quiet=True, callbacks=[Interrupt()])
+    train(config, output_dir=str(tmp_path / "b"), resume=True, quiet=True)
+    a, b = (torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=False) for r in ("a", "b"))
+    assert a["lr_schedulers"][0]["_last_lr"][0] == 1e-6 * 0.5  # reduced once (after the second epoch)
+    assert b["lr_schedulers"] == a["lr_schedulers"]
+    assert [g["lr"] for g in b["optimizer_states"][0]["param_groups"]] == [g["lr"] for g in a["optimizer_states"][0]["param_groups"]]

@@ -57,6 +57,33 @@ class RNGState(L.Callback):
             torch.cuda.set_rng_state_all(cuda)
 
 
+class PlateauAtResume(L.Callback):
+    """Lightning does not step a ReduceLROnPlateau scheduler at the end of the epoch a run resumes
+    after (the monitored value is not in the checkpoint, which is written before that step), so a
+    resumed run's learning rate would drift from an uninterrupted one. The checkpoint keeps the value
+    and the step is made here, after the restore."""
+
+    KEY = "liquid_s4_plateau_value"
+
+    def __init__(self, monitor: str = "val/loss"):
+        self.monitor, self.pending = monitor, None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None:
+            checkpoint[self.KEY] = float(value)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        self.pending = checkpoint.get(self.KEY)
+
+    def on_train_start(self, trainer, pl_module):
+        if self.pending is not None:
+            for c in trainer.lr_scheduler_configs:
+                if isinstance(c.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    c.scheduler.step(self.pending)
+        self.pending = None
+
+
 def train(config: RunConfig, output_dir: str | None = None, resume: bool = False, quiet: bool = False, callbacks=()) -> dict[str, Any]:
     """Train, validate and test; returns the metrics written to metrics.json. `callbacks`: extra
     Lightning callbacks.
@@ -112,6 +139,7 @@ def _fit(config: RunConfig, out: str, dm, resume: bool, quiet: bool, callbacks: 
                                             save_top_k=1, enable_version_counter=False),
         L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
         RNGState(), clock, *([ResumeStart(out, config, csv_log)] if resume else []), FlushLogs(csv_log),
+        *([PlateauAtResume()] if config.optim.scheduler == "plateau" else []),
     ]  # fmt: skip
     if t.progress and not quiet:
         callbacks.append(L.pytorch.callbacks.RichProgressBar() if _has_rich() else L.pytorch.callbacks.TQDMProgressBar())
