@@ -3,7 +3,7 @@
     liquid-s4 train [PRESET] [--set key=value ...] [--data-dir DIR] [--max-steps N] [--max-epochs N]
                     [--output-dir DIR] [--resume] [--devices N] [--num-nodes N] [--accelerator A]
                     [--data PATH]
-    liquid-s4 eval CHECKPOINT [--data-dir DIR]
+    liquid-s4 eval CHECKPOINT [--data-dir DIR | --data PATH]
     liquid-s4 presets [show NAME]
     liquid-s4 data check PRESET [--data-dir DIR] [--set key=value ...]   (validate a local copy, no training)
     liquid-s4 data list                                                 (dataset names)
@@ -40,8 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--accelerator", help="cpu, gpu, auto (trainer.accelerator)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     e = sub.add_parser("eval", help="test metrics of a checkpoint")
-    e.add_argument("checkpoint")
-    e.add_argument("--data-dir")
+    e.add_argument("checkpoint", help="a .ckpt file written by train, e.g. RUN/checkpoints/best.ckpt")
+    e.add_argument("--data-dir", help="where the run's dataset is, if not where it was during training")
+    e.add_argument("--data", metavar="PATH", help="your own arrays (for a run trained with train --data), if not at the stored path")
     d = sub.add_parser("data", help="`data check PRESET --data-dir DIR` validates a local dataset copy; `data list`")
     d.add_argument("action", choices=["check", "list"])
     d.add_argument("preset", nargs="?", help="preset name or YAML path (for check)")
@@ -56,11 +57,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .train.checks import NonFiniteLossError
+
     try:
         return _run(args)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"liquid-s4 {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as e:  # the run failed (not the command line): status 1
+        print(f"liquid-s4 {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 def _run(args) -> int:
@@ -79,7 +85,9 @@ def _run(args) -> int:
     if args.command == "eval":
         from .train.run import evaluate
 
-        evaluate(args.checkpoint, data_dir=args.data_dir)
+        if args.data and args.data_dir:
+            raise ValueError("pass either --data PATH (your own arrays) or --data-dir DIR (a dataset's folder), not both")
+        evaluate(args.checkpoint, data_dir=args.data or args.data_dir)
         return 0
     overrides = list(args.overrides)
     flags = {"data_dir": "data.data_dir", "max_steps": "trainer.max_steps", "max_epochs": "trainer.max_epochs",

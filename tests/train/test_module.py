@@ -25,19 +25,19 @@ def test_per_step_classification_ignores_unscored_steps():
     lit = _lit(["model.pool=none"], DataInfo(d_input=1, d_output=3, extra={"pool": "none"}))
     out = torch.randn(2, 5, 3)
     y = torch.tensor([[IGNORE_INDEX, 0, 1, IGNORE_INDEX, 2], [2, IGNORE_INDEX, IGNORE_INDEX, 1, 1]])
-    m = lit._metrics(out, y, None)
+    m, n = lit._metrics(out, y, None)
     scored = y != IGNORE_INDEX
     ref = torch.nn.functional.cross_entropy(out[scored], y[scored])
-    assert torch.allclose(m["loss"], ref)
+    assert torch.allclose(m["loss"], ref) and n == 6
     assert torch.allclose(m["acc"], (out.argmax(-1)[scored] == y[scored]).float().mean())
 
 
 def test_per_step_regression_is_masked_by_lengths():
     lit = _lit(["model.pool=none"], DataInfo(d_input=1, d_output=1, task="regression", extra={"pool": "none"}))
     out, y = torch.randn(2, 4, 1), torch.randn(2, 4, 1)
-    m = lit._metrics(out, y, torch.tensor([4, 2]))
+    m, n = lit._metrics(out, y, torch.tensor([4, 2]))
     err = (out - y) ** 2
-    assert torch.allclose(m["loss"], torch.cat([err[0].flatten(), err[1, :2].flatten()]).mean())
+    assert torch.allclose(m["loss"], torch.cat([err[0].flatten(), err[1, :2].flatten()]).mean()) and n == 6
 
 
 def _fake_build(data):
@@ -82,3 +82,88 @@ def test_retrieval_pairs_train(tmp_path, monkeypatch):
         out = model(batch[0], batch[2], batch[3], batch[4])
     ref = torch.nn.functional.cross_entropy(out, batch[1]).item()
     assert metrics["global_step"] == 2 and metrics["test/loss"] == pytest.approx(ref, rel=1e-5)
+
+
+def _npz(path, n=40, nan_at=None):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 12, 2)).astype(np.float32)
+    y = (x.sum((1, 2)) > 0).astype(np.int64)
+    if nan_at is not None:
+        x[nan_at, 3, 0] = np.nan
+    np.savez(path, x=x, y=y)
+    return str(path)
+
+
+CLI_TINY = [a for t in TINY[:3] for a in ("--set", t)] + ["--quiet"]
+
+
+def test_diverging_run_stops_at_the_first_nan_loss(tmp_path, capsys):
+    """The learning rate jumps by 1e30 after epoch 0 (multistep): step 5 (the first of epoch 1) blows
+    the weights up, step 6 gives a NaN loss, and training stops there with status 1, naming the step
+    and the intact checkpoints of epoch 0; no metrics.json or saved model is written."""
+    from liquid_s4.cli import main
+
+    out = tmp_path / "run"
+    sets = ["optim.scheduler=multistep", "optim.milestones=[1]", "optim.gamma=1e30", "model.layer_args.lr=null", "data.batch_size=8"]
+    args = ["train", "--data", _npz(tmp_path / "mine.npz"), "--max-epochs", "3", "--output-dir", str(out), *CLI_TINY]
+    assert main(args + [a for s in sets for a in ("--set", s)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "training stopped: the training loss is nan in epoch 1 at step 6 (batch 1 of the epoch)" in err, err
+    assert f"{out / 'checkpoints' / 'last.ckpt'} (saved in epoch 0 after step 4)" in err
+    assert "the largest learning rate was 5e+27" in err and "metrics.json was not written" in err
+    assert not (out / "metrics.json").exists() and not (out / "model").exists()
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_nan_in_the_training_data_stops_at_its_batch(tmp_path, monkeypatch):
+    from liquid_s4.train.checks import NonFiniteLossError
+
+    x = torch.randn(12, 16, 2)
+    x[5, 7, 1] = float("nan")  # batch 1 (items 4..7) of an unshuffled epoch
+    ds = ArrayDataset(x.numpy(), (x.nan_to_num().sum((1, 2)) > 0).long().numpy())
+    data = SequenceData(ds.subset(range(8)), ds.subset(range(8, 10)), ds.subset(range(10, 12)), DataInfo(d_input=2, d_output=2))
+    monkeypatch.setattr("liquid_s4.train.data.build_dataset", _fake_build(data))
+    monkeypatch.setattr("liquid_s4.train.data.EpochSampler.__iter__", lambda self: iter(range(self.n)))
+    expected = r"the training loss is nan in epoch 0 at step 2 \(batch 1 of the epoch\).*Last good checkpoint\(s\): none \(no checkpoint"
+    with pytest.raises(NonFiniteLossError, match=expected):
+        train(load_config(None, TINY + ["data.batch_size=4", "trainer.max_steps=-1"]), output_dir=str(tmp_path / "run"), quiet=True)
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_nan_validation_loss_stops_before_any_checkpoint(tmp_path, monkeypatch):
+    """A NaN in the validation data: training stops after epoch 0's validation, before that epoch's
+    checkpoints are written (they would hold a model whose validation loss is NaN)."""
+    from liquid_s4.train.checks import NonFiniteLossError
+
+    x = torch.randn(12, 16, 2)
+    x[9, 0, 0] = float("inf")
+    ds = ArrayDataset(x.numpy(), (x.nan_to_num().sum((1, 2)) > 0).long().numpy())
+    data = SequenceData(ds.subset(range(8)), ds.subset(range(8, 10)), ds.subset(range(10, 12)), DataInfo(d_input=2, d_output=2))
+    monkeypatch.setattr("liquid_s4.train.data.build_dataset", _fake_build(data))
+    with pytest.raises(NonFiniteLossError, match=r"the validation loss is nan after epoch 0 \(step 2\).*no checkpoint of this epoch"):
+        train(load_config(None, TINY + ["data.batch_size=4", "trainer.max_steps=-1"]), output_dir=str(tmp_path / "run"), quiet=True)
+    assert not list((tmp_path / "run").glob("checkpoints/*.ckpt")) and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_evaluation_metrics_are_exact_over_uneven_batches(tmp_path, monkeypatch):
+    """Per-step classification with ignored steps, 7 test items in batches of 3: the logged test loss
+    and accuracy are the cross-entropy and accuracy over all scored steps of the split (float64
+    reference), not a mean of batch means weighted by items."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(15, 10, 2, generator=g)
+    y = torch.randint(0, 3, (15, 10), generator=g)
+    y[torch.rand(15, 10, generator=g) < torch.linspace(0.05, 0.9, 15)[:, None]] = IGNORE_INDEX  # scored steps vary per item
+    ds = ArrayDataset(x.numpy(), y.numpy())
+    info = DataInfo(d_input=2, d_output=3, extra={"pool": "none"})
+    data = SequenceData(ds.subset(range(6)), ds.subset(range(6, 8)), ds.subset(range(8, 15)), info)
+    monkeypatch.setattr("liquid_s4.train.data.build_dataset", _fake_build(data))
+    metrics = train(load_config(None, TINY + ["model.pool=none", "data.batch_size=3"]), output_dir=str(tmp_path / "run"), quiet=True)
+    model = SequenceModel.from_pretrained(tmp_path / "run" / "model").eval().double()
+    with torch.no_grad():
+        out = model(x[8:].double())
+    scored = y[8:] != IGNORE_INDEX
+    ref_loss = torch.nn.functional.cross_entropy(out[scored], y[8:][scored]).item()
+    ref_acc = (out.argmax(-1)[scored] == y[8:][scored]).double().mean().item()
+    assert metrics["test/loss"] == pytest.approx(ref_loss, rel=1e-5) and metrics["test/acc"] == pytest.approx(ref_acc, abs=1e-7)

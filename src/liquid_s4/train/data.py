@@ -8,13 +8,13 @@ Commands at 8 kHz) are evaluated after the main one, each at its own sampling `r
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..data.common import DataInfo, SequenceData, split_indices
 from ..data.registry import build_dataset
 from .config import DataConfig
 
-__all__ = ["DataInfo", "EpochSampler", "SequenceDataModule", "build_datamodule", "split_indices"]
+__all__ = ["DataInfo", "EpochSampler", "EvalShard", "SequenceDataModule", "build_datamodule", "split_indices"]
 
 
 class EpochSampler(Sampler[int]):
@@ -32,6 +32,30 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+class EvalShard(DistributedSampler):
+    """One process's share of an evaluation set in a multi-process run: items rank, rank + world,
+    rank + 2 world, ... in order, without padding. (The sampler Lightning would add repeats items so
+    that every process gets as many, and a repeated item counts twice in the metrics.) Processes may
+    get one item, and so one batch, fewer; the model sums its metrics over processes (module.py)."""
+
+    def __init__(self, dataset: Dataset, rank: int, world: int, split: str = "evaluation"):
+        n = len(dataset)
+        if n < world:
+            raise ValueError(
+                f"the {split} set has {n} items, fewer than the {world} processes of this run; every process "
+                "needs at least one: use fewer --devices, or a larger split"
+            )
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=False, drop_last=False)
+        self.indices = list(range(rank, n, world))
+        self.num_samples, self.total_size = len(self.indices), n
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def _lightning():
@@ -56,21 +80,28 @@ class SequenceDataModule(_lightning().LightningDataModule):
         self.test_rates = [r for _, _, r in tests]
         self.test_sets = [ds for _, ds, _ in tests]
 
-    def _loader(self, ds: Dataset | None, shuffle: bool):
+    def _loader(self, ds: Dataset | None, shuffle: bool, split: str = "evaluation"):
         if ds is None or len(ds) == 0:
             return None
-        sampler = EpochSampler(len(ds), self.seed) if shuffle else None
+        sampler = EpochSampler(len(ds), self.seed) if shuffle else self._eval_sampler(ds, split)
         return DataLoader(ds, batch_size=self.config.batch_size, sampler=sampler, num_workers=self.config.num_workers,
                           persistent_workers=self.config.num_workers > 0)  # fmt: skip
+
+    def _eval_sampler(self, ds: Dataset, split: str) -> Sampler | None:
+        """Sequential order; in a multi-process run, this process's unpadded share (EvalShard)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return EvalShard(ds, trainer.global_rank, trainer.world_size, split)
 
     def train_dataloader(self):
         return self._loader(self.train_set, True)
 
     def val_dataloader(self):
-        return self._loader(self.val_set, False) or []
+        return self._loader(self.val_set, False, "validation") or []
 
     def test_dataloader(self):
-        return [self._loader(ds, False) for ds in self.test_sets]
+        return [self._loader(ds, False, name) for name, ds in zip(self.test_names, self.test_sets)]
 
 
 def build_datamodule(config: DataConfig, seed: int = 0) -> SequenceDataModule:

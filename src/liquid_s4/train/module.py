@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn as nn
@@ -10,6 +11,7 @@ import torch.nn as nn
 from ..data.common import IGNORE_INDEX
 from ..models.sequence import ModelConfig, SequenceModel
 from ..optim import param_groups
+from .checks import NonFiniteLossError
 from .config import RunConfig
 from .data import DataInfo, _lightning
 
@@ -33,54 +35,140 @@ class LitSequenceModel(L.LightningModule):
         self.classification = self.info.task == "classification"
         extra = self.info.extra or {}
         self.target_std = float(extra["target_std"]) if extra.get("target_normalized") else None
+        self._sums: dict[str, torch.Tensor] = {}  # evaluation sums of the current epoch, per split
 
     def forward(self, x, lengths=None, x2=None, lengths2=None, rate=None):
         return self.model(x, lengths=lengths, x2=x2, lengths2=lengths2, rate=rate)
 
-    def _metrics(self, out: torch.Tensor, y: torch.Tensor, lengths) -> dict[str, torch.Tensor]:
-        """Cross-entropy and accuracy, or MSE and RMSE. Per-step outputs (B, L, C) are scored at every
-        step whose target is not IGNORE_INDEX (classification) or that lies within `lengths` (regression)."""
+    def _metrics(self, out: torch.Tensor, y: torch.Tensor, lengths) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Cross-entropy and accuracy, or MSE and RMSE, of a batch, and the number n of scored units
+        they average over: items, or for per-step outputs (B, L, C) the steps whose target is not
+        IGNORE_INDEX (classification) or the elements within `lengths` (regression). Summing
+        mean * n over batches and dividing by the summed n gives the exact mean over a whole split."""
         if self.classification:
             logits, target = (out.flatten(0, 1), y.flatten()) if out.dim() == 3 else (out, y)
             loss = nn.functional.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
             scored = target != IGNORE_INDEX
             acc = (logits.argmax(-1) == target)[scored].float().mean()
-            return {"loss": loss, "acc": acc}
+            return {"loss": loss, "acc": acc}, scored.sum()
         target = y.float().view_as(out)
         err = (out.float() - target) ** 2
         if out.dim() == 3 and lengths is not None:
             mask = torch.arange(out.shape[1], device=out.device) < lengths[:, None]  # (B, L)
-            loss = err[mask].mean()
-        else:
-            loss = err.mean()
-        metrics = {"loss": loss, "mse": loss, "rmse": loss.detach().sqrt()}
+            err = err[mask]
+        loss = err.mean()
+        return self._regression_metrics(loss), torch.tensor(err.numel(), device=out.device)
+
+    def _regression_metrics(self, mse: torch.Tensor) -> dict[str, torch.Tensor]:
+        metrics = {"loss": mse, "mse": mse, "rmse": mse.detach().sqrt()}
         if self.target_std is not None:  # targets were standardized by the dataset: RMSE in the original units too
             metrics["rmse_orig"] = metrics["rmse"] * self.target_std
         return metrics
 
-    def _step(self, batch, stage: str, rate: float | None = None):
+    def _forward_metrics(self, batch, rate: float | None = None):
         x, y, *rest = batch
         lengths = rest[0] if rest else None
         x2, lengths2 = (rest[1], rest[2]) if len(rest) == 3 else (None, None)
         out = self(x, lengths, x2, lengths2, rate=rate)
-        metrics = self._metrics(out, y, lengths)
-        on_step = stage == "train"
-        for k, v in metrics.items():
-            self.log(f"{stage}/{k}", v, on_step=on_step, on_epoch=True, prog_bar=k in ("loss", "acc", "rmse"),
-                     batch_size=x.shape[0], sync_dist=not on_step, add_dataloader_idx=False)  # fmt: skip
-        return metrics["loss"]
+        return self._metrics(out, y, lengths)
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        metrics, _ = self._forward_metrics(batch)
+        self._stop_if_not_finite(metrics["loss"], batch_idx)
+        for k, v in metrics.items():
+            self.log(f"train/{k}", v, on_step=True, on_epoch=True, prog_bar=k in ("loss", "acc", "rmse"), batch_size=batch[0].shape[0])
+        return metrics["loss"]
+
+    # ---- evaluation: exact metrics, also across processes ------------------------------------
+    # Each process sums mean * n and n over its batches (its share of the split, no item twice: see
+    # data.EvalShard); at the end of the epoch the sums are added over processes and divided once.
+
+    def _additive(self) -> tuple[str, ...]:
+        return ("loss", "acc") if self.classification else ("mse",)
+
+    def _start_sums(self, stages: list[str]) -> None:
+        # every process reduces the same stages in the same order, even one that saw no batch of a stage
+        self._sums = {s: torch.zeros(len(self._additive()) + 1, dtype=torch.float64) for s in stages}
+
+    def _accumulate(self, stage: str, metrics: dict[str, torch.Tensor], n: torch.Tensor) -> None:
+        row = torch.stack([metrics[k].detach().double() * n for k in self._additive()] + [n.double()])
+        self._sums[stage] = self._sums[stage].to(row.device) + row
+
+    def _log_exact(self) -> None:
+        stages = list(self._sums)
+        sums = torch.stack([self._sums[s].to(self.device) for s in stages])
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # over processes (a no-op for one)
+        for stage, row in zip(stages, sums):
+            if row[-1] == 0:
+                continue
+            means = dict(zip(self._additive(), (row[:-1] / row[-1]).float()))
+            metrics = means if self.classification else self._regression_metrics(means["mse"])
+            for k, v in metrics.items():
+                # the value is already the same on every process: "max" syncs it without changing it
+                self.log(f"{stage}/{k}", v, prog_bar=k in ("loss", "acc", "rmse"), sync_dist=True, reduce_fx="max")
+
+    def on_validation_epoch_start(self):
+        self._start_sums(["val"])
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        self._accumulate("val", *self._forward_metrics(batch))
+
+    def on_validation_epoch_end(self):
+        self._log_exact()
+        if self.trainer.state.fn == "fit":
+            self._stop_if_validation_not_finite()
+
+    def _test_sets(self) -> tuple[list[str], list[float]]:
+        dm = getattr(self.trainer, "datamodule", None)
+        return list(getattr(dm, "test_names", ["test"])), list(getattr(dm, "test_rates", [1.0]))
+
+    def on_test_epoch_start(self):
+        self._start_sums(self._test_sets()[0])
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        dm = getattr(self.trainer, "datamodule", None)
-        names, rates = getattr(dm, "test_names", ["test"]), getattr(dm, "test_rates", [1.0])
+        names, rates = self._test_sets()
+        name = names[dataloader_idx] if dataloader_idx < len(names) else "test"
         rate = rates[dataloader_idx] if dataloader_idx < len(rates) else 1.0
-        self._step(batch, names[dataloader_idx] if dataloader_idx < len(names) else "test", rate=None if rate == 1.0 else rate)
+        self._sums.setdefault(name, torch.zeros(len(self._additive()) + 1, dtype=torch.float64))
+        self._accumulate(name, *self._forward_metrics(batch, rate=None if rate == 1.0 else rate))
+
+    def on_test_epoch_end(self):
+        self._log_exact()
+
+    # ---- stop at the first non-finite loss ----------------------------------------------------
+
+    def _stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Raise NonFiniteLossError before the backward pass of a NaN/inf training loss (so the update
+        is not applied and no checkpoint of a diverged model is written). Every process takes the same
+        decision: one process's NaN would reach all of them through the gradient all-reduce."""
+        finite = bool(torch.isfinite(loss.detach()))
+        if not self.trainer.strategy.reduce_boolean_decision(not finite, all=False):
+            return
+        value = f"{loss.item()}" if not finite else "not finite in another process"
+        raise NonFiniteLossError(
+            f"training stopped: the training loss is {value} in epoch {self.current_epoch} at step {self.global_step + 1} "
+            f"(batch {batch_idx} of the epoch); that step's update was not applied. {self._advice()}"
+        )
+
+    def _stop_if_validation_not_finite(self) -> None:
+        loss = self.trainer.callback_metrics.get("val/loss")
+        if loss is None or bool(torch.isfinite(loss)):
+            return
+        raise NonFiniteLossError(
+            f"training stopped: the validation loss is {loss.item()} after epoch {self.current_epoch} (step {self.global_step}): "
+            f"the model's outputs on the validation set are not finite, and no checkpoint of this epoch was written. {self._advice()}"
+        )
+
+    def _advice(self) -> str:
+        c = self.run_config
+        lr = (c.model.get("layer_args") or {}).get("lr", "its default")
+        now = max((g["lr"] for opt in self.trainer.optimizers for g in opt.param_groups), default=c.optim.lr)
+        return (
+            f"Last good checkpoint(s): {good_checkpoints(self.trainer)}. metrics.json was not written. The usual causes: a learning rate "
+            f"too high (optim.lr={c.optim.lr}, model.layer_args.lr={lr}; the largest learning rate was {now:.3g} at that point), no "
+            f"gradient clipping (trainer.grad_clip={c.trainer.grad_clip}), or NaN/inf values in the data (`liquid-s4 data check`). "
+            "Change them and start a new run"
+        )
 
     def configure_optimizers(self):
         o = self.run_config.optim
@@ -104,3 +192,20 @@ class LitSequenceModel(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def good_checkpoints(trainer) -> str:
+    """The intact checkpoints in the folders of the trainer's checkpoint callbacks, each with the
+    epoch and the step after which it was saved (each is verified: see checkpoint.load_checkpoint)."""
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    found = []
+    for d in sorted({cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}):
+        names = sorted(os.listdir(d)) if os.path.isdir(d) else []
+        for path in [os.path.join(d, f) for f in names if f.endswith(".ckpt") and not f.startswith(".tmp-")]:
+            try:
+                c = load_checkpoint(path)
+            except (CheckpointError, OSError):
+                continue
+            found.append(f"{path} (saved in epoch {c.get('epoch')} after step {c.get('global_step')})")
+    return ", ".join(found) if found else "none (no checkpoint had been written)"

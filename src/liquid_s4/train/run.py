@@ -19,7 +19,7 @@ import torch
 
 from ..allocator import tune_cpu_allocator
 from ..fileio import atomic_write, atomic_write_json
-from .checkpoint import AtomicCheckpointIO, verify_checkpoint
+from .checkpoint import AtomicCheckpointIO, load_checkpoint, verify_checkpoint
 from .checks import check_run
 from .config import RunConfig
 from .data import build_datamodule
@@ -183,20 +183,50 @@ def _fit(config: RunConfig, out: str, dm, resume: bool, quiet: bool, callbacks: 
 
 
 def evaluate(checkpoint: str, data_dir: str | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Test metrics of a checkpoint (.ckpt written by `train`)."""
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
-    verify_checkpoint(checkpoint)  # load_from_checkpoint does not go through the checksum-checking CheckpointIO
-    lit = LitSequenceModel.load_from_checkpoint(checkpoint, map_location="cpu")
+    """Test metrics of a checkpoint (.ckpt written by `train`), on the test split(s) of the run's own
+    data; `data_dir` replaces the stored data path (your arrays for a --data run, or the folder of a
+    named dataset)."""
+    lit = _load_for_eval(checkpoint)
     config = lit.run_config
-    if data_dir is not None:
-        config.data.data_dir = data_dir
+    config.data.data_dir = data_dir if data_dir is not None else _stored_data_dir(config, checkpoint)
     dm = build_datamodule(config.data, seed=config.trainer.seed)
     trainer = L.Trainer(logger=False, enable_progress_bar=not quiet, enable_model_summary=False, accelerator="auto", devices=1)
     metrics = _scalars(trainer.test(lit, datamodule=dm, verbose=False))
     if not quiet:
         print(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _load_for_eval(checkpoint: str) -> LitSequenceModel:
+    """The model of a training checkpoint, read once and verified (checkpoint.load_checkpoint)."""
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+    with open(checkpoint, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch.save's zip format
+            raise ValueError(
+                f"{checkpoint} is not a training checkpoint (not in the format torch.save writes; if it was one, it is damaged). "
+                "Pass a .ckpt file written by liquid-s4 train, e.g. RUN/checkpoints/best.ckpt"
+            )
+    ckpt = load_checkpoint(checkpoint)
+    hp = ckpt.get("hyper_parameters") or {}
+    if "config" not in hp or "info" not in hp:
+        raise ValueError(f"{checkpoint} is a checkpoint, but not one written by liquid-s4 train (it holds no run configuration)")
+    lit = LitSequenceModel(hp["config"], hp["info"])
+    lit.load_state_dict(ckpt["state_dict"])
+    return lit
+
+
+def _stored_data_dir(config: RunConfig, checkpoint: str) -> str | None:
+    """The run's data path; a relative one (runs from before paths were stored absolute) must exist
+    from the current folder, else a clear error naming the flag that passes the data."""
+    stored = config.data.data_dir
+    if stored and not os.path.isabs(stored) and not os.path.exists(stored):
+        flag = "--data PATH" if config.data.name == "arrays" else "--data-dir DIR"
+        raise FileNotFoundError(
+            f"the run of {checkpoint} read its data from {stored!r}, a path relative to the folder it was started from, and there "
+            f"is no {stored!r} in {os.getcwd()}: run eval from that folder, or pass the data: liquid-s4 eval {checkpoint} {flag}"
+        )
+    return stored
 
 
 def _has_rich() -> bool:
