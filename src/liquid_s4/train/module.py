@@ -90,13 +90,17 @@ class LitSequenceModel(L.LightningModule):
         # every process reduces the same stages in the same order, even one that saw no batch of a stage
         self._sums = {s: torch.zeros(len(self._additive()) + 1, dtype=torch.float64) for s in stages}
 
+    def _sum_dtype(self) -> torch.dtype:
+        return torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
+
     def _accumulate(self, stage: str, metrics: dict[str, torch.Tensor], n: torch.Tensor) -> None:
-        row = torch.stack([metrics[k].detach().double() * n for k in self._additive()] + [n.double()])
-        self._sums[stage] = self._sums[stage].to(row.device) + row
+        dtype = self._sum_dtype()
+        row = torch.stack([metrics[k].detach().to(dtype) * n for k in self._additive()] + [n.to(dtype)])
+        self._sums[stage] = self._sums[stage].to(row) + row
 
     def _log_exact(self) -> None:
         stages = list(self._sums)
-        sums = torch.stack([self._sums[s].to(self.device) for s in stages])
+        sums = torch.stack([self._sums[s].to(self.device, self._sum_dtype()) for s in stages])
         sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # over processes (a no-op for one)
         for stage, row in zip(stages, sums):
             if row[-1] == 0:
