@@ -2,8 +2,9 @@
 run folder is created or an epoch is trained (or with a traceback from deep inside Lightning) is
 refused up front with a ValueError that says what was expected and what to do.
 
-`check_run(config, out)` is called first thing by `train()`; it reads and creates nothing (the write
-test in the output folder creates one temporary file and removes it at once).
+`train()` calls `check_run(config, out)` before it loads the data or creates anything; the checks
+write nothing (the write test in the output folder creates one temporary file and removes it at once).
+`NonFiniteLossError` is what training raises at the first NaN/inf loss (see module.py).
 """
 
 from __future__ import annotations
