@@ -20,7 +20,7 @@ def reference_system(layer, rate: float = 1.0):
     dt = torch.exp(layer.log_dt.detach().double()) * rate  # (H,)
     H = layer.d_model
     if isinstance(layer, S4D):
-        A = torch.complex(-torch.exp(layer.log_A_real.double()).clamp(min=1e-4), layer.A_imag.double())
+        A = torch.complex(-(1e-4 + torch.exp(layer.log_A_real_gap.double())), layer.A_imag.double())
         B = torch.view_as_complex(layer.B.detach().double().contiguous())
         A, B = full(A), full(B)
         if layer.disc == "zoh":
@@ -32,7 +32,7 @@ def reference_system(layer, rate: float = 1.0):
         C = full(torch.view_as_complex(layer.C.detach().double().contiguous()))
         return torch.diag_embed(dA), dB, C
     if isinstance(layer, S4):
-        lam = torch.complex(-torch.exp(layer.log_A_real.double()).clamp(min=1e-4), layer.A_imag.double())
+        lam = torch.complex(-(1e-4 + torch.exp(layer.log_A_real_gap.double())), layer.A_imag.double())
         P = full(torch.view_as_complex(layer.P.detach().double().contiguous()))
         B = full(torch.view_as_complex(layer.B.detach().double().contiguous()))
         A = torch.diag_embed(full(lam)) - torch.einsum("rhn,rhm->hnm", P, P.conj())

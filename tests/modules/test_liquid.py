@@ -232,7 +232,7 @@ def test_gradients_reach_ssm_parameters_through_liquid_terms(base, kind, bidirec
         layer.zero_grad()
         u = torch.randn(2, 32, 4, dtype=dtype)
         liquid_part(layer, u).square().sum().backward()
-        ssm = [n for n, _ in layer.named_parameters() if n in ("log_A_real", "A_imag", "P", "B", "C", "log_dt")]
+        ssm = [n for n, _ in layer.named_parameters() if n in ("log_A_real_gap", "A_imag", "P", "B", "C", "log_dt")]
         assert len(ssm) == (6 if base[0] is S4 else 5)
         for name, p in layer.named_parameters():
             if name in ssm:

@@ -14,6 +14,7 @@ from ..ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
 from ..ops.liquid import SQUASHES, anticorrelations, correlations, delayed, last_inputs, product_skip
 from ..ops.recurrence import DiagonalRecurrence, _real
 from ..ops.state import DiscreteSSM
+from .snapshot import TensorSnapshot
 
 _NO_CONTEXT = contextlib.nullcontext()
 
@@ -26,16 +27,45 @@ def _hooked(*modules: nn.Module) -> bool:
 
 
 def _activation_step(act: nn.Module, y: torch.Tensor) -> torch.Tensor:
-    """`act(y)` for one step's small (B, H) tensor. Exact GELU on float32 CPU goes through oneDNN,
-    whose per-call setup (~30 us) dominates at this size; PyTorch's own kernel gives the same
-    function, so it is used here. Other activations are called as they are."""
-    if type(act) is nn.GELU and y.device.type == "cpu" and torch._C._get_mkldnn_enabled():
-        torch._C._set_mkldnn_enabled(False)
-        try:
-            return nn.functional.gelu(y, approximate=act.approximate)
-        finally:
-            torch._C._set_mkldnn_enabled(True)
+    """`act(y)` for one step's small (B, H) tensor. PyTorch sends exact GELU of a contiguous float
+    CPU tensor to oneDNN, whose per-call setup (~10-30 us) dominates at this size, and its own
+    vectorized kernel otherwise. Called on a non-contiguous view of y (the (2, B*H/2) reshape,
+    transposed) it runs that kernel: the same function, `nn.functional.gelu(y)` itself, ~3x faster
+    at batch 1. Nothing process-wide is touched (other threads' oneDNN use is unaffected). Other
+    activations, and sizes without such a view, are called as they are."""
+    if type(act) is nn.GELU and y.device.type == "cpu" and y.is_contiguous() and y.numel() % 2 == 0 and y.numel() >= 4:
+        return nn.functional.gelu(y.view(2, -1).t(), approximate=act.approximate).t().reshape(y.shape)
     return act(y)
+
+
+A_REAL_BOUND = 1e-4  # every mode decays: Re A <= -A_REAL_BOUND for any parameter value
+
+
+def real_part(gap: torch.Tensor) -> torch.Tensor:
+    """Re A = -(1e-4 + exp(gap)) from the parameter `log_A_real_gap`: smooth and below -1e-4 for any
+    gap. d Re A / d gap = -(distance to the bound) is never zero (a clamp at the bound gave exactly
+    zero and froze every mode that reached it); it shrinks as a mode approaches the bound, as for
+    the usual log parametrization of -Re A at 0."""
+    return -(A_REAL_BOUND + torch.exp(gap))
+
+
+def real_part_parameter(re: torch.Tensor) -> torch.Tensor:
+    """The initial `log_A_real_gap` (float64) for real parts `re`: log(-re - 1e-4), so that
+    `real_part` gives back `re` up to rounding wherever re <= -2e-4 (LegS, all S4D inits). Modes on
+    or near the imaginary axis (Re = 0: every mode of LegT, LagT and FouT) start at Re A = -2e-4."""
+    return torch.log((-re.double() - A_REAL_BOUND).clamp(min=A_REAL_BOUND))
+
+
+def _upgrade_A_real(state_dict: dict, prefix: str) -> None:
+    """Convert the `log_A_real` of layers saved before `log_A_real_gap` (Re A = -max(exp(x), 1e-4))
+    in place: gap = log(exp(x) - 1e-4), with modes that sat on the bound (or within 1e-7 of it) put
+    at Re A = -(1e-4 + 1e-7). The converted layer computes what the saved one did, to ~1e-7 in Re A."""
+    old, new = prefix + "log_A_real", prefix + "log_A_real_gap"
+    if old in state_dict and new not in state_dict:
+        x = state_dict.pop(old)
+        gap = torch.log((torch.exp(x.double()) - A_REAL_BOUND).clamp(min=1e-7))
+        state_dict[new] = gap.to(x.dtype)
+
 
 ACTIVATIONS = {
     None: nn.Identity,
@@ -126,7 +156,7 @@ class SSMLayer(nn.Module):
         self.dt_min, self.dt_max, self.init, self.disc = dt_min, dt_max, init, disc
         self.bidirectional, self.transposed, self.lr = bidirectional, transposed, lr
         self.freeze = tuple(freeze)
-        self.rate = 1.0
+        self._rate = 1.0
         self._step_cache = None
         self._kernel_cache = None
 
@@ -156,6 +186,67 @@ class SSMLayer(nn.Module):
         state = super().__getstate__()
         return {**state, "_step_cache": None, "_kernel_cache": None}
 
+    def __setstate__(self, state):
+        if "rate" in state:  # pickled before `rate` was checked
+            state["_rate"] = state.pop("rate")
+        super().__setstate__(state)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Also loads weights saved before the parameter `log_A_real` became `log_A_real_gap`
+        (converted, see `_upgrade_A_real`)."""
+        _upgrade_A_real(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ---- rate --------------------------------------------------------------------------------
+    @property
+    def rate(self) -> float:
+        """Default `rate` of forward and step (a multiplier of every dt): a finite number > 0."""
+        return self._rate
+
+    @rate.setter
+    def rate(self, value) -> None:
+        self._rate = self._check_rate(value)
+
+    def _check_rate(self, rate) -> float:
+        """rate as a float, or a ValueError unless it is a finite number > 0."""
+        try:
+            r = float(rate)
+        except (TypeError, ValueError, RuntimeError):
+            r = None
+        if r is None or isinstance(rate, bool) or not (math.isfinite(r) and r > 0):
+            raise ValueError(
+                f"{type(self).__name__}: rate must be a finite number > 0 (it multiplies the step size dt), got {rate!r}"
+            )
+        return r
+
+    # ---- precision ---------------------------------------------------------------------------
+    def _apply(self, fn, *args, **kwargs):
+        """Module conversions (`.to`, `.half()`, `.bfloat16()`, `.cuda()`, ...) apply to the layer as
+        usual, except that the SSM tensors (every own parameter and buffer but D) are never stored
+        below float32: converting the layer to float16 or bfloat16 keeps them in float32 (moved to the
+        new device), and the SSM part (kernels, FFT convolution, state) runs in float32 while D, the
+        output block and the outputs take the new dtype. Half-precision complex FFTs and discretization
+        would lose the SSM's long memory, and are not implemented on CPU."""
+        before = {n: t.detach() for n, t in self._ssm_tensors() if t.is_floating_point()}  # the values, not the objects
+        out = super()._apply(fn, *args, **kwargs)
+        for name, old in before.items():
+            t = getattr(self, name)
+            if t.dtype not in (torch.float16, torch.bfloat16):
+                continue
+            keep = old.to(device=t.device, dtype=torch.float32)
+            if name in self._buffers:
+                self._buffers[name] = keep
+                continue
+            t.data = keep
+            if t.grad is not None:
+                t.grad = t.grad.to(torch.float32)
+        return out
+
+    def _ssm_tensors(self):
+        """(name, tensor) of the layer's own parameters and buffers except D."""
+        own = (*self._parameters.items(), *self._buffers.items())
+        return [(n, t) for n, t in own if n != "D" and t is not None]
+
     # ---- parameters ------------------------------------------------------------------------
     ssm_parameter_names: tuple[str, ...] = ()
 
@@ -180,7 +271,8 @@ class SSMLayer(nn.Module):
 
     @property
     def _dtype(self) -> torch.dtype:
-        return self.D.dtype
+        """The precision of the SSM part (float32 or float64; see `_apply`)."""
+        return self.log_dt.dtype
 
     # ---- subclass API ------------------------------------------------------------------------
     def _init_ssm(self) -> None:
@@ -196,16 +288,19 @@ class SSMLayer(nn.Module):
         """Convolution kernel (channels * (2 if bidirectional else 1), H, L)."""
         return self._kernels(L, rate)[0]
 
-    def _tensor_key(self) -> tuple:
-        """Identifies the current values of the layer's own tensors (not the output layers'): each
-        tensor object (held, so a freed one's address or id cannot come back as a false match), its
-        storage and its in-place version counter. Keys the step and kernel caches (`_same_tensors`)."""
-        return tuple((t, t.data_ptr(), t._version) for t in (*self._parameters.values(), *self._buffers.values()))
+    def _own_tensors(self) -> tuple:
+        return (*self._parameters.values(), *self._buffers.values())
 
-    def _same_tensors(self, key: tuple) -> bool:
-        """Whether `key` (from `_tensor_key`) still describes the layer's tensors."""
-        now = self._tensor_key()
-        return len(now) == len(key) and all(a is b and pa == pb and va == vb for (a, pa, va), (b, pb, vb) in zip(now, key))
+    def _tensor_key(self) -> TensorSnapshot:
+        """A snapshot of the layer's own tensors (not the output layers'): which tensors, their storage,
+        layout and version counter, and a bitwise copy of their values. Keys the step and kernel caches
+        (`_same_tensors`), so that no way of changing a value (in place, through `.data` or a numpy
+        view, `load_state_dict`, an EMA update, moving or converting the layer) leaves a stale entry."""
+        return TensorSnapshot(self._own_tensors())
+
+    def _same_tensors(self, key: TensorSnapshot) -> bool:
+        """Whether `key` (from `_tensor_key`) still describes the layer's tensors, values included."""
+        return key.matches(self._own_tensors())
 
     def _needs_graph(self) -> bool:
         """Whether a gradient can reach the layer's parameters from this call."""
@@ -290,7 +385,7 @@ class SSMLayer(nn.Module):
         next_state is each sequence's state after its own last input.
         rate: multiplies dt (rate=2 runs a layer trained at 16 kHz on 8 kHz input).
         """
-        rate = self.rate if rate is None else rate
+        rate = self._rate if rate is None else self._check_rate(rate)
         x = self._check_input(u)  # (B, H, L)
         B, H, L = x.shape
         mask = None
@@ -332,7 +427,7 @@ class SSMLayer(nn.Module):
     def _with_skip(self, k: torch.Tensor) -> torch.Tensor:
         """k (n_c, H, L) with D added at lag 0 of the forward kernels: conv(u, k) + D u as one
         convolution, so the skip costs no (B, C, H, L) pass forward or backward."""
-        return k + nn.functional.pad(self.D[..., None], (0, k.shape[-1] - 1, 0, 0, 0, k.shape[0] - self.channels))
+        return k + nn.functional.pad(self.D.to(k.dtype)[..., None], (0, k.shape[-1] - 1, 0, 0, 0, k.shape[0] - self.channels))
 
     def _liquid_conv(self, x: torch.Tensor, hist: torch.Tensor | None, L: int, rate: float):
         """Convolution (with the D skip) plus liquid terms. x (B, H, L) -> (y (B, C, H, L), v, g): v the
@@ -374,6 +469,8 @@ class SSMLayer(nn.Module):
         if skip is not None:
             y = torch.addcmul(y, skip, u[:, None])
         y = self.dropout(self.activation(y.flatten(1, 2)))  # (B, C*H, L)
+        if y.dtype != self.D.dtype:  # a float16/bfloat16 layer (float32 SSM part, see `_apply`)
+            y = y.to(self.D.dtype)
         if not self.transposed:
             return self.output_linear(y.transpose(1, 2))
         return self._output_channels_first(y)
@@ -434,16 +531,18 @@ class SSMLayer(nn.Module):
         return DiagonalRecurrence(sys.dA, sys.dB, sys.C, extra)
 
     def _stepper(self, rate: float):
-        """(discrete system, fast recurrence or None, D flattened (C*H,), PB read-out coefficients)
-        for stepping without gradients, recomputed whenever the layer's own tensors change (cached
-        otherwise). The PB coefficients are a list of P-1 flattened (C*H,) tensors C B_bar^p, or None."""
+        """(discrete system, fast recurrence or None, D flattened (C*H,), PB read-out coefficients, the
+        SSM dtype) for stepping without gradients, recomputed whenever the layer's own tensors change
+        in any way (cached otherwise, see `_tensor_key`). The PB coefficients are a list of P-1
+        flattened (C*H,) tensors C B_bar^p, or None."""
         cache = self._step_cache
         if cache is None or cache[0][0] != rate or not self._same_tensors(cache[0][1]):
             key = (rate, self._tensor_key())
             with torch.no_grad():
                 sys = self._system(rate)
                 pb = [c.reshape(-1) for c in sys.liquid_coef] if self.liquid_kernel == "pb" else None
-                self._step_cache = (key, (sys, self._recurrence(sys, rate), self.D.reshape(-1), pb))
+                dtype = self._dtype
+                self._step_cache = (key, (sys, self._recurrence(sys, rate), self.D.reshape(-1).to(dtype), pb, dtype))
         return self._step_cache[1]
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float | None = None):
@@ -466,18 +565,18 @@ class SSMLayer(nn.Module):
             raise TypeError(f"{name}.step: expected a floating-point input, got dtype {u_t.dtype}")
         self._check_state(state, u_t.shape[0])
         D = self.D
-        if u_t.dtype != D.dtype:
-            u_t = u_t.to(D.dtype)
-        rate = self.rate if rate is None else rate
-        # the SSM part runs in the layer's own precision, also under autocast (as in forward)
+        rate = self._rate if rate is None else self._check_rate(rate)
+        # the SSM part runs in the SSM tensors' precision, also under autocast (as in forward)
         with torch.autocast(device_type=u_t.device.type, enabled=False) if torch.is_autocast_enabled(u_t.device.type) else _NO_CONTEXT:
             if self._needs_graph():
-                sys, rec = self._system(rate), None  # differentiable, not cached
+                sys, rec, dtype = self._system(rate), None, self._dtype  # differentiable, not cached
             else:
-                sys, rec, D_flat, pb = self._stepper(rate)
+                sys, rec, D_flat, pb, dtype = self._stepper(rate)
+            if u_t.dtype != dtype:
+                u_t = u_t.to(dtype)
             if rec is None:
                 y, state = self._step_ref(sys, u_t, state)
-                y = torch.addcmul(y, D, u_t[:, None]).flatten(1)  # (B, C*H): the D skip
+                y = torch.addcmul(y, D.to(dtype), u_t[:, None]).flatten(1)  # (B, C*H): the D skip
             else:
                 y, state = self._step_fast(rec, pb, u_t, state)
                 y.addcmul_(D_flat, u_t if self.channels == 1 else u_t.repeat(1, self.channels))
@@ -485,6 +584,8 @@ class SSMLayer(nn.Module):
         y = _activation_step(self.activation, y)
         if self.training and type(self.dropout) is not nn.Identity:
             y = self.dropout(y)
+        if y.dtype != D.dtype:  # a float16/bfloat16 layer: its output block and outputs
+            y = y.to(D.dtype)
         return self._output_step(y), state
 
     def _output_step(self, y: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,9 @@ class CUDAGraphStep:
         stream.reset()                # back to the zero state (or reset(state))
 
     The graph holds the layer's step setup (discretization, recurrence coefficients) as it was at
-    capture: calling after the layer's parameters changed raises; build a new one. Runs under
+    capture: calling after any of the layer's own tensors changed (in any way: in place, through
+    `.data`, `load_state_dict`, ...; compared bitwise with a snapshot, see `SSMLayer._tensor_key`)
+    raises; build a new one. Runs under
     no_grad (inference only). The returned y_t is a fresh tensor unless `clone_output=False`, which
     returns the graph's output buffer itself (overwritten by the next call).
     """

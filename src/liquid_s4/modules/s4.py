@@ -10,7 +10,7 @@ from ..ops.hippo import MEASURES, nplr
 from ..ops.kernels import irfft_first, kernel_dplr_hat
 from ..ops.recurrence import DPLRRecurrence
 from ..ops.state import DiscreteSSM
-from .base import SSMLayer
+from .base import SSMLayer, real_part, real_part_parameter
 
 
 def _times_power(C: torch.Tensor, dA: torch.Tensor, L: int) -> torch.Tensor:
@@ -28,7 +28,13 @@ class S4(SSMLayer):
     as C~ = C (I - A_bar^L) at the kernel length L = `l_kernel` (a buffer): if l_max is given
     L = l_max; otherwise L is set by the first forward call (C is converted), and it doubles,
     C~ <- C~ (I + A_bar^L), whenever a longer sequence arrives. Stepping and state passing use the
-    equivalent dense system with C = C~ (I - A_bar^L)^{-1}.
+    equivalent dense system with C = C~ (I - A_bar^L)^{-1}. These conversions (A_bar^L and the
+    solve) run in float64 whatever the layer's precision: for modes with Re Lambda near the bound,
+    I - A_bar^L is nearly singular and float32 would lose C.
+
+    Lambda = -(1e-4 + exp(log_A_real_gap)) + i A_imag: Re Lambda < -1e-4 for any parameter value,
+    with a gradient that never vanishes. LegS starts at its Lambda (Re = -1/2) up to rounding;
+    LegT, LagT and FouT, whose normal parts have Re Lambda = 0, start at Re Lambda = -2e-4.
 
     Args as S4D, with init in (legs, legt, lagt, fout) and disc = bilinear only (the generating
     function of the DPLR kernel needs it; use S4D or LSSL for zoh). freeze: any of "A", "P", "B",
@@ -47,9 +53,9 @@ class S4(SSMLayer):
         n_c = self.channels * (2 if self.bidirectional else 1)
         Lambda, P, B, _ = nplr(self.init, self.d_state)
         Lambda, P, B = Lambda.expand(H, N2), P[:, None].expand(-1, H, N2), B.expand(H, N2)
-        self._register("log_A_real", torch.log((-Lambda.real).clamp(min=1e-4)).float(), "A")
+        self._register("log_A_real_gap", real_part_parameter(Lambda.real).float(), "A")
         self._register("A_imag", Lambda.imag.float(), "A")
-        self._register("P", torch.view_as_real(P.to(torch.complex64)).clone(), "P")
+        self._register("P", torch.view_as_real(P.to(torch.complex64)).contiguous().clone(), "P")
         self._register("B", torch.view_as_real(B.to(torch.complex64)).clone(), "B")
         C = torch.randn(n_c, H, N2, dtype=torch.complex64)
         self._register("C", torch.view_as_real(C).clone(), "C", ssm_lr=False)
@@ -57,45 +63,50 @@ class S4(SSMLayer):
         self.register_buffer("l_kernel", torch.tensor(self.l_max or 0, dtype=torch.long))
 
     def _Lambda(self) -> torch.Tensor:
-        return torch.complex(-torch.exp(self.log_A_real).clamp(min=1e-4), self.A_imag)  # (H, N/2)
+        return torch.complex(real_part(self.log_A_real_gap), self.A_imag)  # (H, N/2)
 
-    def dense(self, rate: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A_bar, B_bar) of the full 2*(N/2)-dimensional system in the eigenbasis: (H, N, N), (H, N)."""
-        lam = self._Lambda()
+    def dense(self, rate: float = 1.0, wide: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A_bar, B_bar) of the full 2*(N/2)-dimensional system in the eigenbasis: (H, N, N), (H, N).
+        wide: in complex128 (differentiable casts of the parameters), else in the layer's precision."""
+        lam, dt = self._Lambda(), self._dt(rate)
         P, B = torch.view_as_complex(self.P), torch.view_as_complex(self.B)
+        if wide:
+            lam, P, B, dt = lam.to(torch.complex128), P.to(torch.complex128), B.to(torch.complex128), dt.double()
         lam, P, B = (torch.cat([x, x.conj()], -1) for x in (lam, P, B))
         A = torch.diag_embed(lam) - torch.einsum("rhn,rhm->hnm", P, P.conj())
-        return discretize_gbt(A, B, self._dt(rate))
+        return discretize_gbt(A, B, dt)
 
     def _C_full(self) -> torch.Tensor:
         C = torch.view_as_complex(self.C)
         return torch.cat([C, C.conj()], -1)
 
-    def _C_true(self) -> torch.Tensor:
-        """C = C~ (I - A_bar^L)^{-1} for L = l_kernel (C~ itself while l_kernel is 0), full basis."""
+    def _C_true(self, wide: bool = False) -> torch.Tensor:
+        """C = C~ (I - A_bar^L)^{-1} for L = l_kernel (C~ itself while l_kernel is 0), full basis,
+        computed in float64; returned in complex128 if `wide`, else in the layer's precision."""
         C = self._C_full()
         Lk = int(self.l_kernel)
         if Lk == 0:
-            return C
-        dA, _ = self.dense()
+            return C.to(torch.complex128) if wide else C
+        dA, _ = self.dense(wide=True)
         M = torch.eye(dA.shape[-1], dtype=dA.dtype, device=dA.device) - torch.linalg.matrix_power(dA, Lk)
-        return torch.linalg.solve(M.mT, C.permute(1, 2, 0)).permute(2, 0, 1)  # C M = C~
+        out = torch.linalg.solve(M.mT, C.to(dA.dtype).permute(1, 2, 0)).permute(2, 0, 1)  # C M = C~
+        return out if wide else out.to(C.dtype)
 
     @torch.no_grad()
     def _setup_length(self, L: int) -> None:
-        """Make l_kernel >= L, rewriting C~ so that the underlying C is unchanged."""
+        """Make l_kernel >= L, rewriting C~ (in float64) so that the underlying C is unchanged."""
         Lk = int(self.l_kernel)
         if Lk >= L:
             return
-        dA, _ = self.dense()
-        C, N2 = self._C_full(), self.d_state // 2
+        dA, _ = self.dense(wide=True)
+        C, N2 = self._C_full().to(torch.complex128), self.d_state // 2
         if Lk == 0:  # C holds C itself: C~ = C (I - A_bar^L)
             C = C - _times_power(C, dA, L)
             Lk = L
         while Lk < L:  # C~_{2L} = C~_L (I + A_bar^L)
             C = C + _times_power(C, dA, Lk)
             Lk *= 2
-        self.C.copy_(torch.view_as_real(C[..., :N2].contiguous()))
+        self.C.copy_(torch.view_as_real(C[..., :N2].to(self.C.dtype.to_complex()).contiguous()))
         self.l_kernel.fill_(Lk)
 
     def _kernels(self, L: int, rate: float = 1.0, powers: tuple[int, ...] = (), L_powers: int = 0):
@@ -112,10 +123,10 @@ class S4(SSMLayer):
         if rate == 1.0:
             self._setup_length(L)
             C, Lk = torch.view_as_complex(self.C), int(self.l_kernel)
-        else:  # re-derive C~ for the new step size at exactly this length
-            dA, _ = self.dense(rate)
-            C = self._C_true()
-            C = (C - _times_power(C, dA, L))[..., : self.d_state // 2]
+        else:  # re-derive C~ for the new step size at exactly this length (in float64)
+            dA, _ = self.dense(rate, wide=True)
+            C = self._C_true(wide=True)
+            C = (C - _times_power(C, dA, L))[..., : self.d_state // 2].to(lam.dtype)
             Lk = L
         K_hat = kernel_dplr_hat(lam, P, Bs, C, dt, Lk)  # (1 + len(powers), n_c, H, Lk // 2 + 1)
         if not powers:

@@ -11,7 +11,7 @@ from ..ops.discretize import discretize_diag
 from ..ops.hippo import nplr
 from ..ops.kernels import vandermonde
 from ..ops.state import DiscreteSSM
-from .base import SSMLayer
+from .base import SSMLayer, real_part, real_part_parameter
 
 S4D_INITS = ("lin", "inv", "legs", "real", "random")
 
@@ -47,8 +47,9 @@ class S4D(SSMLayer):
 
         x_k = A_bar x_{k-1} + B_bar u_k,  y_k = 2 Re(C x_k) + D u_k,  K_bar[l] = 2 Re(C A_bar^l B_bar)
 
-    A = -exp(log_A_real) + i A_imag (real part kept <= -1e-4), discretized by `disc` (zoh or bilinear)
-    with step dt = exp(log_dt) (log-uniform in [dt_min, dt_max] at init).
+    A = -(1e-4 + exp(log_A_real_gap)) + i A_imag (real part < -1e-4 for any parameter value, with a
+    gradient that never vanishes; the init's A up to rounding), discretized by `disc` (zoh or
+    bilinear) with step dt = exp(log_dt) (log-uniform in [dt_min, dt_max] at init).
 
     Args: d_model (H), d_state (N, even), l_max (None = any length), channels, dt_min, dt_max,
     init (lin, inv, legs, real, random), disc (zoh, bilinear), bidirectional, dropout, activation,
@@ -68,7 +69,7 @@ class S4D(SSMLayer):
         n_c = self.channels * (2 if self.bidirectional else 1)
         A, B = s4d_init(self.init, self.d_state)
         A, B = A.expand(H, N2), B.expand(H, N2)
-        self._register("log_A_real", torch.log((-A.real).clamp(min=1e-4)).float(), "A")
+        self._register("log_A_real_gap", real_part_parameter(A.real).float(), "A")
         self._register("A_imag", A.imag.float(), "A")
         self._register("B", torch.view_as_real(B.to(torch.complex64)).clone(), "B")
         C = torch.randn(n_c, H, N2, dtype=torch.complex64)  # variance 1/2 per component
@@ -76,7 +77,7 @@ class S4D(SSMLayer):
         self._register("log_dt", self._init_log_dt(), "dt")
 
     def _A(self) -> torch.Tensor:
-        return torch.complex(-torch.exp(self.log_A_real).clamp(min=1e-4), self.A_imag)  # (H, N/2)
+        return torch.complex(real_part(self.log_A_real_gap), self.A_imag)  # (H, N/2)
 
     def _discretize(self, rate: float):
         A, B = self._A(), torch.view_as_complex(self.B)

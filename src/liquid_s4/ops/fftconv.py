@@ -62,6 +62,10 @@ class _FFTConvSum(torch.autograd.Function):
         us, ks = tensors[:count], tensors[count:]
         L = us[0].shape[-1]
         n = fft_size(L)
+        ctx.empty = us[0].numel() == 0
+        if ctx.empty:  # an empty batch (the FFT libraries reject it): an empty output, zero gradients
+            ctx.like = [torch.zeros_like(t) for t in tensors]
+            return us[0].new_zeros(us[0].shape[0], ks[0].shape[0], *us[0].shape[1:])
         Us = [torch.fft.rfft(u, n=n) for u in us]  # (B, H, n/2+1)
         Ks = [torch.fft.rfft(_spread(k, L, n), n=n) for k in ks]  # (C, H, n/2+1)
         y_f = Us[0][:, None] * Ks[0]
@@ -73,6 +77,8 @@ class _FFTConvSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.empty:
+            return (None, *ctx.like)
         count, L, n = ctx.count, ctx.L, ctx.n
         saved = ctx.saved_tensors
         Us, Ks = saved[:count], saved[count:]
