@@ -11,6 +11,7 @@ import torch
 from torch.autograd import gradcheck
 
 from liquid_s4 import LSSL, S4, S4D, LiquidS4, ModelConfig, SequenceModel
+from liquid_s4.modules import snapshot
 from liquid_s4.modules.base import _activation_step, real_part
 from liquid_s4.ops.hippo import nplr
 
@@ -229,6 +230,27 @@ def test_sequence_model_after_an_ema_update_equals_a_fresh_copy():
         fresh = SequenceModel(cfg).eval()
         fresh.load_state_dict(ema.state_dict())
         assert torch.allclose(ema(x), fresh(x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("edit", [_edit_data_add, _edit_numpy], ids=["data_add", "numpy"])
+def test_caches_follow_edits_without_memcmp(monkeypatch, edit):
+    """The comparison used off the CPU (and where libc's memcmp is missing): torch.equal over bytes."""
+    monkeypatch.setattr(snapshot, "_MEMCMP", None)
+    test_caches_follow_parameter_edits("s4", edit)
+
+
+def test_snapshot_sees_every_change():
+    a, b = torch.zeros(3, 4), torch.zeros(2, dtype=torch.long)
+    snap = snapshot.TensorSnapshot([a, b])
+    assert snap.matches([a, b]) and not snap.matches([a]) and not snap.matches([b, a])
+    a.data[1, 2] = -0.0  # a different bit pattern, equal as a number
+    assert not snap.matches([a, b])
+    a.data[1, 2] = 0.0
+    assert snap.matches([a, b])
+    a.data = a.data.t().contiguous().t()  # same values, another storage
+    assert not snap.matches([a, b])
+    a2 = torch.full((4,), float("nan"))
+    assert snapshot.TensorSnapshot([a2]).matches([a2])  # NaN equals itself bitwise
 
 
 def test_snapshot_ignores_unrelated_calls():

@@ -383,7 +383,14 @@ class SSMLayer(nn.Module):
         returned only when a state is passed, else None. lengths: (B,) valid lengths of
         right-padded sequences; padded inputs are ignored, outputs there are zero, and
         next_state is each sequence's state after its own last input.
-        rate: multiplies dt (rate=2 runs a layer trained at 16 kHz on 8 kHz input).
+        rate: multiplies dt (rate=2 runs a layer trained at 16 kHz on 8 kHz input); a finite
+        number > 0 (else a ValueError), default `self.rate`.
+
+        Non-finite inputs: the convolution runs through FFTs over the whole sequence, so one NaN or
+        inf input makes every output of that sequence NaN, earlier steps included (the FFT mixes
+        all positions of its channel, the output projection all channels); the next state is NaN
+        in that channel. Other sequences of the batch are unaffected. `step` affects only the
+        current and later steps. An empty batch (B = 0) gives empty outputs.
         """
         rate = self._rate if rate is None else self._check_rate(rate)
         x = self._check_input(u)  # (B, H, L)
