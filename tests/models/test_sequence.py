@@ -261,6 +261,40 @@ def test_pretrained_without_checksums_loads_unchecked(tmp_path):
     for k, v in m.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
 
+def test_pretrained_from_before_log_A_real_gap_loads_converted(tmp_path):
+    """A model saved when S4/S4D stored Re A as `log_A_real` (Re A = -max(exp(x), 1e-4); no checksum
+    header) loads into the current parametrization and computes the same outputs."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    for layer in ("s4", "s4d"):
+        m = SequenceModel(d_input=2, d_output=3, d_model=8, n_layers=2, layer=layer, layer_args={"d_state": 8}).double().eval()
+        m.save_pretrained(tmp_path / layer)
+        old = {}
+        for k, v in m.state_dict().items():
+            if k.endswith("log_A_real_gap"):  # the same Re A, stored the old way
+                k, v = k[: -len("_gap")], torch.log(1e-4 + torch.exp(v))
+            old[k] = v.contiguous()
+        assert any(k.endswith("log_A_real") for k in old)
+        save_file(old, str(tmp_path / layer / "model.safetensors"))
+        loaded = SequenceModel.from_pretrained(tmp_path / layer).eval()
+        x = torch.randn(2, 16, 2, dtype=torch.float64)
+        torch.testing.assert_close(loaded(x), m(x), rtol=1e-6, atol=1e-6)
+
+
+def test_pretrained_half_precision_keeps_its_dtype(tmp_path):
+    """A bfloat16 model (SSM parameters kept in float32 by the layers) is rebuilt in bfloat16."""
+    torch.manual_seed(0)
+    m = SequenceModel(d_input=2, d_output=3, d_model=8, n_layers=2, layer="s4d", layer_args={"d_state": 8}).bfloat16().eval()
+    m.save_pretrained(tmp_path)
+    loaded = SequenceModel.from_pretrained(tmp_path).eval()
+    assert loaded.decoder.weight.dtype == torch.bfloat16
+    for k, v in m.state_dict().items():
+        assert loaded.state_dict()[k].dtype == v.dtype and torch.equal(loaded.state_dict()[k], v), k
+    x = torch.randn(2, 16, 2).bfloat16()
+    assert torch.equal(loaded(x), m(x))
+
+
 def test_step_errors():
     m = model(norm="batch", **STACKS[2]).train()
     with pytest.raises(RuntimeError, match="eval mode"):

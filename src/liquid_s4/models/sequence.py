@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..fileio import atomic_write, atomic_write_json
 from ..modules import LSSL, S4, S4D, LiquidS4
-from ..modules.base import _hooked
+from ..modules.base import SSMLayer, _hooked, upgrade_A_real
 
 LAYERS = {"s4": S4, "s4d": S4D, "lssl": LSSL, "liquid_s4": LiquidS4}
 NORMS = ("layer", "batch")
@@ -349,14 +349,19 @@ class SequenceModel(nn.Module):
             raise ValueError(f"{w_path} is not a readable safetensors file ({e}); it may be truncated or corrupt") from e
         _check_sums(sums, weights, model_cfg, w_path, cfg_path)
         model = cls(ModelConfig.from_dict({**model_cfg, **overrides}))
-        dtypes = {t.dtype for t in weights.values() if t.is_floating_point()}
-        if len(dtypes) == 1:
-            model = model.to(dtypes.pop())
+        dtype = _saved_dtype(weights)
+        if dtype is not None:
+            model = model.to(dtype)
         model.load_weights(weights, source=str(w_path))
         return model.to(map_location)
 
     def load_weights(self, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """load_state_dict with an error that lists missing, unexpected and mis-shaped tensors."""
+        """load_state_dict with an error that lists missing, unexpected and mis-shaped tensors. Weights
+        saved by earlier versions are converted first (an SSM layer's `log_A_real`: see `upgrade_A_real`)."""
+        weights = dict(weights)
+        for name, m in self.named_modules():
+            if isinstance(m, SSMLayer):
+                upgrade_A_real(weights, f"{name}." if name else "")
         own = self.state_dict()
         missing = sorted(set(own) - set(weights))
         unexpected = sorted(set(weights) - set(own))
@@ -398,3 +403,15 @@ def _check_sums(sums: dict[str, str], weights: dict[str, torch.Tensor], model_cf
         raise ValueError(f"{cfg_path} does not match the model config saved with the weights in {w_path} (the file was "
                          "changed or damaged after saving); restore it, or save the model again. To change settings "
                          "such as dropout when loading, pass them to from_pretrained(directory, key=value) instead")  # fmt: skip
+
+
+def _saved_dtype(weights: dict[str, torch.Tensor]) -> torch.dtype | None:
+    """The dtype a saved model was used in: that of its floating-point weights, where float16 or
+    bfloat16 models keep their SSM parameters in float32 (see SSMLayer); None if it is ambiguous."""
+    dtypes = {t.dtype for t in weights.values() if t.is_floating_point()}
+    half = dtypes & {torch.float16, torch.bfloat16}
+    if len(dtypes) == 1:
+        return dtypes.pop()
+    if len(half) == 1 and dtypes - half == {torch.float32}:
+        return half.pop()
+    return None

@@ -56,7 +56,7 @@ def real_part_parameter(re: torch.Tensor) -> torch.Tensor:
     return torch.log((-re.double() - A_REAL_BOUND).clamp(min=A_REAL_BOUND))
 
 
-def _upgrade_A_real(state_dict: dict, prefix: str) -> None:
+def upgrade_A_real(state_dict: dict, prefix: str) -> None:
     """Convert the `log_A_real` of layers saved before `log_A_real_gap` (Re A = -max(exp(x), 1e-4))
     in place: gap = log(exp(x) - 1e-4), with modes that sat on the bound (or within 1e-7 of it) put
     at Re A = -(1e-4 + 1e-7). The converted layer computes what the saved one did, to ~1e-7 in Re A."""
@@ -193,8 +193,8 @@ class SSMLayer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Also loads weights saved before the parameter `log_A_real` became `log_A_real_gap`
-        (converted, see `_upgrade_A_real`)."""
-        _upgrade_A_real(state_dict, prefix)
+        (converted, see `upgrade_A_real`)."""
+        upgrade_A_real(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- rate --------------------------------------------------------------------------------
