@@ -225,8 +225,13 @@ def test_mixed_label_types_across_splits_are_refused(tmp_path):
     rng = np.random.default_rng(7)
     train = {"x": rng.normal(size=(20, 4)), "y": rng.integers(0, 3, 20)}
     root = write_npz_dir(tmp_path / "m", train=train, val={"x": rng.normal(size=(6, 4)), "y": rng.integers(0, 3, 6).astype(np.float32)})
-    with pytest.raises(DataError, match=r"m: y has different types in different splits: train.npz has int64 \(integers\), "
-                                        r"val.npz has float32 \(floats\).*data.options.task"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=(
+            r"m: y has different types in different splits: train.npz has int64 \(integers\), "
+            r"val.npz has float32 \(floats\).*data.options.task"
+        ),
+    ):
         build_dataset(spec(root))
     d = build_dataset(spec(root, task="classification"))  # the user said which task: both are class ids
     assert d.info.task == "classification" and d.info.d_output == 3 and stack(d.val)[1].dtype == torch.int64
@@ -239,14 +244,23 @@ def test_single_class_is_refused_and_unseen_classes_warned(tmp_path):
     rng = np.random.default_rng(8)
     x = rng.normal(size=(12, 4))
     write_npz(tmp_path / "one.npz", x=x, y=np.full(12, 3))
-    with pytest.raises(DataError, match=r"one.npz: classification needs at least 2 classes, but every training label is 3.*"
-                                        r"task=regression"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=(
+            r"one.npz: classification needs at least 2 classes, but every training label is 3.*"
+            r"task=regression"
+        ),
+    ):
         build_dataset(spec(tmp_path / "one.npz"))
     root = write_npz_dir(tmp_path / "n", train={"x": x, "y": np.array(["cat"] * 12)}, val={"x": x[:4], "y": np.array(["cat", "dog"] * 2)})
     with pytest.raises(DataError, match="every training label is 'cat'"):
         build_dataset(spec(root))
-    root = write_npz_dir(tmp_path / "u", train={"x": x, "y": np.arange(12) % 2}, val={"x": x[:4], "y": np.array([0, 1, 2, 5])},
-                         test={"x": x[:2], "y": np.array([1, 0])})  # fmt: skip
+    root = write_npz_dir(
+        tmp_path / "u",
+        train={"x": x, "y": np.arange(12) % 2},
+        val={"x": x[:4], "y": np.array([0, 1, 2, 5])},
+        test={"x": x[:2], "y": np.array([1, 0])},
+    )
     with pytest.warns(UserWarning, match=r"the val split has class\(es\) \[2, 5\] that never occur in the training split") as w:
         d = build_dataset(spec(root))
     assert d.info.d_output == 6 and not [m for m in w if "test split" in str(m.message)]

@@ -26,11 +26,15 @@ def fake_checkpoint(seed=0):
         "epoch": 3,
         "global_step": 40,
         "state_dict": {"model.w": w, "model.b": torch.zeros(64, dtype=torch.float64), "model.n": torch.tensor(7)},
-        "optimizer_states": [{"state": {0: {"exp_avg": w * 0.5, "step": torch.tensor(40.0)}},
-                              "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": None, "params": [0]}]}],
+        "optimizer_states": [
+            {
+                "state": {0: {"exp_avg": w * 0.5, "step": torch.tensor(40.0)}},
+                "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": None, "params": [0]}],
+            }
+        ],
         "torch_rng_state": torch.randint(0, 255, (16,), dtype=torch.uint8, generator=g),
         "hyper_parameters": {"config": {"model": {"d_model": 16}}, "info": {"task": "classification"}},
-    }  # fmt: skip
+    }
 
 
 def tensor_offset(path, t: torch.Tensor) -> int:
@@ -72,8 +76,15 @@ def test_digest_covers_every_tensor_and_value():
 
 
 def test_digest_survives_save_and_load_of_any_dtype(tmp_path):
-    c = {"state_dict": {"h": torch.randn(3, dtype=torch.bfloat16), "z": torch.randn(4, dtype=torch.complex64),
-                        "s": torch.tensor(2.5), "a": np.arange(3.0)}, "t": (1, None, "x", 2.5, True)}  # fmt: skip
+    c = {
+        "state_dict": {
+            "h": torch.randn(3, dtype=torch.bfloat16),
+            "z": torch.randn(4, dtype=torch.complex64),
+            "s": torch.tensor(2.5),
+            "a": np.arange(3.0),
+        },
+        "t": (1, None, "x", 2.5, True),
+    }
     torch.save(c, tmp_path / "c.pt")
     assert state_digest(torch.load(tmp_path / "c.pt", weights_only=False)) == state_digest(c)
 
@@ -154,7 +165,12 @@ def test_failed_write_is_a_clear_error(tmp_path, monkeypatch, code):
 
     monkeypatch.setattr(ckpt_mod.torch, "save", fail)
     path = tmp_path / "checkpoints" / "best.ckpt"
-    with pytest.raises(CheckpointWriteError, match=rf"could not write checkpoint {path} \({os.strerror(code)}\); no earlier "
-                                                   r"checkpoint was written there.*then start the run again") as e:  # fmt: skip
+    with pytest.raises(
+        CheckpointWriteError,
+        match=(
+            rf"could not write checkpoint {path} \({os.strerror(code)}\); no earlier "
+            r"checkpoint was written there.*then start the run again"
+        ),
+    ) as e:
         AtomicCheckpointIO().save_checkpoint(fake_checkpoint(), path)
     assert e.value.errno == code and os.listdir(path.parent) == []

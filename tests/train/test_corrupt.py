@@ -192,8 +192,11 @@ def test_full_disk_during_training_names_the_path_and_keeps_the_last_checkpoint(
     monkeypatch.setattr(checkpoint.torch, "save", save)
     assert main(cli_args(tmp_path)) == 2
     err = capsys.readouterr().err
-    assert re.search(rf"could not write checkpoint {tmp_path / 'run' / 'checkpoints'}/(best|last).ckpt \(No space left on device\); "
-                     r"the previous checkpoints there \(best.ckpt, last.ckpt\) are intact", err)  # fmt: skip
+    assert re.search(
+        rf"could not write checkpoint {tmp_path / 'run' / 'checkpoints'}/(best|last).ckpt \(No space left on device\); "
+        r"the previous checkpoints there \(best.ckpt, last.ckpt\) are intact",
+        err,
+    )
     monkeypatch.undo()
     for name in ("best.ckpt", "last.ckpt"):
         checkpoint.verify_checkpoint(tmp_path / "run" / "checkpoints" / name)

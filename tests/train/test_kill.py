@@ -66,8 +66,16 @@ from liquid_s4.cli import main
 sys.exit(main(sys.argv[1:]))
 '''
 
-SETS = ["model.d_model=8", "model.n_layers=1", "model.layer_args.d_state=4", "model.dropout=0.1", "data.batch_size=16",
-        "trainer.progress=false", "trainer.log_every_n_steps=1", "trainer.max_epochs=4"]  # fmt: skip
+SETS = [
+    "model.d_model=8",
+    "model.n_layers=1",
+    "model.layer_args.d_state=4",
+    "model.dropout=0.1",
+    "data.batch_size=16",
+    "trainer.progress=false",
+    "trainer.log_every_n_steps=1",
+    "trainer.max_epochs=4",
+]
 STEPS = 4  # per epoch: 56 training items of 80, batches of 16
 
 
@@ -101,8 +109,14 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_result(tmp_path):
         assert steps() == after, kill
         if kill.startswith("write"):  # the half-written temporary file is left, last.ckpt is intact
             assert [f for f in os.listdir(run / "checkpoints") if f.startswith(".tmp-")]
-    final = subprocess.run([sys.executable, "-m", "liquid_s4.cli", "train", "--resume", "--output-dir", str(run), "--quiet"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    final = subprocess.run(
+        [sys.executable, "-m", "liquid_s4.cli", "train", "--resume", "--output-dir", str(run), "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert final.returncode == 0, final.stderr[-3000:]
     assert ref.communicate(timeout=300)[0] is not None and ref.returncode == 0
     assert not [f for f in os.listdir(run / "checkpoints") if f.startswith(".tmp-")]  # removed by the resume

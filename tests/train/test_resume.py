@@ -206,8 +206,15 @@ def test_resume_continues_a_plateau_schedule_exactly(tmp_path):
     skips it on restart). lr 1e-6: the validation loss does not improve by the scheduler's threshold, so
     the learning rate is halved after the second epoch."""
     write_npz(tmp_path / "d.npz")
-    sets = SETS + ["data.name=arrays", f"data.data_dir={tmp_path / 'd.npz'}", "trainer.max_epochs=3", "optim.scheduler=plateau",
-                   "optim.patience=0", "optim.lr=1e-6", "model.layer_args.lr=1e-6"]  # fmt: skip
+    sets = SETS + [
+        "data.name=arrays",
+        f"data.data_dir={tmp_path / 'd.npz'}",
+        "trainer.max_epochs=3",
+        "optim.scheduler=plateau",
+        "optim.patience=0",
+        "optim.lr=1e-6",
+        "model.layer_args.lr=1e-6",
+    ]
     config = load_config(None, sets)
     train(config, output_dir=str(tmp_path / "a"), quiet=True)
     with pytest.raises((KeyboardInterrupt, SystemExit)):

@@ -86,8 +86,8 @@ def test_ddp_two_cpu_processes(tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "liquid_s4.cli", "train", "--devices", "2", "--accelerator", "cpu", "--max-steps", "4",
-           "--quiet"] + [a for t in TINY for a in ("--set", t)]  # fmt: skip
+    cmd = [sys.executable, "-m", "liquid_s4.cli", "train", "--devices", "2", "--accelerator", "cpu", "--max-steps", "4", "--quiet"]
+    cmd += [a for t in TINY for a in ("--set", t)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (out,) = (tmp_path / "runs").iterdir()

@@ -298,9 +298,11 @@ def _check_label_kinds(parts: dict, task: str, where: str) -> None:
     if len(set(kinds.values())) < 2 or (task != "auto" and "strings" not in kinds.values()):
         return
     found = ", ".join(f"{s}.npz has {p['y'].dtype} ({kinds[s]})" for s, p in parts.items())
-    raise DataError(f"{where}: y has different types in different splits: {found}. Integer labels mean classification and "
-                    "float labels regression; save y with the same dtype in every file (e.g. y.astype(np.int64) for class "
-                    "labels), or set data.options.task to classification or regression")  # fmt: skip
+    raise DataError(
+        f"{where}: y has different types in different splits: {found}. Integer labels mean classification and "
+        "float labels regression; save y with the same dtype in every file (e.g. y.astype(np.int64) for class "
+        "labels), or set data.options.task to classification or regression"
+    )
 
 
 def _targets(parts: dict, task: str, where: str) -> tuple[dict, np.ndarray | None]:
@@ -425,14 +427,19 @@ def _check_classes(arrays: dict, split: dict, path: str) -> None:
 
     train = labels("train")
     if len(train) < 2:
-        raise DataError(f"{path}: classification needs at least 2 classes, but every training label is {show(train)[0]!r}. "
-                        "Add sequences of the other classes; or, if y is a numeric target, store it as floats or set "
-                        "data.options.task=regression")  # fmt: skip
+        raise DataError(
+            f"{path}: classification needs at least 2 classes, but every training label is {show(train)[0]!r}. "
+            "Add sequences of the other classes; or, if y is a numeric target, store it as floats or set "
+            "data.options.task=regression"
+        )
     for s in ("val", "test"):
         unseen = np.setdiff1d(labels(s), train)
         if len(unseen):
-            warnings.warn(f"{path}: the {s} split has class(es) {show(unseen[:10])}{' ...' if len(unseen) > 10 else ''} that never "
-                          "occur in the training split; the model cannot learn them", stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"{path}: the {s} split has class(es) {show(unseen[:10])}{' ...' if len(unseen) > 10 else ''} that never "
+                "occur in the training split; the model cannot learn them",
+                stacklevel=3,
+            )
 
 
 def _assemble(arrays: dict, spec, o: dict, path: str) -> SequenceData:

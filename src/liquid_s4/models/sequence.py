@@ -397,12 +397,16 @@ def config_sha256(model_config: dict[str, Any]) -> str:
 def _check_sums(sums: dict[str, str], weights: dict[str, torch.Tensor], model_cfg: dict[str, Any], w_path: str, cfg_path: str) -> None:
     """Compare the checksums save_pretrained stored in the safetensors header (absent: not checked)."""
     if "weights_sha256" in sums and sums["weights_sha256"] != weights_sha256(weights):
-        raise ValueError(f"{w_path} is corrupt: its tensors do not match the sha256 stored when it was saved (bytes were "
-                         "changed after saving). Save the model again from its training checkpoint, or use another copy")  # fmt: skip
+        raise ValueError(
+            f"{w_path} is corrupt: its tensors do not match the sha256 stored when it was saved (bytes were "
+            "changed after saving). Save the model again from its training checkpoint, or use another copy"
+        )
     if "config_sha256" in sums and sums["config_sha256"] != config_sha256(model_cfg):
-        raise ValueError(f"{cfg_path} does not match the model config saved with the weights in {w_path} (the file was "
-                         "changed or damaged after saving); restore it, or save the model again. To change settings "
-                         "such as dropout when loading, pass them to from_pretrained(directory, key=value) instead")  # fmt: skip
+        raise ValueError(
+            f"{cfg_path} does not match the model config saved with the weights in {w_path} (the file was "
+            "changed or damaged after saving); restore it, or save the model again. To change settings "
+            "such as dropout when loading, pass them to from_pretrained(directory, key=value) instead"
+        )
 
 
 def _saved_dtype(weights: dict[str, torch.Tensor]) -> torch.dtype | None:

@@ -161,5 +161,7 @@ def _write_error(path: str, e: OSError) -> CheckpointWriteError:
         then = "continue the run with --resume"
     else:
         state, then = "no earlier checkpoint was written there", "start the run again"
-    return CheckpointWriteError(e.errno, f"could not write checkpoint {path} ({e.strerror or e}); {state}. "
-                                         f"Free disk space or make {directory} writable, then {then}")  # fmt: skip
+    return CheckpointWriteError(
+        e.errno,
+        f"could not write checkpoint {path} ({e.strerror or e}); {state}. Free disk space or make {directory} writable, then {then}",
+    )

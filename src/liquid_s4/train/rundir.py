@@ -34,8 +34,16 @@ RUN_RECORD = "run.json"
 RUN_FILES = (RUN_RECORD, "config.yaml", "checkpoints", "logs", "curves.png", "metrics.json", "model")
 RECORD_FORMAT = "liquid-s4 run"
 # settings that --resume may change; every other one must equal the run's record
-RESUMABLE_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.progress", "trainer.log_every_n_steps", "trainer.tune_allocator",
-                  "trainer.accelerator", "trainer.output_dir", "data.num_workers")  # fmt: skip
+RESUMABLE_KEYS = (
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.progress",
+    "trainer.log_every_n_steps",
+    "trainer.tune_allocator",
+    "trainer.accelerator",
+    "trainer.output_dir",
+    "data.num_workers",
+)
 RUN_DIR_ENV = "LIQUID_S4_RUN_DIR"  # the folder rank 0 chose, for the processes a multi-device run starts
 
 
@@ -90,8 +98,10 @@ def stored_config(out: str) -> RunConfig:
         return RunConfig.from_dict(record["config"])
     last = os.path.join(out, "checkpoints", "last.ckpt")
     if not os.path.isfile(last):
-        raise FileNotFoundError(f"--resume: {out} holds no run ({RUN_RECORD} and checkpoints/last.ckpt not found); "
-                                "pass the run's folder as --output-dir, or start without --resume")  # fmt: skip
+        raise FileNotFoundError(
+            f"--resume: {out} holds no run ({RUN_RECORD} and checkpoints/last.ckpt not found); "
+            "pass the run's folder as --output-dir, or start without --resume"
+        )
     from .checkpoint import load_checkpoint
 
     return RunConfig.from_dict(load_checkpoint(last)["hyper_parameters"]["config"])
@@ -140,15 +150,19 @@ def check_resume(out: str, given: RunConfig) -> RunConfig:
     conflicts = [d for d in config_differences(stored, given) if d[0] not in RESUMABLE_KEYS]
     if conflicts:
         lines = "\n".join(f"  {k}: {a!r} (stored) vs {b!r} (given)" for k, a, b in conflicts)
-        raise ValueError(f"--resume: these settings differ from the run in {out}:\n{lines}\n"
-                         f"A resumed run keeps its own configuration: leave them out (`liquid-s4 train --resume --output-dir {out}` "
-                         f"continues the run as it was) or start a new run. --resume may change only: "
-                         f"{', '.join(RESUMABLE_KEYS)}.")  # fmt: skip
+        raise ValueError(
+            f"--resume: these settings differ from the run in {out}:\n{lines}\n"
+            f"A resumed run keeps its own configuration: leave them out (`liquid-s4 train --resume --output-dir {out}` "
+            f"continues the run as it was) or start a new run. --resume may change only: "
+            f"{', '.join(RESUMABLE_KEYS)}."
+        )
     finished = (read_record(out) or {}).get("finished")
     if finished and not _trains_further(given.trainer, finished):
-        raise ValueError(f"--resume: the run in {out} already finished ({finished['epochs']} epochs, {finished['global_step']} steps; "
-                         f"trainer.max_epochs={given.trainer.max_epochs}, trainer.max_steps={given.trainer.max_steps}); "
-                         "to train it longer pass a larger --max-epochs (or --max-steps). Nothing was changed.")  # fmt: skip
+        raise ValueError(
+            f"--resume: the run in {out} already finished ({finished['epochs']} epochs, {finished['global_step']} steps; "
+            f"trainer.max_epochs={given.trainer.max_epochs}, trainer.max_steps={given.trainer.max_steps}); "
+            "to train it longer pass a larger --max-epochs (or --max-steps). Nothing was changed."
+        )
     return given
 
 
@@ -163,11 +177,15 @@ def missing_checkpoint_error(out: str) -> FileNotFoundError:
     if os.path.isfile(os.path.join(out, "metrics.json")):
         best = os.path.join(out, "checkpoints", "best.ckpt")
         how = f"copy {best} to {last} and --resume (it continues from the best epoch), or " if os.path.isfile(best) else ""
-        return FileNotFoundError(f"--resume: the run in {out} finished but its {last} is gone; its files were left as they are. "
-                                 f"To train further, {how}start a new run with another --output-dir")  # fmt: skip
+        return FileNotFoundError(
+            f"--resume: the run in {out} finished but its {last} is gone; its files were left as they are. "
+            f"To train further, {how}start a new run with another --output-dir"
+        )
     if os.path.isfile(os.path.join(out, RUN_RECORD)):
-        return FileNotFoundError(f"--resume: the run in {out} stopped before its first checkpoint ({last}): there is nothing to "
-                                 f"continue. Remove that folder (rm -r {out}) and start the run again")  # fmt: skip
+        return FileNotFoundError(
+            f"--resume: the run in {out} stopped before its first checkpoint ({last}): there is nothing to "
+            f"continue. Remove that folder (rm -r {out}) and start the run again"
+        )
     return FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume or pass the run's --output-dir")
 
 
@@ -186,8 +204,10 @@ def check_new_output_dir(out: str) -> None:
     if os.path.isfile(last):
         msg = f"{out} already holds a run ({last}); pass --resume to continue it (liquid-s4 train --resume --output-dir {out})"
     elif os.path.isfile(os.path.join(out, "metrics.json")) and (RUN_RECORD in found or "checkpoints" in found):
-        msg = (f"{out} holds a finished run whose checkpoints/last.ckpt is gone; its files (metrics.json, model/, best.ckpt) "
-               "were left as they are")  # fmt: skip
+        msg = (
+            f"{out} holds a finished run whose checkpoints/last.ckpt is gone; its files (metrics.json, model/, best.ckpt) "
+            "were left as they are"
+        )
     elif RUN_RECORD in found:
         msg = f"{out} holds a run that stopped before its first checkpoint; remove that folder (rm -r {out}) if you no longer need it"
     else:
@@ -348,8 +368,11 @@ class RunClock(L.Callback):
     def segments(self, trainer) -> list[dict[str, Any]]:
         if self.start is None:
             return list(self.earlier)
-        now = {"started": self.started, "wall_time_s": round(time.perf_counter() - self.start, 3),
-               "steps": [self.first_step, trainer.global_step]}  # fmt: skip
+        now = {
+            "started": self.started,
+            "wall_time_s": round(time.perf_counter() - self.start, 3),
+            "steps": [self.first_step, trainer.global_step],
+        }
         return [*self.earlier, now]
 
 
