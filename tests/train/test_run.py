@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -93,3 +95,20 @@ def test_ddp_two_cpu_processes(tmp_path):
     (out,) = (tmp_path / "runs").iterdir()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_step"] == 4
+
+
+def test_a_run_shows_its_own_output_and_real_warnings(tmp_path):
+    """`liquid-s4 train` as a user sees it: our data and model summary, progress and summary table, and
+    genuine warnings (here Lightning's about a logging interval longer than the epoch), but none of
+    Lightning's informational lines, advertisements, model-summary table or its internal
+    deprecation warning."""
+    cmd = [sys.executable, "-m", "liquid_s4.cli", "train", "--output-dir", str(tmp_path / "run"), "--max-epochs", "1"]
+    cmd += [a for t in [*TINY, "data.batch_size=512"] for a in ("--set", t)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "default"})
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    for ours in ("sklearn digits", "model: liquid_s4 x 2 layers, d_model 16", "summary", "test/acc"):
+        assert ours in text, ours
+    assert "smaller than the logging interval" in text  # a real warning still reaches the user
+    for noise in ("Tip:", "GPU available", "TPU available", "Loading `train_dataloader`", "LeafSpec", "Total FLOPs", "Restoring states"):
+        assert noise not in text, noise

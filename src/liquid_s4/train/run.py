@@ -11,8 +11,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -117,16 +120,19 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
     dm = build_datamodule(config.data, seed=t.seed)  # first, so a missing dataset leaves no run directory behind
     if process_rank() == 0 and not resume:
         out = create_run_dir(out, config)
-    return _fit(config, out, dm, resume, quiet, list(callbacks))
+    with lightning_quiet():
+        return _fit(config, out, dm, resume, quiet, list(callbacks))
 
 
 def _fit(config: RunConfig, out: str, dm, resume: bool, quiet: bool, callbacks: list) -> dict[str, Any]:
     t, info = config.trainer, dm.info
     ckpt_dir = os.path.join(out, "checkpoints")
     last = os.path.join(ckpt_dir, "last.ckpt")
+    lit = LitSequenceModel(config.to_dict(), info.__dict__)
     if not quiet:
         print(dm.data.summary())
-    lit = LitSequenceModel(config.to_dict(), info.__dict__)
+        m, n = lit.model.config, sum(p.numel() for p in lit.model.parameters())
+        print(f"  model: {m.layer} x {m.n_layers} layers, d_model {m.d_model}, {n:,} parameters")
     has_val = dm.val_set is not None and len(dm.val_set) > 0
     monitor, mode = ("val/acc", "max") if info.task == "classification" else ("val/loss", "min")
     csv_log, clock = MetricsCSV(os.path.join(out, "logs", "metrics.csv")), RunClock()
@@ -147,7 +153,7 @@ def _fit(config: RunConfig, out: str, dm, resume: bool, quiet: bool, callbacks: 
     trainer = L.Trainer(
         max_epochs=t.max_epochs, max_steps=t.max_steps, gradient_clip_val=t.grad_clip or None, precision=_precision(t.precision),
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, logger=loggers, callbacks=callbacks,
-        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress and not quiet, enable_model_summary=not quiet,
+        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress and not quiet, enable_model_summary=False,
         plugins=[AtomicCheckpointIO()], deterministic=False, num_sanity_val_steps=0,
     )  # fmt: skip
     previous = os.environ.get(RUN_DIR_ENV)
@@ -191,10 +197,35 @@ def evaluate(checkpoint: str, data_dir: str | None = None, quiet: bool = False) 
     config.data.data_dir = data_dir if data_dir is not None else _stored_data_dir(config, checkpoint)
     dm = build_datamodule(config.data, seed=config.trainer.seed)
     trainer = L.Trainer(logger=False, enable_progress_bar=not quiet, enable_model_summary=False, accelerator="auto", devices=1)
-    metrics = _scalars(trainer.test(lit, datamodule=dm, verbose=False))
+    with lightning_quiet():
+        metrics = _scalars(trainer.test(lit, datamodule=dm, verbose=False))
     if not quiet:
         print(json.dumps(metrics, indent=2))
     return metrics
+
+
+# Lightning's informational lines (which devices exist, "Tip:" advertisements for other products,
+# "Loading `train_dataloader` ...", checkpoint-restore notices) go through these loggers at INFO level
+_LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+@contextlib.contextmanager
+def lightning_quiet():
+    """Show the run's own output, not Lightning's: its informational lines are held back (logger level
+    WARNING) and one deprecation warning that Lightning triggers inside torch's pytree module is
+    ignored. Every other warning and every error still reaches the user; levels and filters are
+    restored afterwards."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_INFO_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _load_for_eval(checkpoint: str) -> LitSequenceModel:
