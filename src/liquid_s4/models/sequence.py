@@ -22,6 +22,7 @@ import torch.nn as nn
 from ..fileio import atomic_write, atomic_write_json
 from ..modules import LSSL, S4, S4D, LiquidS4
 from ..modules.base import SSMLayer, _hooked, upgrade_A_real
+from ..utils import is_positive_int, lengths_mask
 
 LAYERS = {"s4": S4, "s4d": S4D, "lssl": LSSL, "liquid_s4": LiquidS4}
 NORMS = ("layer", "batch")
@@ -62,7 +63,7 @@ class ModelConfig:
     def __post_init__(self):
         def positive(name):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if not is_positive_int(v):
                 raise ValueError(f"ModelConfig: {name} must be a positive integer, got {v!r}")
 
         for name in ("d_input", "d_output", "d_model", "n_layers"):
@@ -240,7 +241,7 @@ class SequenceModel(nn.Module):
             lengths = torch.as_tensor(lengths, device=h.device)
             if lengths.shape != (B,) or lengths.is_floating_point():
                 raise ValueError(f"SequenceModel: lengths must be an integer tensor of shape ({B},), got {tuple(lengths.shape)}")
-            mask = torch.arange(L, device=h.device) < lengths[:, None]  # (B, L)
+            mask = lengths_mask(lengths, L)  # (B, L)
             h = h * mask[:, None]
         for block in self.blocks:
             h = block(h, lengths=lengths, mask=mask, rate=rate)

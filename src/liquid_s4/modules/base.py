@@ -14,6 +14,7 @@ from ..ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
 from ..ops.liquid import SQUASHES, anticorrelations, correlations, delayed, last_inputs, product_skip
 from ..ops.recurrence import DiagonalRecurrence, _real
 from ..ops.state import DiscreteSSM
+from ..utils import is_positive_int, lengths_mask
 from .snapshot import TensorSnapshot
 
 _NO_CONTEXT = contextlib.nullcontext()
@@ -120,7 +121,7 @@ class SSMLayer(nn.Module):
         super().__init__()
         name = type(self).__name__
         for arg, val in (("d_model", d_model), ("d_state", d_state), ("channels", channels)):
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            if not is_positive_int(val):
                 raise ValueError(f"{name}: {arg} must be a positive integer, got {val!r}")
         if self.even_state and d_state % 2:
             raise ValueError(
@@ -398,7 +399,7 @@ class SSMLayer(nn.Module):
         mask = None
         if lengths is not None:
             lengths = self._check_lengths(lengths, B, L)
-            mask = torch.arange(L, device=x.device) < lengths[:, None].to(x.device)  # (B, L)
+            mask = lengths_mask(lengths.to(x.device), L)  # (B, L)
             x = x * mask[:, None]
         hist = None
         if state is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ..utils import is_positive_int
 from .base import SSMLayer
 
 
@@ -35,7 +36,7 @@ class CUDAGraphStep:
                              "move it with layer.cuda(), or call layer.step() directly on CPU")  # fmt: skip
         if layer.training:
             raise ValueError("CUDAGraphStep: put the layer in eval mode first (layer.eval()): a graph replays one fixed dropout mask")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not is_positive_int(batch_size):
             raise ValueError(f"CUDAGraphStep: batch_size must be a positive integer, got {batch_size!r}")
         self.layer, self.clone_output = layer, clone_output
         self._u = torch.zeros(batch_size, layer.d_model, dtype=layer.D.dtype, device=device)

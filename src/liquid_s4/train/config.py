@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 from ..models.sequence import ModelConfig
+from ..utils import is_positive_int
 
 SCHEDULERS = ("cosine", "plateau", "multistep", "constant")
 PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed")
@@ -136,7 +137,7 @@ class RunConfig:
             if v is not None and v != -1 and v < 1:
                 raise ValueError(f"trainer.{key} ({flag}) must be a positive integer, or -1 for no limit; got {v}")
         _check_devices(t.devices)
-        if not isinstance(t.num_nodes, int) or isinstance(t.num_nodes, bool) or t.num_nodes < 1:
+        if not is_positive_int(t.num_nodes):
             raise ValueError(f"trainer.num_nodes (--num-nodes) must be a positive integer; got {t.num_nodes!r}")
         if str(t.accelerator) not in ACCELERATORS:
             raise ValueError(f"unknown trainer.accelerator (--accelerator) {t.accelerator!r}; expected one of {ACCELERATORS}")

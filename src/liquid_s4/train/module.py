@@ -11,6 +11,7 @@ import torch.nn as nn
 from ..data.common import IGNORE_INDEX
 from ..models.sequence import ModelConfig, SequenceModel
 from ..optim import param_groups
+from ..utils import lengths_mask
 from .checks import NonFiniteLossError
 from .config import RunConfig
 from .data import DataInfo, _lightning
@@ -54,7 +55,7 @@ class LitSequenceModel(L.LightningModule):
         target = y.float().view_as(out)
         err = (out.float() - target) ** 2
         if out.dim() == 3 and lengths is not None:
-            mask = torch.arange(out.shape[1], device=out.device) < lengths[:, None]  # (B, L)
+            mask = lengths_mask(lengths.to(out.device), out.shape[1])  # (B, L)
             err = err[mask]
         loss = err.mean()
         return self._regression_metrics(loss), torch.tensor(err.numel(), device=out.device)
