@@ -83,23 +83,35 @@ def _torch_load(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)  # as Lightning loads it
 
 
-def _siblings(path: str) -> list[str]:
-    directory = os.path.dirname(os.path.abspath(path))
-    names = sorted(f for f in os.listdir(directory) if f.endswith(".ckpt") and not f.startswith(".tmp-"))
-    return [os.path.join(directory, f) for f in names if os.path.join(directory, f) != os.path.abspath(path)]
+def checkpoint_files(directory: str) -> list[str]:
+    """The .ckpt files in `directory` (not the temporary files of a write in progress), sorted; none
+    if the folder does not exist or cannot be read."""
+    try:
+        names = sorted(f for f in os.listdir(directory) if f.endswith(".ckpt") and not f.startswith(".tmp-"))
+    except OSError:
+        return []
+    return [os.path.join(directory, f) for f in names]
+
+
+def sort_intact(paths) -> tuple[list[tuple[str, dict]], list[str]]:
+    """([(path, checkpoint)] of the checkpoints among `paths` that load and verify, [the others])."""
+    intact, damaged = [], []
+    for path in paths:
+        try:
+            intact.append((path, _load_checked(path, _torch_load)))
+        except (CheckpointError, OSError):
+            damaged.append(path)
+    return intact, damaged
 
 
 def _advice(path: str) -> str:
     """What the other checkpoints in the folder look like (each verified) and what to do."""
-    intact, damaged = [], []
-    for other in _siblings(path):
-        try:
-            c = _load_checked(other, _torch_load)
-            intact.append((other, f"{os.path.basename(other)} (epoch {c.get('epoch')}, step {c.get('global_step')})"))
-        except CheckpointError:
-            damaged.append(os.path.basename(other))
+    own = os.path.abspath(path)
+    intact, damaged = sort_intact(p for p in checkpoint_files(os.path.dirname(own)) if p != own)
+    damaged = [os.path.basename(p) for p in damaged]
     if intact:
-        other, found = intact[0][0], f"Intact: {', '.join(d for _, d in intact)}."
+        described = (f"{os.path.basename(p)} (epoch {c.get('epoch')}, step {c.get('global_step')})" for p, c in intact)
+        other, found = intact[0][0], f"Intact: {', '.join(described)}."
         if os.path.basename(path) == "last.ckpt":
             return f"{found} To continue from there, copy it over last.ckpt (cp {other} {path}) and --resume, or start a new run."
         return f"{found} Use that one instead (e.g. liquid-s4 eval {other})."
@@ -152,10 +164,7 @@ class AtomicCheckpointIO(L.pytorch.plugins.io.TorchCheckpointIO):
 
 def _write_error(path: str, e: OSError) -> CheckpointWriteError:
     directory = os.path.dirname(os.path.abspath(path))
-    try:
-        kept = sorted(f for f in os.listdir(directory) if f.endswith(".ckpt") and not f.startswith(".tmp-"))
-    except OSError:
-        kept = []
+    kept = [os.path.basename(p) for p in checkpoint_files(directory)]
     if kept:
         state = f"the previous checkpoints there ({', '.join(kept)}) are intact: nothing was replaced"
         then = "continue the run with --resume"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn as nn
@@ -202,15 +201,10 @@ class LitSequenceModel(L.LightningModule):
 def good_checkpoints(trainer) -> str:
     """The intact checkpoints in the folders of the trainer's checkpoint callbacks, each with the
     epoch and the step after which it was saved (each is verified: see checkpoint.load_checkpoint)."""
-    from .checkpoint import CheckpointError, load_checkpoint
+    from .checkpoint import checkpoint_files, sort_intact
 
     found = []
     for d in sorted({cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}):
-        names = sorted(os.listdir(d)) if os.path.isdir(d) else []
-        for path in [os.path.join(d, f) for f in names if f.endswith(".ckpt") and not f.startswith(".tmp-")]:
-            try:
-                c = load_checkpoint(path)
-            except (CheckpointError, OSError):
-                continue
-            found.append(f"{path} (saved in epoch {c.get('epoch')} after step {c.get('global_step')})")
+        intact, _ = sort_intact(checkpoint_files(d))
+        found += [f"{path} (saved in epoch {c.get('epoch')} after step {c.get('global_step')})" for path, c in intact]
     return ", ".join(found) if found else "none (no checkpoint had been written)"
