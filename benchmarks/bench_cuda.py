@@ -74,8 +74,15 @@ def layer_case(name: str, shape, repeats: int) -> dict:
 
 def audio_step(layer: str, batch: int, repeats: int) -> dict:
     args = {"d_state": 64, **({"liquid_kernel": "pb", "liquid_degree": 2} if layer == "liquid_s4" else {})}
-    model = liquid_s4.SequenceModel(d_input=1, d_output=35, d_model=64, n_layers=4, layer="s4" if layer == "liquid_s4" else layer,
-                                    layer_args=args, norm="batch").to(DEV)  # fmt: skip
+    model = liquid_s4.SequenceModel(
+        d_input=1,
+        d_output=35,
+        d_model=64,
+        n_layers=4,
+        layer="s4" if layer == "liquid_s4" else layer,
+        layer_args=args,
+        norm="batch",
+    ).to(DEV)
     opt = torch.optim.AdamW(liquid_s4.param_groups(model, lr=1e-3, weight_decay=0.01))
     x, y = torch.randn(batch, 16000, 1, device=DEV), torch.randint(0, 35, (batch,), device=DEV)
 
@@ -143,14 +150,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: a smoke run of this script
-    p.add_argument("--shapes", default="all", help=argparse.SUPPRESS)  # small: the first shape only (smoke run)
+    p.add_argument(
+        "--shapes", default="all", help=argparse.SUPPRESS
+    )  # small: the first shape only (smoke run)
     args = p.parse_args()
     global DEV, SHAPES
     DEV = args.device
     if args.shapes == "small":
         SHAPES = [(2, 8, 8, 64)] * 4
     if DEV == "cuda" and not torch.cuda.is_available():
-        p.error("no CUDA device: this benchmark measures the GPU path (the CPU benchmarks are bench_layers.py, bench_model_step.py)")
+        p.error(
+            "no CUDA device: this benchmark measures the GPU path (the CPU benchmarks are bench_layers.py, bench_model_step.py)"
+        )
     parts = args.parts.split(",")
     device = torch.cuda.get_device_name() if DEV == "cuda" else DEV
     print(f"liquid_s4 GPU benchmark: {device}, torch {torch.__version__}, float32\n", flush=True)
@@ -159,7 +170,11 @@ def main() -> None:
     if "layers" in parts or "liquid" in parts:
         cases = [(n, s) for s in SHAPES for n in ("S4D", "S4", "LSSL")] if "layers" in parts else []
         if "liquid" in parts:
-            cases += [(n, s) for s in (SHAPES[2], SHAPES[3]) for n in ("S4D", "S4", "S4D-PB2", "S4D-KB2", "S4-PB2", "S4-KB2")]
+            cases += [
+                (n, s)
+                for s in (SHAPES[2], SHAPES[3])
+                for n in ("S4D", "S4", "S4D-PB2", "S4D-KB2", "S4-PB2", "S4-KB2")
+            ]
         rows = []
         for name, shape in dict.fromkeys(cases):
             rows.append(layer_case(name, shape, args.repeats))
@@ -172,20 +187,28 @@ def main() -> None:
             s = tuple(r["shape"])
             base = ref.get((r["layer"].partition("-")[0], s)) if "-" in r["layer"] else None
             to_base = f"{r['fwd_bwd_ms'] / base:.2f}x" if base else "-"
-            print(f"| {r['layer']} | {' | '.join(map(str, s))} | {r['fwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {r['peak_mib']:.0f} MiB | "
-                  f"{r['fwd_bwd_ms'] / ref[('S4D', s)]:.2f}x | {to_base} |")
+            print(
+                f"| {r['layer']} | {' | '.join(map(str, s))} | {r['fwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {r['peak_mib']:.0f} MiB | "
+                f"{r['fwd_bwd_ms'] / ref[('S4D', s)]:.2f}x | {to_base} |"
+            )
         print(flush=True)
     if "chunks" in parts:
         res["chunks"] = cauchy_chunks(args.repeats)
         for r in res["chunks"]:
-            print(f"S4 (2,128,64,16384) fwd+bwd, Cauchy blocks of {r['elements']:>10,} elements: "
-                  f"{r['fwd_bwd_ms']:.1f} ms, peak {r['peak_mib']:.0f} MiB")
+            print(
+                f"S4 (2,128,64,16384) fwd+bwd, Cauchy blocks of {r['elements']:>10,} elements: "
+                f"{r['fwd_bwd_ms']:.1f} ms, peak {r['peak_mib']:.0f} MiB"
+            )
         print(flush=True)
     if "audio" in parts:
-        res["audio"] = [audio_step(layer, B, args.repeats) for B in (16, 64) for layer in ("s4d", "s4", "liquid_s4")]
+        res["audio"] = [
+            audio_step(layer, B, args.repeats) for B in (16, 64) for layer in ("s4d", "s4", "liquid_s4")
+        ]
         for r in res["audio"]:
-            print(f"audio step (4 layers x 64, N=64, L=16000) {r['layer']:9s} batch {r['batch']:2d}: "
-                  f"train {r['step_ms']:.1f} ms, eval {r['eval_ms']:.1f} ms")
+            print(
+                f"audio step (4 layers x 64, N=64, L=16000) {r['layer']:9s} batch {r['batch']:2d}: "
+                f"train {r['step_ms']:.1f} ms, eval {r['eval_ms']:.1f} ms"
+            )
         print(flush=True)
     if "recurrent" in parts:
         res["recurrent"] = [recurrent(layer, args.steps) for layer in ("s4d", "s4", "liquid_s4")]
@@ -193,7 +216,9 @@ def main() -> None:
             rates = []
             for b in (b for b in ("B1", "B64", "B1024", "B1_graph", "B64_graph", "B1024_graph") if b in r):
                 label = b[1:].replace("_graph", " (CUDA graph)")
-                rates.append(f"batch {label}: {r[b]['steps_per_s']:,.0f} steps/s ({r[b]['sample_steps_per_s']:,.0f} sample-steps/s)")
+                rates.append(
+                    f"batch {label}: {r[b]['steps_per_s']:,.0f} steps/s ({r[b]['sample_steps_per_s']:,.0f} sample-steps/s)"
+                )
             print(f"recurrent {r['layer']:9s} H=256 N=64: " + ", ".join(rates))
     if args.json:
         with open(args.json, "w") as f:

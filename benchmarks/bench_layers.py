@@ -34,7 +34,9 @@ import time
 
 SHAPES = [(16, 128, 64, 1024), (8, 128, 64, 4096), (2, 128, 64, 16384), (1, 256, 64, 65536)]  # (B, H, N, L)
 PLAIN = ("S4D", "S4", "LSSL")
-LIQUID = tuple(f"{base}-{kind}{degree}" for base in ("S4D", "S4") for kind in ("PB", "KB") for degree in (2, 3))
+LIQUID = tuple(
+    f"{base}-{kind}{degree}" for base in ("S4D", "S4") for kind in ("PB", "KB") for degree in (2, 3)
+)
 LAYERS = PLAIN + LIQUID
 GROUPS = {"plain": PLAIN, "liquid": ("S4D", "S4") + LIQUID, "all": LAYERS}
 
@@ -72,7 +74,9 @@ def timed(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def worker(layer: str, B: int, H: int, N: int, L: int, repeats: int, threads: int, allocator: str = "tuned") -> dict:
+def worker(
+    layer: str, B: int, H: int, N: int, L: int, repeats: int, threads: int, allocator: str = "tuned"
+) -> dict:
     """One measurement, run in its own process; returns the result as a dict."""
     import torch
 
@@ -98,13 +102,25 @@ def worker(layer: str, B: int, H: int, N: int, L: int, repeats: int, threads: in
     with torch.no_grad():
         t_fwd = timed(lambda: model(u), repeats)
     return {
-        "layer": layer, "B": B, "H": H, "N": N, "L": L, "repeats": repeats, "threads": torch.get_num_threads(), "allocator": allocator,
-        "fwd_ms": t_fwd, "fwd_bwd_ms": t_fwd_bwd,
-        "base_rss_mib": base / 1024, "peak_rss_mib": peak / 1024, "peak_delta_mib": (peak - base) / 1024,
-    }  # fmt: skip
+        "layer": layer,
+        "B": B,
+        "H": H,
+        "N": N,
+        "L": L,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "allocator": allocator,
+        "fwd_ms": t_fwd,
+        "fwd_bwd_ms": t_fwd_bwd,
+        "base_rss_mib": base / 1024,
+        "peak_rss_mib": peak / 1024,
+        "peak_delta_mib": (peak - base) / 1024,
+    }
 
 
-def run_case(layer: str, shape: tuple[int, ...], repeats: int, threads: int, allocator: str = "tuned") -> dict:
+def run_case(
+    layer: str, shape: tuple[int, ...], repeats: int, threads: int, allocator: str = "tuned"
+) -> dict:
     """Run one case in a subprocess; returns its result, or a dict with an "error" entry."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", layer, *map(str, shape)]
     cmd += ["--repeats", str(repeats), "--threads", str(threads), "--allocator", allocator]
@@ -116,7 +132,11 @@ def run_case(layer: str, shape: tuple[int, ...], repeats: int, threads: int, all
         except (IndexError, json.JSONDecodeError):
             reason = "no result printed"
     elif proc.returncode < 0:
-        name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else str(-proc.returncode)
+        name = (
+            signal.Signals(-proc.returncode).name
+            if -proc.returncode in signal.valid_signals()
+            else str(-proc.returncode)
+        )
         reason = f"killed by {name}" + (" (out of memory?)" if proc.returncode == -signal.SIGKILL else "")
     else:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -129,7 +149,19 @@ def fmt_mem(mib: float) -> str:
 
 
 def table(results: list[dict], markdown: bool) -> str:
-    head = ["layer", "B", "H", "N", "L", "fwd ms", "fwd+bwd ms", "peak delta", "peak total", "fwd+bwd / S4D", "fwd+bwd / base"]
+    head = [
+        "layer",
+        "B",
+        "H",
+        "N",
+        "L",
+        "fwd ms",
+        "fwd+bwd ms",
+        "peak delta",
+        "peak total",
+        "fwd+bwd / S4D",
+        "fwd+bwd / base",
+    ]
     ok = {(r["layer"], r["B"], r["H"], r["N"], r["L"]): r["fwd_bwd_ms"] for r in results if "error" not in r}
     rows = []  # failed rows have 6 cells: the case and the error message
     for r in results:
@@ -146,8 +178,12 @@ def table(results: list[dict], markdown: bool) -> str:
         rows.append(row + times + [fmt_mem(r["peak_delta_mib"]), fmt_mem(r["peak_rss_mib"]), *ratios])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|:---|" + "---:|" * (len(head) - 1)]
-        return "\n".join(lines + ["| " + " | ".join(row + [""] * (len(head) - len(row))) + " |" for row in rows])
-    widths = [max([len(h)] + [len(row[i]) for row in rows if len(row) == len(head)]) for i, h in enumerate(head)]
+        return "\n".join(
+            lines + ["| " + " | ".join(row + [""] * (len(head) - len(row))) + " |" for row in rows]
+        )
+    widths = [
+        max([len(h)] + [len(row[i]) for row in rows if len(row) == len(head)]) for i, h in enumerate(head)
+    ]
     widths[:5] = [max([w] + [len(row[i]) for row in rows]) for i, w in enumerate(widths[:5])]
 
     def fmt(row: list[str]) -> str:
@@ -186,15 +222,30 @@ def parse_shapes(spec: str) -> list[tuple[int, ...]]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--layers", default="all", help=f"comma-separated layers and/or groups: {','.join(LAYERS)}; groups {','.join(GROUPS)}")
-    p.add_argument("--shapes", default="all", help="'all', 'small' (first shape only), or comma-separated indices 0-3 / BxHxNxL; "
-                   + "shapes (B,H,N,L): " + ", ".join(f"{i}={s}" for i, s in enumerate(SHAPES)))  # fmt: skip
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (at most 3 for L >= 16384)")
+    p.add_argument(
+        "--layers",
+        default="all",
+        help=f"comma-separated layers and/or groups: {','.join(LAYERS)}; groups {','.join(GROUPS)}",
+    )
+    p.add_argument(
+        "--shapes",
+        default="all",
+        help="'all', 'small' (first shape only), or comma-separated indices 0-3 / BxHxNxL; "
+        + "shapes (B,H,N,L): "
+        + ", ".join(f"{i}={s}" for i, s in enumerate(SHAPES)),
+    )
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed runs per measurement (at most 3 for L >= 16384)"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads value (default 2)")
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
-                   help="tuned: liquid_s4.tune_cpu_allocator() (as `liquid-s4 train` does); default: glibc's defaults")
+    p.add_argument(
+        "--allocator",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="tuned: liquid_s4.tune_cpu_allocator() (as `liquid-s4 train` does); default: glibc's defaults",
+    )
     p.add_argument("--worker", nargs=5, metavar=("LAYER", "B", "H", "N", "L"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -215,12 +266,22 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    meta = {"torch": torch.__version__, "threads": args.threads, "allocator": args.allocator, "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
-    print(f"liquid_s4 layer benchmark: torch {meta['torch']}, {args.threads} threads, CPU {meta['cpu']} ({meta['cpu_count']} cores)")
-    print(f"python {meta['python']} on {meta['platform']}; median of {args.repeats} runs (at most 3 for L >= 16384) after a warm-up; "
-          f"{args.allocator} allocator")
+    meta = {
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "allocator": args.allocator,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    print(
+        f"liquid_s4 layer benchmark: torch {meta['torch']}, {args.threads} threads, CPU {meta['cpu']} ({meta['cpu_count']} cores)"
+    )
+    print(
+        f"python {meta['python']} on {meta['platform']}; median of {args.repeats} runs (at most 3 for L >= 16384) after a warm-up; "
+        f"{args.allocator} allocator"
+    )
     print("peak = max RSS during fwd+bwd; delta = above the RSS after imports, model and input\n", flush=True)
 
     results = []
@@ -230,7 +291,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{i}/{len(cases)}] {layer} B,H,N,L={shape} ...", end=" ", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         results.append(run_case(layer, shape, repeats, args.threads, args.allocator))
-        print(results[-1].get("error", "done"), f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+        print(
+            results[-1].get("error", "done"),
+            f"({time.perf_counter() - t0:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     print(table(results, args.markdown))
     if args.json:

@@ -47,25 +47,44 @@ def measure(base: str, shape: tuple[int, ...], rounds: int, threads: int) -> lis
     out = []
     for name in names:
         ratios = [t / b for t, b in zip(times[name], times[base])]
-        out.append({"layer": name, "shape": shape, "ms": 1e3 * statistics.median(times[name]), "ratio": statistics.median(ratios),
-                    "ratio_min": min(ratios), "ratio_max": max(ratios)})  # fmt: skip
+        out.append(
+            {
+                "layer": name,
+                "shape": shape,
+                "ms": 1e3 * statistics.median(times[name]),
+                "ratio": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+            }
+        )
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shapes", default="0,2", help="indices into " + ", ".join(f"{i}={s}" for i, s in enumerate(SHAPES)) + " or BxHxNxL")
+    p.add_argument(
+        "--shapes",
+        default="0,2",
+        help="indices into " + ", ".join(f"{i}={s}" for i, s in enumerate(SHAPES)) + " or BxHxNxL",
+    )
     p.add_argument("--bases", default="S4D,S4")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned", help="tuned: liquid_s4.tune_cpu_allocator()")
+    p.add_argument(
+        "--allocator",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="tuned: liquid_s4.tune_cpu_allocator()",
+    )
     args = p.parse_args()
     if args.allocator == "tuned":
         import liquid_s4
 
         liquid_s4.tune_cpu_allocator()
-    print(f"{args.allocator} allocator; fwd+bwd, {args.threads} threads, median of {args.rounds} interleaved rounds; "
-          "ratio = median of per-round ratios")
+    print(
+        f"{args.allocator} allocator; fwd+bwd, {args.threads} threads, median of {args.rounds} interleaved rounds; "
+        "ratio = median of per-round ratios"
+    )
     print(f"{'layer':8s} {'B,H,N,L':>20s} {'ms':>9s} {'ratio':>7s}  range")
     for shape in parse_shapes(args.shapes):
         for base in args.bases.split(","):

@@ -36,7 +36,9 @@ def audio(layer: str, repeats: int, warmup: int) -> dict:
 
     layer_args = {"d_state": 64, **LAYERS[layer]}
     name = "s4" if layer == "liquid_s4" else layer
-    model = liquid_s4.SequenceModel(d_input=1, d_output=35, d_model=64, n_layers=4, layer=name, layer_args=layer_args, norm="batch")
+    model = liquid_s4.SequenceModel(
+        d_input=1, d_output=35, d_model=64, n_layers=4, layer=name, layer_args=layer_args, norm="batch"
+    )
     opt = torch.optim.AdamW(liquid_s4.param_groups(model, lr=1e-3, weight_decay=0.01))
     x, y = torch.randn(16, 16000, 1), torch.randint(0, 35, (16,))
 
@@ -63,8 +65,13 @@ def audio(layer: str, repeats: int, warmup: int) -> dict:
                 model(x[:B])
                 ts.append(time.perf_counter() - t)
             evals[f"eval_B{B}_s"] = statistics.median(ts)
-    return {"step_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "parameters": sum(p.numel() for p in model.parameters()), **evals}
+    return {
+        "step_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **evals,
+    }
 
 
 def recurrent(layer: str, steps: int) -> dict:
@@ -91,7 +98,9 @@ def recurrent(layer: str, steps: int) -> dict:
     return out
 
 
-def worker(part: str, layer: str, allocator: str, threads: int, repeats: int, steps: int, warmup: int) -> dict:
+def worker(
+    part: str, layer: str, allocator: str, threads: int, repeats: int, steps: int, warmup: int
+) -> dict:
     import torch
 
     import liquid_s4
@@ -108,7 +117,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--part", choices=["audio", "recurrent", "all"], default="all")
     p.add_argument("--layers", default=",".join(LAYERS), help=f"comma-separated, from {','.join(LAYERS)}")
-    p.add_argument("--allocator", choices=["tuned", "default", "both"], default="both", help="for the audio part")
+    p.add_argument(
+        "--allocator", choices=["tuned", "default", "both"], default="both", help="for the audio part"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5, help="timed training steps (audio)")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps first (audio)")
@@ -128,20 +139,38 @@ def main(argv=None) -> None:
     if args.part in ("recurrent", "all"):
         cases += [("recurrent", layer, "tuned") for layer in layers]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    print(f"{args.threads} threads; audio: 4 layers x 64 channels, N=64, L=16000, batch 16, median [min..max] of {args.repeats} "
-          f"steps after {args.warmup} untimed")
+    print(
+        f"{args.threads} threads; audio: 4 layers x 64 channels, N=64, L=16000, batch 16, median [min..max] of {args.repeats} "
+        f"steps after {args.warmup} untimed"
+    )
     for part, layer, allocator in cases:
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", part, layer, allocator, "--threads", str(args.threads),
-               "--repeats", str(args.repeats), "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            part,
+            layer,
+            allocator,
+            "--threads",
+            str(args.threads),
+            "--repeats",
+            str(args.repeats),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
             print(f"{part:9s} {layer:9s} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         if part == "audio":
-            print(f"audio     {layer:9s} {allocator:7s} allocator: {r['step_s']:.2f} s [{r['min_s']:.2f}..{r['max_s']:.2f}] "
-                  f"per training step ({r['parameters']:,} parameters); eval {r['eval_B16_s']:.2f} s per batch of 16, "
-                  f"{r['eval_B1_s'] * 1e3:.0f} ms per clip")
+            print(
+                f"audio     {layer:9s} {allocator:7s} allocator: {r['step_s']:.2f} s [{r['min_s']:.2f}..{r['max_s']:.2f}] "
+                f"per training step ({r['parameters']:,} parameters); eval {r['eval_B16_s']:.2f} s per batch of 16, "
+                f"{r['eval_B1_s'] * 1e3:.0f} ms per clip"
+            )
         else:
             b1, b64 = r["B1_steps_per_s"], r["B64_sample_steps_per_s"]
             print(f"recurrent {layer:9s} batch 1: {b1:,.0f} steps/s; batch 64: {b64:,.0f} sample-steps/s")

@@ -51,7 +51,9 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)], ids=["float64", "float32"])
+@pytest.mark.parametrize(
+    "dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)], ids=["float64", "float32"]
+)
 def test_cuda_forward_and_gradients_match_cpu(name, dtype, tol):
     cpu, gpu = _pair(name, dtype)
     u = torch.randn(2, 300, 8, dtype=torch.float64)
@@ -98,14 +100,18 @@ def test_cuda_state_passing_and_kernel_cache(name):
 @pytest.mark.parametrize("layer", ["s4d", "liquid_s4"])
 def test_cuda_model_training_step_matches_cpu(layer):
     torch.manual_seed(0)
-    cfg = dict(d_input=1, d_output=5, d_model=8, n_layers=2, layer=layer, layer_args=dict(d_state=16), norm="batch")
+    cfg = dict(
+        d_input=1, d_output=5, d_model=8, n_layers=2, layer=layer, layer_args=dict(d_state=16), norm="batch"
+    )
     cpu = liquid_s4.SequenceModel(**cfg).double()
     gpu = copy.deepcopy(cpu).cuda()
     x, y = torch.randn(4, 200, 1, dtype=torch.float64), torch.randint(0, 5, (4,))
     for model, dev in ((cpu, "cpu"), (gpu, "cuda")):
         loss = torch.nn.functional.cross_entropy(model(x.to(dev)), y.to(dev))
         loss.backward()
-    scale = max(p.grad.abs().max() for p in cpu.parameters())  # some gradients are 0 up to rounding (a bias before BatchNorm)
+    scale = max(
+        p.grad.abs().max() for p in cpu.parameters()
+    )  # some gradients are 0 up to rounding (a bias before BatchNorm)
     for (n, a), (_, b) in zip(gpu.named_parameters(), cpu.named_parameters(), strict=True):
         assert (a.grad.cpu() - b.grad).abs().max() <= 1e-9 * scale, n
     gpu.eval()

@@ -8,5 +8,17 @@ from .optim import param_groups
 
 __version__ = "0.1.0"
 
-__all__ = ["S4D", "S4", "LSSL", "LiquidS4", "SSMLayer", "CUDAGraphStep", "SequenceModel", "ModelConfig", "param_groups",
-           "tune_cpu_allocator", "ops", "__version__"]  # fmt: skip
+__all__ = [
+    "S4D",
+    "S4",
+    "LSSL",
+    "LiquidS4",
+    "SSMLayer",
+    "CUDAGraphStep",
+    "SequenceModel",
+    "ModelConfig",
+    "param_groups",
+    "tune_cpu_allocator",
+    "ops",
+    "__version__",
+]

@@ -19,22 +19,43 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="liquid-s4", description="Train and evaluate Liquid-S4 / S4 / S4D / LSSL sequence models.")
+    p = argparse.ArgumentParser(
+        prog="liquid-s4", description="Train and evaluate Liquid-S4 / S4 / S4D / LSSL sequence models."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a preset (default: digits, offline) or a YAML config")
-    t.add_argument("preset", nargs="?", default=None, help="preset name (see `liquid-s4 presets`) or path to a YAML file")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config entry, e.g. --set optim.lr=0.01 --set model.layer_args.d_state=64")  # fmt: skip
+    t.add_argument(
+        "preset", nargs="?", default=None, help="preset name (see `liquid-s4 presets`) or path to a YAML file"
+    )
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config entry, e.g. --set optim.lr=0.01 --set model.layer_args.d_state=64",
+    )
     t.add_argument("--data-dir", help="where the dataset's files are (data.data_dir)")
-    t.add_argument("--data", metavar="PATH", help="train on your own arrays: an .npz file (x, y), a folder with train.npz "
-                   "[val.npz, test.npz], or a .csv/.parquet file (sets data.name=arrays, data.data_dir=PATH)")
+    t.add_argument(
+        "--data",
+        metavar="PATH",
+        help="train on your own arrays: an .npz file (x, y), a folder with train.npz "
+        "[val.npz, test.npz], or a .csv/.parquet file (sets data.name=arrays, data.data_dir=PATH)",
+    )
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (trainer.max_steps)")
     t.add_argument("--max-epochs", type=int, help="trainer.max_epochs")
-    t.add_argument("--output-dir", help="run directory (default: a new runs/<dataset>-<time>-<random>); it must not hold "
-                   "files a run writes (config.yaml, run.json, checkpoints/, logs/, metrics.json, model/, curves.png)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint, with the "
-                   "run's own configuration; other flags may only extend it (--max-epochs, --max-steps) or change how it "
-                   "runs (--accelerator, --quiet, trainer.progress, trainer.log_every_n_steps, data.num_workers)")
+    t.add_argument(
+        "--output-dir",
+        help="run directory (default: a new runs/<dataset>-<time>-<random>); it must not hold "
+        "files a run writes (config.yaml, run.json, checkpoints/, logs/, metrics.json, model/, curves.png)",
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output-dir from its last checkpoint, with the "
+        "run's own configuration; other flags may only extend it (--max-epochs, --max-steps) or change how it "
+        "runs (--accelerator, --quiet, trainer.progress, trainer.log_every_n_steps, data.num_workers)",
+    )
     t.add_argument("--devices", help="number of devices (trainer.devices)")
     t.add_argument("--num-nodes", type=int, help="trainer.num_nodes")
     t.add_argument("--accelerator", help="cpu, gpu, auto (trainer.accelerator)")
@@ -42,8 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="test metrics of a checkpoint")
     e.add_argument("checkpoint", help="a .ckpt file written by train, e.g. RUN/checkpoints/best.ckpt")
     e.add_argument("--data-dir", help="where the run's dataset is, if not where it was during training")
-    e.add_argument("--data", metavar="PATH", help="your own arrays (for a run trained with train --data), if not at the stored path")
-    d = sub.add_parser("data", help="`data check PRESET --data-dir DIR` validates a local dataset copy; `data list`")
+    e.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your own arrays (for a run trained with train --data), if not at the stored path",
+    )
+    d = sub.add_parser(
+        "data", help="`data check PRESET --data-dir DIR` validates a local dataset copy; `data list`"
+    )
     d.add_argument("action", choices=["check", "list"])
     d.add_argument("preset", nargs="?", help="preset name or YAML path (for check)")
     d.add_argument("--data-dir")
@@ -86,22 +113,34 @@ def _run(args) -> int:
         from .train.run import evaluate
 
         if args.data and args.data_dir:
-            raise ValueError("pass either --data PATH (your own arrays) or --data-dir DIR (a dataset's folder), not both")
+            raise ValueError(
+                "pass either --data PATH (your own arrays) or --data-dir DIR (a dataset's folder), not both"
+            )
         evaluate(args.checkpoint, data_dir=args.data or args.data_dir)
         return 0
     overrides = list(args.overrides)
-    flags = {"data_dir": "data.data_dir", "max_steps": "trainer.max_steps", "max_epochs": "trainer.max_epochs",
-             "devices": "trainer.devices", "num_nodes": "trainer.num_nodes", "accelerator": "trainer.accelerator"}
+    flags = {
+        "data_dir": "data.data_dir",
+        "max_steps": "trainer.max_steps",
+        "max_epochs": "trainer.max_epochs",
+        "devices": "trainer.devices",
+        "num_nodes": "trainer.num_nodes",
+        "accelerator": "trainer.accelerator",
+    }
     for flag, key in flags.items():
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     overrides += _data_overrides(args)
     from .train.run import train
 
-    if args.resume:  # the run's own stored configuration; flags given with --resume are checked against it by train()
+    if (
+        args.resume
+    ):  # the run's own stored configuration; flags given with --resume are checked against it by train()
         from .train.rundir import resume_config
 
-        out = args.output_dir or (load_config(args.preset, overrides).trainer.output_dir if args.preset else None)
+        out = args.output_dir or (
+            load_config(args.preset, overrides).trainer.output_dir if args.preset else None
+        )
         if not out:
             raise ValueError("--resume needs the run's folder: --output-dir RUN")
         config = resume_config(out, overrides, args.preset)
@@ -115,7 +154,9 @@ def _data_overrides(args) -> list[str]:
     if not getattr(args, "data", None):
         return []
     if args.data_dir:
-        raise ValueError("pass either --data PATH (your own arrays) or --data-dir DIR (a preset's dataset), not both")
+        raise ValueError(
+            "pass either --data PATH (your own arrays) or --data-dir DIR (a preset's dataset), not both"
+        )
     return ["data.name=arrays", f"data.data_dir={args.data}"]
 
 
@@ -146,7 +187,11 @@ def _data(args) -> int:
         return 0
     if not args.preset and not args.data:
         raise ValueError("data check needs a PRESET (see `liquid-s4 presets`) or --data PATH")
-    overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else []) + _data_overrides(args)
+    overrides = (
+        list(args.overrides)
+        + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+        + _data_overrides(args)
+    )
     config = load_config(args.preset or "digits", overrides)
     data = build_dataset(config.data)
     print(f"dataset {config.data.name!r}" + (f" from {config.data.data_dir}" if config.data.data_dir else ""))
@@ -158,7 +203,10 @@ def _data(args) -> int:
         if ds is not None and len(ds):
             ds[0], ds[len(ds) - 1]  # noqa: B018 - reads the first and last item of every split
     if problems:
-        print("differs from the official release (fine for a subset, otherwise an incomplete copy):\n  " + "\n  ".join(problems))
+        print(
+            "differs from the official release (fine for a subset, otherwise an incomplete copy):\n  "
+            + "\n  ".join(problems)
+        )
     print("ok: every split was read" + ("" if not problems else " (with the differences above)"))
     return 0
 

@@ -20,7 +20,9 @@ from . import LSSL, S4, S4D, param_groups
 LAYERS = {"S4": S4, "S4D": S4D, "LSSL": LSSL}
 
 
-def delay_batch(batch: int, length: int, delay: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def delay_batch(
+    batch: int, length: int, delay: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     u = torch.randn(batch, length, 1, generator=generator)
     return u, torch.nn.functional.pad(u[:, : length - delay], (0, 0, delay, 0))  # (B, L, 1) each
 
@@ -30,7 +32,9 @@ class TinyModel(nn.Module):
         super().__init__()
         self.encoder = nn.Linear(1, d_model)
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
-        self.layers = nn.ModuleList(layer_cls(d_model, d_state, dt_min=1e-3, dt_max=1e-1) for _ in range(n_layers))
+        self.layers = nn.ModuleList(
+            layer_cls(d_model, d_state, dt_min=1e-3, dt_max=1e-1) for _ in range(n_layers)
+        )
         self.decoder = nn.Linear(d_model, 1)
 
     def forward(self, u):  # (B, L, 1) -> (B, L, 1)
@@ -52,7 +56,9 @@ class TinyModel(nn.Module):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--layer", choices=sorted(LAYERS), default="S4")
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--delay", type=int, default=32)
@@ -68,9 +74,13 @@ def main(argv=None) -> None:
 
     model = TinyModel(LAYERS[args.layer])
     opt = torch.optim.AdamW(param_groups(model, lr=args.lr, weight_decay=0.01))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=args.steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=args.steps
+    )
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.layer}: recall the input from {args.delay} steps ago, L={args.length}, {n_params} parameters")
+    print(
+        f"{args.layer}: recall the input from {args.delay} steps ago, L={args.length}, {n_params} parameters"
+    )
     start = time.time()
     for step in range(1, args.steps + 1):
         u, y = delay_batch(args.batch, args.length, args.delay, gen)
@@ -89,8 +99,12 @@ def main(argv=None) -> None:
     t0 = time.time()
     streamed = model.stream(u[:64])
     rate = 64 * args.length / (time.time() - t0)
-    print(f"test mse {(pred - y).square().mean().item():.4f}  (predicting zero: {y.square().mean().item():.4f})")
-    print(f"streaming (step) vs convolution max |diff| {(streamed - pred[:64]).abs().max().item():.2e}, {rate:,.0f} sample-steps/s")
+    print(
+        f"test mse {(pred - y).square().mean().item():.4f}  (predicting zero: {y.square().mean().item():.4f})"
+    )
+    print(
+        f"streaming (step) vs convolution max |diff| {(streamed - pred[:64]).abs().max().item():.2e}, {rate:,.0f} sample-steps/s"
+    )
 
 
 if __name__ == "__main__":

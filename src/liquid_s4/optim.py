@@ -23,7 +23,11 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list
             hint = getattr(p, "_optim", None)
             if hint is not None:
                 hinted.setdefault(tuple(sorted(hint.items())), []).append(p)
-            elif p.dim() < 2 or name.endswith("bias") or isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+            elif (
+                p.dim() < 2
+                or name.endswith("bias")
+                or isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm))
+            ):
                 no_decay.append(p)
             else:
                 decay.append(p)

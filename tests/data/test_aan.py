@@ -13,17 +13,28 @@ from liquid_s4.data.aan import build_aan
 from liquid_s4.data.common import CACHE_DIR, DataError
 from liquid_s4.data.registry import build_dataset
 
-FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
+FILES = {
+    "train": "new_aan_pairs.train.tsv",
+    "val": "new_aan_pairs.eval.tsv",
+    "test": "new_aan_pairs.test.tsv",
+}
 
 
 def spec(data_dir=None, **options):
-    return types.SimpleNamespace(name="aan", data_dir=None if data_dir is None else str(data_dir), val_fraction=0.1,
-                                 test_fraction=0.0, options=options)  # fmt: skip
+    return types.SimpleNamespace(
+        name="aan",
+        data_dir=None if data_dir is None else str(data_dir),
+        val_fraction=0.1,
+        test_fraction=0.0,
+        options=options,
+    )
 
 
 def write_pairs(path, rows, final_newline=True):
     """One AAN pairs file: `label<TAB>id1<TAB>id2<TAB>text1<TAB>text2` lines, no header, no quoting."""
-    lines = [b"\t".join(v if isinstance(v, bytes) else v.encode() for v in row) for row in rows]  # (label, id1, id2, text1, text2)
+    lines = [
+        b"\t".join(v if isinstance(v, bytes) else v.encode() for v in row) for row in rows
+    ]  # (label, id1, id2, text1, text2)
     with open(path, "wb") as f:
         f.write(b"\n".join(lines) + (b"\n" if final_newline else b""))
 
@@ -42,9 +53,13 @@ def write_aan(root, n=(6, 3, 4), seed=0):
         rows = []
         for i in range(k):
             label = int(rng.integers(0, 2))
-            t1 = f"paper {split} {i}: \"a quoted title\" and 'single' quotes, ".encode() + ascii_bytes(rng, 60)
+            t1 = f"paper {split} {i}: \"a quoted title\" and 'single' quotes, ".encode() + ascii_bytes(
+                rng, 60
+            )
             t2 = "Zürich — naïve “curly” ".encode() + ascii_bytes(rng, 30)
-            rows.append((["0", "1"][label] if i % 2 else f"{label}.0", f"P{i:02d}-{split}", f"W{i:02d}-1001", t1, t2))
+            rows.append(
+                (["0", "1"][label] if i % 2 else f"{label}.0", f"P{i:02d}-{split}", f"W{i:02d}-1001", t1, t2)
+            )
         write_pairs(os.path.join(folder, name), rows, final_newline=split != "test")
         out[split] = [(int(float(r[0])), r[3], r[4]) for r in rows]
     return out
@@ -73,8 +88,15 @@ def test_pairs_round_trip_and_batches(tmp_path):
     assert x1.shape == x2.shape == (4, 48) and y.shape == l1.shape == l2.shape == (4,)
     from liquid_s4.models import SequenceModel
 
-    model = SequenceModel(d_output=2, vocab_size=d.info.vocab_size, d_model=8, n_layers=1, layer="s4d", layer_args={"d_state": 4},
-                          head="retrieval")  # fmt: skip
+    model = SequenceModel(
+        d_output=2,
+        vocab_size=d.info.vocab_size,
+        d_model=8,
+        n_layers=1,
+        layer="s4d",
+        layer_args={"d_state": 4},
+        head="retrieval",
+    )
     assert model(x1, l1, x2, l2).shape == (4, 2)
 
 
@@ -112,7 +134,10 @@ def test_blank_lines_and_crlf(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="(?s)LRA AAN retrieval folder not found.*new_aan_pairs.eval.tsv.*lra_release.gz"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="(?s)LRA AAN retrieval folder not found.*new_aan_pairs.eval.tsv.*lra_release.gz",
+    ):
         build_aan(spec(tmp_path / "nowhere"))
     write_aan(tmp_path)
     folder = tmp_path / "tsv_data"
@@ -121,7 +146,10 @@ def test_errors(tmp_path):
         build_aan(spec(tmp_path))
     good = ("1", "a", "b", b"t1", b"t2")
     cases = [
-        ([good, ("0", "a", "b", b"t1", b"t2\tmore")], r"new_aan_pairs.eval.tsv, line 2: expected 5 tab-separated columns .* found 6"),
+        (
+            [good, ("0", "a", "b", b"t1", b"t2\tmore")],
+            r"new_aan_pairs.eval.tsv, line 2: expected 5 tab-separated columns .* found 6",
+        ),
         ([good, good, ("1", "a", "b", b"only four")], "line 3: expected 5 tab-separated columns"),
         ([("2", "a", "b", b"t1", b"t2")], r"eval.tsv, line 1: label must be 0 or 1, found '2'"),
         ([("yes", "a", "b", b"t1", b"t2")], "label must be 0 or 1, found 'yes'"),

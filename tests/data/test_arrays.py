@@ -14,8 +14,13 @@ from liquid_s4.data.registry import build_dataset
 
 
 def spec(path, val_fraction=0.1, test_fraction=0.2, **options):
-    return types.SimpleNamespace(name="arrays", data_dir=str(path), val_fraction=val_fraction, test_fraction=test_fraction,
-                                 options=options)  # fmt: skip
+    return types.SimpleNamespace(
+        name="arrays",
+        data_dir=str(path),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        options=options,
+    )
 
 
 def stack(ds):
@@ -41,7 +46,13 @@ def write_npz_dir(root, **splits):
 
 
 def _cell(v):
-    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else repr(v) if isinstance(v, float) else str(v)
+    return (
+        ""
+        if v is None or (isinstance(v, float) and np.isnan(v))
+        else repr(v)
+        if isinstance(v, float)
+        else str(v)
+    )
 
 
 def write_wide_csv(path, x, labels, label="y"):
@@ -59,7 +70,9 @@ def write_long_csv(path, sequences, features=("a", "b"), time=True, seed=0, labe
     rows = []
     for sid, lab, values in sequences:
         for t, v in enumerate(values):
-            rows.append([str(sid)] + ([str(t * 10)] if time else []) + [repr(float(c)) for c in v] + [str(lab)])
+            rows.append(
+                [str(sid)] + ([str(t * 10)] if time else []) + [repr(float(c)) for c in v] + [str(lab)]
+            )
     if time:
         rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
     with open(path, "w") as f:
@@ -70,7 +83,10 @@ def write_long_csv(path, sequences, features=("a", "b"), time=True, seed=0, labe
 
 def random_sequences(n, lengths, C=2, seed=0, labels=("cat", "dog", "ant")):
     rng = np.random.default_rng(seed)
-    return [(f"s{i}", labels[i % len(labels)], rng.normal(size=(lengths[i % len(lengths)], C)).round(4)) for i in range(n)]
+    return [
+        (f"s{i}", labels[i % len(labels)], rng.normal(size=(lengths[i % len(lengths)], C)).round(4))
+        for i in range(n)
+    ]
 
 
 # ---- .npz -------------------------------------------------------------------------------------
@@ -84,7 +100,11 @@ def test_npz_roundtrip_split_and_train_statistics(tmp_path):
     tr, va, te = (i.numpy() for i in split_indices(40, 0.1, 0.2, seed=0))
     assert d.sizes() == {"train": 28, "val": 4, "test": 8}
     assert sorted(np.concatenate([d.train.index, d.val.index, d.test.index])) == list(range(40))
-    assert np.array_equal(d.train.index, tr) and np.array_equal(d.val.index, va) and np.array_equal(d.test.index, te)
+    assert (
+        np.array_equal(d.train.index, tr)
+        and np.array_equal(d.val.index, va)
+        and np.array_equal(d.test.index, te)
+    )
     mean, std = x[tr].reshape(-1, 2).mean(0), x[tr].reshape(-1, 2).std(0)  # training split only
     assert np.allclose(d.info.extra["mean"], mean) and np.allclose(d.info.extra["std"], std)
     X, Y = stack(d.test)
@@ -93,7 +113,12 @@ def test_npz_roundtrip_split_and_train_statistics(tmp_path):
     assert np.array_equal(Y.numpy(), y[te])
     i = d.info
     assert (i.task, i.d_input, i.d_output, i.vocab_size) == ("classification", 2, int(y.max()) + 1, None)
-    assert "data.npz" in i.description and "n=40" in i.description and "L=9" in i.description and "28/4/8" in i.description
+    assert (
+        "data.npz" in i.description
+        and "n=40" in i.description
+        and "L=9" in i.description
+        and "28/4/8" in i.description
+    )
     assert "C=2" in d.summary() and "5 classes" in d.summary()
     again = build_dataset(spec(tmp_path / "data.npz"))
     assert np.array_equal(again.val.index, d.val.index)  # deterministic
@@ -103,7 +128,13 @@ def test_npz_two_dim_x_is_one_channel(tmp_path):
     x = np.arange(60, dtype=np.int32).reshape(10, 6)  # integer values without tokens: real-valued
     d = build_dataset(spec(write_npz(tmp_path / "d.npz", x=x, y=np.arange(10) % 2), 0.0, 0.0))
     xi, _ = d.train[0]
-    assert xi.shape == (6, 1) and xi.dtype == torch.float32 and d.info.d_input == 1 and d.val is None and d.test is None
+    assert (
+        xi.shape == (6, 1)
+        and xi.dtype == torch.float32
+        and d.info.d_input == 1
+        and d.val is None
+        and d.test is None
+    )
     X, _ = stack(d.train)
     s = d.info.extra
     assert np.allclose(X.numpy()[..., 0] * s["std"][0] + s["mean"][0], x[d.train.index], atol=1e-4)
@@ -114,7 +145,9 @@ def test_lengths_and_statistics_without_padding(tmp_path):
     lengths = rng.integers(1, 8, 30)
     x = rng.normal(size=(30, 7, 1))
     x[np.arange(7) >= lengths[:, None]] = 1e6  # padding must not enter the statistics
-    d = build_dataset(spec(write_npz(tmp_path / "v.npz", x=x, y=rng.normal(size=30), lengths=lengths), 0.2, 0.0))
+    d = build_dataset(
+        spec(write_npz(tmp_path / "v.npz", x=x, y=rng.normal(size=30), lengths=lengths), 0.2, 0.0)
+    )
     tr = d.train.index
     valid = x[tr][np.arange(7) < lengths[tr][:, None]]
     assert np.allclose(d.info.extra["mean"], valid.mean(0)) and np.allclose(d.info.extra["std"], valid.std(0))
@@ -131,12 +164,22 @@ def test_regression_and_task_override(tmp_path):
     assert d.train[0][1].shape == (1,) and d.train[0][1].dtype == torch.float32
     multi = rng.normal(size=(20, 3))
     d = build_dataset(spec(write_npz(tmp_path / "m.npz", x=x, y=multi), 0.0, 0.0))
-    assert d.info.d_output == 3 and np.allclose(stack(d.train)[1].numpy(), multi[d.train.index])  # targets raw
+    assert d.info.d_output == 3 and np.allclose(
+        stack(d.train)[1].numpy(), multi[d.train.index]
+    )  # targets raw
     y_int = rng.integers(0, 4, 20)
     d = build_dataset(spec(write_npz(tmp_path / "i.npz", x=x, y=y_int), 0.0, 0.0, task="regression"))
-    assert d.info.task == "regression" and torch.equal(stack(d.train)[1][:, 0], torch.tensor(y_int[d.train.index], dtype=torch.float32))
-    d = build_dataset(spec(write_npz(tmp_path / "f.npz", x=x, y=y_int.astype(float)), 0.0, 0.0, task="classification"))
-    assert d.info.task == "classification" and stack(d.train)[1].dtype == torch.int64 and d.info.d_output == y_int.max() + 1
+    assert d.info.task == "regression" and torch.equal(
+        stack(d.train)[1][:, 0], torch.tensor(y_int[d.train.index], dtype=torch.float32)
+    )
+    d = build_dataset(
+        spec(write_npz(tmp_path / "f.npz", x=x, y=y_int.astype(float)), 0.0, 0.0, task="classification")
+    )
+    assert (
+        d.info.task == "classification"
+        and stack(d.train)[1].dtype == torch.int64
+        and d.info.d_output == y_int.max() + 1
+    )
     write_npz(tmp_path / "g.npz", x=x, y=y_int + 0.5)
     with pytest.raises(DataError, match="classification needs integer labels"):
         build_dataset(spec(tmp_path / "g.npz", task="classification"))
@@ -163,7 +206,11 @@ def test_tokens(tmp_path):
     d = build_dataset(spec(write_npz(tmp_path / "t.npz", x=x, y=np.arange(10) % 2), 0.0, 0.0, tokens=True))
     X, _ = stack(d.train)
     assert X.dtype == torch.int64 and X.shape == (10, 6) and np.array_equal(X.numpy(), x[d.train.index])
-    assert d.info.vocab_size == x.max() + 1 and "mean" not in d.info.extra and "tokens (vocab" in d.info.description
+    assert (
+        d.info.vocab_size == x.max() + 1
+        and "mean" not in d.info.extra
+        and "tokens (vocab" in d.info.description
+    )
     write_npz(tmp_path / "f.npz", x=x + 0.5, y=np.arange(10) % 2)
     with pytest.raises(DataError, match="tokens: true needs integer x"):
         build_dataset(spec(tmp_path / "f.npz", tokens=True))
@@ -192,8 +239,10 @@ def test_folder_with_train_only_carves_val_and_maybe_test(tmp_path):
 
 def test_folder_with_all_splits_keeps_them(tmp_path):
     rng = np.random.default_rng(6)
-    parts = {s: {"x": rng.normal(size=(n, 5, 2)) + 100 * (s != "train"), "y": rng.normal(size=(n, 2))}
-             for s, n in (("train", 20), ("val", 6), ("test", 4))}  # fmt: skip
+    parts = {
+        s: {"x": rng.normal(size=(n, 5, 2)) + 100 * (s != "train"), "y": rng.normal(size=(n, 2))}
+        for s, n in (("train", 20), ("val", 6), ("test", 4))
+    }
     d = build_dataset(spec(write_npz_dir(tmp_path / "d", **parts), 0.3, 0.3))  # fractions unused: files given
     assert d.sizes() == {"train": 20, "val": 6, "test": 4}
     train = parts["train"]["x"].reshape(-1, 2)
@@ -214,17 +263,24 @@ def test_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"needs train.npz \(found \['notes.txt'\]\)"):
         build_dataset(spec(tmp_path / "empty"))
     x = np.zeros((4, 3, 2))
-    root = write_npz_dir(tmp_path / "c", train={"x": x, "y": np.zeros(4, int)}, val={"x": np.zeros((2, 3, 5)), "y": np.zeros(2, int)})
+    root = write_npz_dir(
+        tmp_path / "c",
+        train={"x": x, "y": np.zeros(4, int)},
+        val={"x": np.zeros((2, 3, 5)), "y": np.zeros(2, int)},
+    )
     with pytest.raises(DataError, match="different number of channels"):
         build_dataset(spec(root))
-
 
 
 def test_mixed_label_types_across_splits_are_refused(tmp_path):
     """Integer labels in train.npz and float labels in val.npz made the whole set regression silently."""
     rng = np.random.default_rng(7)
     train = {"x": rng.normal(size=(20, 4)), "y": rng.integers(0, 3, 20)}
-    root = write_npz_dir(tmp_path / "m", train=train, val={"x": rng.normal(size=(6, 4)), "y": rng.integers(0, 3, 6).astype(np.float32)})
+    root = write_npz_dir(
+        tmp_path / "m",
+        train=train,
+        val={"x": rng.normal(size=(6, 4)), "y": rng.integers(0, 3, 6).astype(np.float32)},
+    )
     with pytest.raises(
         DataError,
         match=(
@@ -235,7 +291,9 @@ def test_mixed_label_types_across_splits_are_refused(tmp_path):
         build_dataset(spec(root))
     d = build_dataset(spec(root, task="classification"))  # the user said which task: both are class ids
     assert d.info.task == "classification" and d.info.d_output == 3 and stack(d.val)[1].dtype == torch.int64
-    strings = write_npz_dir(tmp_path / "s", train=train, test={"x": rng.normal(size=(6, 4)), "y": np.array(["a", "b"] * 3)})
+    strings = write_npz_dir(
+        tmp_path / "s", train=train, test={"x": rng.normal(size=(6, 4)), "y": np.array(["a", "b"] * 3)}
+    )
     with pytest.raises(DataError, match=r"test.npz has <U1 \(strings\)"):
         build_dataset(spec(strings, task="classification"))
 
@@ -252,7 +310,11 @@ def test_single_class_is_refused_and_unseen_classes_warned(tmp_path):
         ),
     ):
         build_dataset(spec(tmp_path / "one.npz"))
-    root = write_npz_dir(tmp_path / "n", train={"x": x, "y": np.array(["cat"] * 12)}, val={"x": x[:4], "y": np.array(["cat", "dog"] * 2)})
+    root = write_npz_dir(
+        tmp_path / "n",
+        train={"x": x, "y": np.array(["cat"] * 12)},
+        val={"x": x[:4], "y": np.array(["cat", "dog"] * 2)},
+    )
     with pytest.raises(DataError, match="every training label is 'cat'"):
         build_dataset(spec(root))
     root = write_npz_dir(
@@ -261,9 +323,12 @@ def test_single_class_is_refused_and_unseen_classes_warned(tmp_path):
         val={"x": x[:4], "y": np.array([0, 1, 2, 5])},
         test={"x": x[:2], "y": np.array([1, 0])},
     )
-    with pytest.warns(UserWarning, match=r"the val split has class\(es\) \[2, 5\] that never occur in the training split") as w:
+    with pytest.warns(
+        UserWarning, match=r"the val split has class\(es\) \[2, 5\] that never occur in the training split"
+    ) as w:
         d = build_dataset(spec(root))
     assert d.info.d_output == 6 and not [m for m in w if "test split" in str(m.message)]
+
 
 # ---- CSV and Parquet --------------------------------------------------------------------------
 
@@ -314,7 +379,9 @@ def test_long_csv_variable_lengths(tmp_path):
     d = build_dataset(spec(path, 0.0, 0.0, id_column="id", time_column="t"))
     assert d.train.x.shape == (7, 5, 2)  # padded to the longest sequence
     by_id = {sid: (lab, v) for sid, lab, v in seqs}
-    first_seen = list(dict.fromkeys(pd.read_csv(path)["id"]))  # sequences in order of first appearance in the file
+    first_seen = list(
+        dict.fromkeys(pd.read_csv(path)["id"])
+    )  # sequences in order of first appearance in the file
     assert list(d.train.lengths) == [len(by_id[sid][1]) for sid in first_seen]
     classes = d.info.extra["classes"]
     assert classes == ["ant", "cat", "dog"]
@@ -348,7 +415,9 @@ def test_long_csv_file_order_features_and_errors(tmp_path):
     (tmp_path / "dup.csv").write_text("id,t,a,y\n1,0,0.5,1\n1,0,0.7,1\n2,0,0.1,0\n")
     with pytest.raises(DataError, match="id 1 has two rows at time 0"):
         build_dataset(spec(tmp_path / "dup.csv", id_column="id", time_column="t"))
-    (tmp_path / "dates.csv").write_text("id,t,a,y\n1,2024-01-02,0.2,0\n1,2024-01-01,0.1,0\n2,2024-01-01,0.3,1\n")
+    (tmp_path / "dates.csv").write_text(
+        "id,t,a,y\n1,2024-01-02,0.2,0\n1,2024-01-01,0.1,0\n2,2024-01-01,0.3,1\n"
+    )
     d = build_dataset(spec(tmp_path / "dates.csv", 0.0, 0.0, id_column="id", time_column="t"))
     assert np.allclose(d.train.x[:, :, 0], [[0.1, 0.2], [0.3, 0.0]]) and list(d.train.lengths) == [2, 1]
     with pytest.raises(ValueError, match="set id_column too"):
@@ -364,12 +433,24 @@ def test_parquet(tmp_path):
     X, Y = stack(d.train)
     assert d.info.task == "regression" and X.shape == (12, 5, 1)
     assert np.allclose(Y.numpy()[:, 0], wide["y"].to_numpy()[d.train.index], atol=1e-6)
-    long = pd.DataFrame({"seq": np.repeat([30, 10, 20], 4), "step": np.tile([3, 2, 1, 0], 3), "v": np.arange(12),
-                         "label": np.repeat(["z", "x", "y"], 4)})  # fmt: skip
+    long = pd.DataFrame(
+        {
+            "seq": np.repeat([30, 10, 20], 4),
+            "step": np.tile([3, 2, 1, 0], 3),
+            "v": np.arange(12),
+            "label": np.repeat(["z", "x", "y"], 4),
+        }
+    )
     long.to_parquet(tmp_path / "l.parquet")
-    d = build_dataset(spec(tmp_path / "l.parquet", 0.0, 0.0, id_column="seq", time_column="step", tokens=True))
+    d = build_dataset(
+        spec(tmp_path / "l.parquet", 0.0, 0.0, id_column="seq", time_column="step", tokens=True)
+    )
     assert d.info.vocab_size == 12 and d.info.extra["classes"] == ["x", "y", "z"]
-    assert np.asarray(d.train.x).tolist() == [[3, 2, 1, 0], [7, 6, 5, 4], [11, 10, 9, 8]]  # ids as they appear, steps by time
+    assert np.asarray(d.train.x).tolist() == [
+        [3, 2, 1, 0],
+        [7, 6, 5, 4],
+        [11, 10, 9, 8],
+    ]  # ids as they appear, steps by time
     assert np.asarray(d.train.y).tolist() == [2, 0, 1]
     assert stack(d.train)[0].dtype == torch.int64
 
@@ -381,7 +462,9 @@ def test_table_errors(tmp_path):
     (tmp_path / "nolabel.csv").write_text("y,t0,t1\n1,0.5,0.1\n,0.1,0.2\n")
     with pytest.raises(DataError, match="missing label in column 'y' \\(data row 2\\)"):
         build_dataset(spec(tmp_path / "nolabel.csv"))
-    pd.DataFrame({"y": [0, 1], "t0": [0.5, 0.1]}).to_csv(tmp_path / "index.csv")  # with pandas' default index column
+    pd.DataFrame({"y": [0, 1], "t0": [0.5, 0.1]}).to_csv(
+        tmp_path / "index.csv"
+    )  # with pandas' default index column
     with pytest.raises(DataError, match=r"unnamed column\(s\) \['Unnamed: 0'\], probably a saved row index"):
         build_dataset(spec(tmp_path / "index.csv"))
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
@@ -394,10 +477,17 @@ def test_table_errors(tmp_path):
 
 def test_input_errors(tmp_path):
     x = np.zeros((6, 4))
-    with pytest.raises(FileNotFoundError, match=r"(?s)not found at .*nowhere.npz.*PATH may be.*PATH/train.npz.*PATH.csv or PATH.parquet"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"(?s)not found at .*nowhere.npz.*PATH may be.*PATH/train.npz.*PATH.csv or PATH.parquet",
+    ):
         build_dataset(spec(tmp_path / "nowhere.npz"))
     with pytest.raises(ValueError, match="pass --data PATH"):
-        build_dataset(types.SimpleNamespace(name="arrays", data_dir=None, val_fraction=0.1, test_fraction=0.0, options={}))
+        build_dataset(
+            types.SimpleNamespace(
+                name="arrays", data_dir=None, val_fraction=0.1, test_fraction=0.0, options={}
+            )
+        )
     write_npz(tmp_path / "noy.npz", x=x, labels=np.zeros(6))
     with pytest.raises(DataError, match=r"no array 'y' \(found \['x', 'labels'\]\)"):
         build_dataset(spec(tmp_path / "noy.npz"))

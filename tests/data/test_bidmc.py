@@ -32,10 +32,14 @@ def ts_case(series: np.ndarray, target: float) -> str:
     return ":".join(",".join(repr(float(v)) for v in dim) for dim in series) + f":{target!r}"
 
 
-def write_ts(path, x: np.ndarray, y: np.ndarray, name="BIDMC32HR", what="heart rate", header=None, newline="\n"):
+def write_ts(
+    path, x: np.ndarray, y: np.ndarray, name="BIDMC32HR", what="heart rate", header=None, newline="\n"
+):
     """A .ts file as in the archive: comments, the @ header, @data, one case per line. x (n, C, L), y (n,)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    head = HEADER.format(what=what, name=name, dims=x.shape[1], length=x.shape[2]) if header is None else header
+    head = (
+        HEADER.format(what=what, name=name, dims=x.shape[1], length=x.shape[2]) if header is None else header
+    )
     lines = head.splitlines() + [ts_case(s, float(t)) for s, t in zip(x, y)]
     with open(path, "w", newline="") as f:
         f.write(newline.join(lines) + newline)
@@ -44,7 +48,9 @@ def write_ts(path, x: np.ndarray, y: np.ndarray, name="BIDMC32HR", what="heart r
 
 def make_cases(n=6, dims=2, length=20, seed=0, target_offset=80.0):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, dims, length)) * [[2.0], [0.5]][:dims] + [[1.0], [-3.0]][:dims]  # per-channel scale and offset
+    x = (
+        rng.standard_normal((n, dims, length)) * [[2.0], [0.5]][:dims] + [[1.0], [-3.0]][:dims]
+    )  # per-channel scale and offset
     y = np.round(target_offset + 10 * rng.standard_normal(n), 3)
     return x, y
 
@@ -67,8 +73,13 @@ def write_bidmc(root, n_train=20, n_test=8, length=20, layout="archive"):
 
 
 def spec(root, val_fraction=0.25, **options):
-    return types.SimpleNamespace(name="bidmc", data_dir=None if root is None else str(root), val_fraction=val_fraction,
-                                 test_fraction=0.0, options=options)  # fmt: skip
+    return types.SimpleNamespace(
+        name="bidmc",
+        data_dir=None if root is None else str(root),
+        val_fraction=val_fraction,
+        test_fraction=0.0,
+        options=options,
+    )
 
 
 # ---- read_ts ----------------------------------------------------------------------------------
@@ -79,7 +90,9 @@ def test_read_ts_round_trip(tmp_path):
     write_ts(tmp_path / "BIDMC32HR_TRAIN.ts", x, y)
     xs, ys = read_ts(str(tmp_path / "BIDMC32HR_TRAIN.ts"))
     assert xs.shape == (6, 20, 2) and xs.dtype == np.float32 and ys.shape == (6,) and ys.dtype == np.float32
-    assert np.array_equal(xs, x.transpose(0, 2, 1).astype(np.float32))  # (n, L, C), case and channel order kept
+    assert np.array_equal(
+        xs, x.transpose(0, 2, 1).astype(np.float32)
+    )  # (n, L, C), case and channel order kept
     assert np.array_equal(ys, y.astype(np.float32))
 
 
@@ -88,8 +101,12 @@ def test_read_ts_header_variants(tmp_path):
     header = "# comment\n@problemname Other\n@TIMESTAMPS false\n\n@Dimension 2\n@serieslength 7\n@TargetLabel True\n@DATA   \n# among cases"
     write_ts(tmp_path / "a.ts", x, y, header=header, newline="\r\n")
     xs, ys = read_ts(str(tmp_path / "a.ts"))
-    assert np.array_equal(xs, x.transpose(0, 2, 1).astype(np.float32)) and np.array_equal(ys, y.astype(np.float32))
-    write_ts(tmp_path / "b.ts", x[:, :1], y, header="@univariate true\n@data")  # no lengths or dimensions given
+    assert np.array_equal(xs, x.transpose(0, 2, 1).astype(np.float32)) and np.array_equal(
+        ys, y.astype(np.float32)
+    )
+    write_ts(
+        tmp_path / "b.ts", x[:, :1], y, header="@univariate true\n@data"
+    )  # no lengths or dimensions given
     xs, ys = read_ts(str(tmp_path / "b.ts"))
     assert xs.shape == (3, 7, 1) and np.array_equal(xs[..., 0], x[:, 0].astype(np.float32))
 
@@ -103,8 +120,13 @@ def test_read_ts_missing_values(tmp_path):
     (tmp_path / "m.ts").write_text(text.replace(lines[-1], ":".join(case)) + "\n")
     xs, _ = read_ts(str(tmp_path / "m.ts"))
     assert np.isnan(xs[1, 0, 1]) and np.isfinite(np.delete(xs.reshape(-1), 1 * 10 + 0 * 2 + 1)).all()
-    (tmp_path / "m.ts").write_text(text.replace("@missing true", "@missing false").replace(lines[-1], ":".join(case)) + "\n")
-    with pytest.raises(DataError, match=f"m.ts line {len(lines)}, dimension 2, value 1: missing value '\\?' but @missing false"):
+    (tmp_path / "m.ts").write_text(
+        text.replace("@missing true", "@missing false").replace(lines[-1], ":".join(case)) + "\n"
+    )
+    with pytest.raises(
+        DataError,
+        match=f"m.ts line {len(lines)}, dimension 2, value 1: missing value '\\?' but @missing false",
+    ):
         read_ts(str(tmp_path / "m.ts"))
 
 
@@ -147,18 +169,40 @@ def corrupt(lines, case):
     if case == "no cases":
         return lines[: n - 6], "no cases after the @data line"
     if case == "timestamps":
-        return [line.replace("@timeStamps false", "@timeStamps true") for line in lines], "@timeStamps true\\) are not supported"
+        return [
+            line.replace("@timeStamps false", "@timeStamps true") for line in lines
+        ], "@timeStamps true\\) are not supported"
     if case == "classification":
-        return [line.replace("@targetlabel true", "@classLabel true 0 1") for line in lines], "a classification file"
+        return [
+            line.replace("@targetlabel true", "@classLabel true 0 1") for line in lines
+        ], "a classification file"
     if case == "bad length header":
-        return [line.replace("@seriesLength 20", "@seriesLength many") for line in lines], "@serieslength must be a positive integer"
+        return [
+            line.replace("@seriesLength 20", "@seriesLength many") for line in lines
+        ], "@serieslength must be a positive integer"
     assert case == "bad flag"
-    return [line.replace("@missing false", "@missing no") for line in lines], "@missing must be true or false, got 'no'"
+    return [
+        line.replace("@missing false", "@missing no") for line in lines
+    ], "@missing must be true or false, got 'no'"
 
 
-CORRUPTIONS = ["bad value", "short series", "unequal to the first case", "extra dimension", "header dimensions", "header length",
-               "missing target", "no colon", "missing @data", "headers only", "no cases", "timestamps", "classification",
-               "bad length header", "bad flag"]  # fmt: skip
+CORRUPTIONS = [
+    "bad value",
+    "short series",
+    "unequal to the first case",
+    "extra dimension",
+    "header dimensions",
+    "header length",
+    "missing target",
+    "no colon",
+    "missing @data",
+    "headers only",
+    "no cases",
+    "timestamps",
+    "classification",
+    "bad length header",
+    "bad flag",
+]
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS)
@@ -178,29 +222,53 @@ def test_bidmc_standardized_with_training_statistics(tmp_path):
     data = build_dataset(spec(tmp_path))
     (x_tr, y_tr), (x_te, y_te) = written["hr"]
     tr, va, _ = (i.numpy() for i in split_indices(20, 0.25, 0.0, seed=0))
-    assert data.sizes() == {"train": 15, "val": 5, "test": 8} and data.official == {"train": 5550, "test": 2399}
+    assert data.sizes() == {"train": 15, "val": 5, "test": 8} and data.official == {
+        "train": 5550,
+        "test": 2399,
+    }
     info = data.info
     assert (info.d_input, info.d_output, info.task) == (2, 1, "regression")
     raw = x_tr.transpose(0, 2, 1).astype(np.float32).astype(np.float64)  # (n, L, C)
     mean, std = raw[tr].mean(axis=(0, 1)), raw[tr].std(axis=(0, 1))  # training split only
-    y_mean, y_std = y_tr.astype(np.float32)[tr].astype(np.float64).mean(), y_tr.astype(np.float32)[tr].astype(np.float64).std()
+    y_mean, y_std = (
+        y_tr.astype(np.float32)[tr].astype(np.float64).mean(),
+        y_tr.astype(np.float32)[tr].astype(np.float64).std(),
+    )
     assert np.allclose(info.extra["channel_mean"], mean) and np.allclose(info.extra["channel_std"], std)
     assert info.extra["target_normalized"] is True and info.extra["target"] == "hr"
-    assert info.extra["target_mean"] == pytest.approx(y_mean, rel=1e-9) and info.extra["target_std"] == pytest.approx(y_std, rel=1e-9)
-    assert f"std {y_std:.4g}" in info.description and "BIDMC32HR (heart rate, bpm): 20-step series, 2 channels, 15/5/8" in info.description
-    for ds, index, xs, ys in ((data.train, tr, x_tr, y_tr), (data.val, va, x_tr, y_tr), (data.test, np.arange(8), x_te, y_te)):
+    assert info.extra["target_mean"] == pytest.approx(y_mean, rel=1e-9) and info.extra[
+        "target_std"
+    ] == pytest.approx(y_std, rel=1e-9)
+    assert (
+        f"std {y_std:.4g}" in info.description
+        and "BIDMC32HR (heart rate, bpm): 20-step series, 2 channels, 15/5/8" in info.description
+    )
+    for ds, index, xs, ys in (
+        (data.train, tr, x_tr, y_tr),
+        (data.val, va, x_tr, y_tr),
+        (data.test, np.arange(8), x_te, y_te),
+    ):
         for i, j in enumerate(index):
             x, y = ds[i]
-            assert x.shape == (20, 2) and x.dtype == torch.float32 and y.shape == (1,) and y.dtype == torch.float32
+            assert (
+                x.shape == (20, 2)
+                and x.dtype == torch.float32
+                and y.shape == (1,)
+                and y.dtype == torch.float32
+            )
             assert np.allclose(x.numpy(), (xs[j].T - mean) / std, atol=1e-5)
             assert float(y) == pytest.approx((ys[j] - y_mean) / y_std, abs=1e-5)
-            assert float(y) * info.extra["target_std"] + info.extra["target_mean"] == pytest.approx(ys[j], abs=1e-3)  # back to bpm
+            assert float(y) * info.extra["target_std"] + info.extra["target_mean"] == pytest.approx(
+                ys[j], abs=1e-3
+            )  # back to bpm
     train_x = torch.stack([data.train[i][0] for i in range(15)])
     assert torch.allclose(train_x.mean((0, 1)), torch.zeros(2), atol=1e-5) and torch.allclose(
         train_x.std((0, 1), unbiased=False), torch.ones(2), atol=1e-4
     )
     test_x = torch.stack([data.test[i][0] for i in range(8)])
-    assert not torch.allclose(test_x.mean((0, 1)), torch.zeros(2), atol=1e-2)  # the test split is not used for the statistics
+    assert not torch.allclose(
+        test_x.mean((0, 1)), torch.zeros(2), atol=1e-2
+    )  # the test split is not used for the statistics
 
 
 @pytest.mark.parametrize("target", ["rr", "spo2"])
@@ -209,9 +277,9 @@ def test_bidmc_target_option_and_raw_targets(tmp_path, target):
     (_, y_tr), (_, y_te) = written[target]
     data = build_dataset(spec(tmp_path, target=target, normalize_target=False))
     tr, _, _ = split_indices(20, 0.25, 0.0, seed=0)
-    assert float(data.train[0][1]) == pytest.approx(y_tr[int(tr[0])], abs=1e-4) and float(data.test[7][1]) == pytest.approx(
-        y_te[7], abs=1e-4
-    )
+    assert float(data.train[0][1]) == pytest.approx(y_tr[int(tr[0])], abs=1e-4) and float(
+        data.test[7][1]
+    ) == pytest.approx(y_te[7], abs=1e-4)
     assert data.info.extra["target_normalized"] is False and data.info.extra["target"] == target
     assert bidmc.TARGETS[target][0] in data.info.description and "raw targets" in data.info.description
 
@@ -219,12 +287,18 @@ def test_bidmc_target_option_and_raw_targets(tmp_path, target):
 def test_bidmc_layouts(tmp_path, monkeypatch):
     written = write_bidmc(tmp_path / "bidmc")
     expected = float(written["rr"][1][1][0])
-    one = build_dataset(spec(tmp_path / "bidmc" / "BIDMC32RR", target="rr", normalize_target=False))  # one problem's folder
+    one = build_dataset(
+        spec(tmp_path / "bidmc" / "BIDMC32RR", target="rr", normalize_target=False)
+    )  # one problem's folder
     assert float(one.test[0][1]) == pytest.approx(expected, abs=1e-4)
     monkeypatch.setenv("LIQUID_S4_DATA", str(tmp_path))  # default folder: $LIQUID_S4_DATA/bidmc
-    assert float(build_dataset(spec(None, target="rr", normalize_target=False)).test[0][1]) == pytest.approx(expected, abs=1e-4)
+    assert float(build_dataset(spec(None, target="rr", normalize_target=False)).test[0][1]) == pytest.approx(
+        expected, abs=1e-4
+    )
     flat = write_bidmc(tmp_path / "flat", layout="flat")  # the .ts files directly in data_dir
-    assert float(build_dataset(spec(tmp_path / "flat", normalize_target=False)).test[0][1]) == pytest.approx(flat["hr"][1][1][0], abs=1e-4)
+    assert float(build_dataset(spec(tmp_path / "flat", normalize_target=False)).test[0][1]) == pytest.approx(
+        flat["hr"][1][1][0], abs=1e-4
+    )
     assert len(build_dataset(spec(tmp_path / "flat", val_fraction=0.0)).train) == 20
 
 
@@ -234,7 +308,9 @@ def test_bidmc_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     real = bidmc.read_ts
     monkeypatch.setattr(bidmc, "read_ts", lambda path: calls.append(os.path.basename(path)) or real(path))
     first = build_dataset(spec(tmp_path))
-    assert calls == ["BIDMC32HR_TRAIN.ts", "BIDMC32HR_TEST.ts"] and os.path.isdir(tmp_path / "BIDMC32HR" / CACHE_DIR)
+    assert calls == ["BIDMC32HR_TRAIN.ts", "BIDMC32HR_TEST.ts"] and os.path.isdir(
+        tmp_path / "BIDMC32HR" / CACHE_DIR
+    )
     second = build_dataset(spec(tmp_path, val_fraction=0.5))  # other split, same parsed arrays
     assert len(calls) == 2 and len(second.train) == 10
     assert not torch.equal(first.test[3][0], second.test[3][0])  # statistics of the new training split
@@ -247,7 +323,8 @@ def test_bidmc_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
 
 def test_bidmc_errors(tmp_path):
     with pytest.raises(
-        FileNotFoundError, match="(?s)BIDMC data folder not found.*Expected layout:.*BIDMC32HR/BIDMC32HR_TRAIN.ts.*tseregression"
+        FileNotFoundError,
+        match="(?s)BIDMC data folder not found.*Expected layout:.*BIDMC32HR/BIDMC32HR_TRAIN.ts.*tseregression",
     ):
         build_dataset(spec(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="BIDMC file BIDMC32HR/BIDMC32HR_TRAIN.ts not found"):
@@ -264,10 +341,14 @@ def test_bidmc_errors(tmp_path):
         build_dataset(spec(tmp_path, channels=1))
     x, y = make_cases(8, length=21)
     write_ts(tmp_path / "BIDMC32RR" / "BIDMC32RR_TEST.ts", x, y)
-    with pytest.raises(DataError, match="BIDMC32RR_TEST.ts: series of shape \\(21, 2\\).*TRAIN file has \\(20, 2\\)"):
+    with pytest.raises(
+        DataError, match="BIDMC32RR_TEST.ts: series of shape \\(21, 2\\).*TRAIN file has \\(20, 2\\)"
+    ):
         build_dataset(spec(tmp_path, target="rr"))
     lines = write_ts(tmp_path / "BIDMC32HR" / "BIDMC32HR_TRAIN.ts", *make_cases(20))
     text = "\n".join(lines).replace("@missing false", "@missing true")
-    (tmp_path / "BIDMC32HR" / "BIDMC32HR_TRAIN.ts").write_text(text.replace(lines[-1], "?" + lines[-1][lines[-1].index(",") :]) + "\n")
+    (tmp_path / "BIDMC32HR" / "BIDMC32HR_TRAIN.ts").write_text(
+        text.replace(lines[-1], "?" + lines[-1][lines[-1].index(",") :]) + "\n"
+    )
     with pytest.raises(DataError, match="BIDMC32HR_TRAIN.ts: missing or non-finite values"):
         build_dataset(spec(tmp_path))

@@ -34,18 +34,35 @@ def write_cifar(root, per_batch=6, n_test=4, meta=True, seed=0):
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         data[:, :1024] //= 1 + i  # batches differ in their red statistics
         labels = [int(v) for v in rng.integers(0, 10, n)]
-        dump_official(os.path.join(folder, name), {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                                                   b"filenames": [f"img_{j}.png".encode() for j in range(n)]})  # fmt: skip
+        dump_official(
+            os.path.join(folder, name),
+            {
+                b"batch_label": name.encode(),
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [f"img_{j}.png".encode() for j in range(n)],
+            },
+        )
         written[name] = (data, np.array(labels))
     if meta:
-        dump_official(os.path.join(folder, "batches.meta"), {b"num_cases_per_batch": per_batch, b"label_names": [n.encode() for n in NAMES],
-                                                             b"num_vis": 3072})  # fmt: skip
+        dump_official(
+            os.path.join(folder, "batches.meta"),
+            {
+                b"num_cases_per_batch": per_batch,
+                b"label_names": [n.encode() for n in NAMES],
+                b"num_vis": 3072,
+            },
+        )
     return folder, written
 
 
 def spec(data_dir, val_fraction=0.2, **options):
     return types.SimpleNamespace(
-        name="cifar", data_dir=None if data_dir is None else str(data_dir), val_fraction=val_fraction, test_fraction=0.3, options=options
+        name="cifar",
+        data_dir=None if data_dir is None else str(data_dir),
+        val_fraction=val_fraction,
+        test_fraction=0.3,
+        options=options,
     )
 
 
@@ -64,7 +81,11 @@ def unstandardize(ds, i):
 def test_rgb_round_trip_official_splits(tmp_path):
     folder, written = write_cifar(tmp_path)
     d = build_dataset(spec(folder))
-    assert d.sizes() == {"train": 24, "val": 6, "test": 4}  # 30 official training images, val 0.2; test_fraction unused
+    assert d.sizes() == {
+        "train": 24,
+        "val": 6,
+        "test": 4,
+    }  # 30 official training images, val 0.2; test_fraction unused
     assert d.official == {"train": 50000, "test": 10000}
     assert d.info.d_input == 3 and d.info.d_output == 10 and d.info.vocab_size is None
     assert d.info.extra["classes"] == NAMES
@@ -76,9 +97,13 @@ def test_rgb_round_trip_official_splits(tmp_path):
         for i in range(len(ds)):
             j = ds.index[i]
             x, y = ds[i]
-            assert x.dtype == torch.float32 and x.shape == (1024, 3) and y.dtype == torch.int64 and y.shape == ()
+            assert (
+                x.dtype == torch.float32 and x.shape == (1024, 3) and y.dtype == torch.int64 and y.shape == ()
+            )
             assert int(y) == labels[j]
-            assert np.array_equal(unstandardize(ds, i), data[j].reshape(3, 1024).T)  # pixel k, channel c = data[c * 1024 + k]
+            assert np.array_equal(
+                unstandardize(ds, i), data[j].reshape(3, 1024).T
+            )  # pixel k, channel c = data[c * 1024 + k]
     test_data, test_labels = written["test_batch"]
     assert [int(d.test[i][1]) for i in range(4)] == test_labels.tolist()
     assert np.array_equal(unstandardize(d.test, 2), test_data[2].reshape(3, 1024).T)
@@ -106,9 +131,13 @@ def test_standardized_with_training_statistics_only(tmp_path):
 def test_grayscale_matches_pillow_luminance(tmp_path):
     folder, written = write_cifar(tmp_path)
     d = cifar.build_cifar(spec(folder, grayscale=True))
-    assert d.info.d_input == 1 and d.info.description.startswith("LRA Image (grayscale CIFAR-10): 1024-step pixel sequences, 1 channel,")
+    assert d.info.d_input == 1 and d.info.description.startswith(
+        "LRA Image (grayscale CIFAR-10): 1024-step pixel sequences, 1 channel,"
+    )
     data, labels = train_arrays(written)
-    gray = np.stack([np.asarray(Image.fromarray(img.reshape(3, 32, 32).transpose(1, 2, 0)).convert("L")) for img in data])
+    gray = np.stack(
+        [np.asarray(Image.fromarray(img.reshape(3, 32, 32).transpose(1, 2, 0)).convert("L")) for img in data]
+    )
     for i in range(len(d.train)):
         j = d.train.index[i]
         x, y = d.train[i]
@@ -137,10 +166,16 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch):
     real = cifar.load_cifar
     monkeypatch.setattr(cifar, "load_cifar", lambda *a: calls.append(a) or real(*a))
     first = cifar.build_cifar(spec(folder))
-    assert len(calls) == 1 and any(e.startswith("cifar10-rgb-") for e in os.listdir(os.path.join(folder, CACHE_DIR)))
+    assert len(calls) == 1 and any(
+        e.startswith("cifar10-rgb-") for e in os.listdir(os.path.join(folder, CACHE_DIR))
+    )
     second = cifar.build_cifar(spec(folder))
     assert len(calls) == 1  # read from the cache
-    assert isinstance(second.train.x, np.memmap) and second.train.x.dtype == np.uint8 and second.train.x.shape == (30, 1024, 3)
+    assert (
+        isinstance(second.train.x, np.memmap)
+        and second.train.x.dtype == np.uint8
+        and second.train.x.shape == (30, 1024, 3)
+    )
     assert torch.equal(first.test[1][0], second.test[1][0])
     cifar.build_cifar(spec(folder, grayscale=True))  # other options: another cache entry
     assert len(calls) == 2
@@ -159,7 +194,10 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch):
 
 
 def test_missing_folder_and_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"CIFAR-10 folder not found(.|\n)*data_batch_1(.|\n)*cifar-10-python\.tar\.gz"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"CIFAR-10 folder not found(.|\n)*data_batch_1(.|\n)*cifar-10-python\.tar\.gz",
+    ):
         cifar.build_cifar(spec(tmp_path / "nowhere"))
     folder, _ = write_cifar(tmp_path)
     os.remove(os.path.join(folder, "data_batch_3"))
@@ -182,13 +220,21 @@ def corrupt(folder, name, content):
             {b"data": np.zeros((6, 1024), np.uint8), b"labels": [0] * 6},
             r"data_batch_4: b'data' .*\(6, 1024\).*expected \(n, 3072\) uint8",
         ),
-        ("data_batch_1", {b"data": np.zeros((6, 3072), np.float32), b"labels": [0] * 6}, r"data_batch_1: b'data' .*float32, expected"),
+        (
+            "data_batch_1",
+            {b"data": np.zeros((6, 3072), np.float32), b"labels": [0] * 6},
+            r"data_batch_1: b'data' .*float32, expected",
+        ),
         (
             "data_batch_5",
             {b"data": np.zeros((6, 3072), np.uint8), b"labels": [0] * 5},
             r"data_batch_5: 6 images but b'labels' has shape \(5,\)",
         ),
-        ("data_batch_5", {b"data": np.zeros((6, 3072), np.uint8), b"labels": [0, 1, 2, 3, 4, 10]}, r"data_batch_5: labels must be in 0..9"),
+        (
+            "data_batch_5",
+            {b"data": np.zeros((6, 3072), np.uint8), b"labels": [0, 1, 2, 3, 4, 10]},
+            r"data_batch_5: labels must be in 0..9",
+        ),
         (
             "data_batch_5",
             {b"data": np.zeros((6, 3072), np.uint8), b"labels": ["a"] * 6},
@@ -196,7 +242,11 @@ def corrupt(folder, name, content):
         ),
         ("data_batch_3", [1, 2, 3], r"data_batch_3: expected a dict with b'data' and b'labels', got list"),
         ("data_batch_3", {b"data": os.system}, r"data_batch_3: cannot unpickle .*unexpected object .*system"),
-        ("batches.meta", {b"label_names": [b"cat"]}, r"batches.meta: expected b'label_names' with 10 class names"),
+        (
+            "batches.meta",
+            {b"label_names": [b"cat"]},
+            r"batches.meta: expected b'label_names' with 10 class names",
+        ),
         ("batches.meta", "truncated", r"batches.meta: cannot unpickle"),
     ],
 )
@@ -215,7 +265,10 @@ def test_corrupt_files(tmp_path, monkeypatch, name, content, message):
 
 def test_options_checked(tmp_path):
     folder, _ = write_cifar(tmp_path)
-    with pytest.raises(ValueError, match=r"unknown data.options \['greyscale'\] for dataset 'cifar'; valid options: grayscale"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown data.options \['greyscale'\] for dataset 'cifar'; valid options: grayscale",
+    ):
         cifar.build_cifar(spec(folder, greyscale=True))
     with pytest.raises(ValueError, match="grayscale must be true or false, got 'yes'"):
         cifar.build_cifar(spec(folder, grayscale="yes"))

@@ -96,9 +96,12 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     assert np.array_equal(out["x"], np.arange(4))
 
 
-
 def _entry_file(root, key, name):
-    (entry,) = [e for e in os.listdir(os.path.join(root, CACHE_DIR)) if e.startswith(key + "-") and len(e) == len(key) + 17]
+    (entry,) = [
+        e
+        for e in os.listdir(os.path.join(root, CACHE_DIR))
+        if e.startswith(key + "-") and len(e) == len(key) + 17
+    ]
     return os.path.join(root, CACHE_DIR, entry, name)
 
 
@@ -134,17 +137,24 @@ def test_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, damage):
         expected = "written by an older liquid_s4, without checksums"
     with open(path, "wb") as f:
         f.write(data)
-    with pytest.warns(UserWarning, match=f"cache .*demo-.* is damaged or unreadable \\({expected}.*rebuilding it"):
+    with pytest.warns(
+        UserWarning, match=f"cache .*demo-.* is damaged or unreadable \\({expected}.*rebuilding it"
+    ):
         out = cached(root, "demo", [src], {}, build)
     assert len(calls) == 3 and np.array_equal(out["x"], np.arange(1000, dtype=np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert np.array_equal(cached(root, "demo", [src], {}, build)["x"], np.arange(1000)) and len(calls) == 3
+        assert (
+            np.array_equal(cached(root, "demo", [src], {}, build)["x"], np.arange(1000)) and len(calls) == 3
+        )
     assert open(_entry_file(root, "other", "x.npy"), "rb").read() == other
+
 
 def test_options_are_checked():
     assert take_options({"b": 3}, {"a": 1, "b": 2}, "demo") == {"a": 1, "b": 3}
-    with pytest.raises(ValueError, match=r"unknown data.options \['c'\] for dataset 'demo'; valid options: a \(default 1\)"):
+    with pytest.raises(
+        ValueError, match=r"unknown data.options \['c'\] for dataset 'demo'; valid options: a \(default 1\)"
+    ):
         take_options({"c": 1}, {"a": 1}, "demo")
 
 
@@ -158,9 +168,16 @@ def test_array_dataset_items_and_subsets():
     sub = ds.subset([3, 0]).subset([1])
     assert len(sub) == 1 and int(sub[0][1]) == 0
     t = np.array([[1, 2, 0], [3, 0, 0]], dtype=np.uint8)
-    pairs = ArrayDataset(t, np.array([1, 0]), np.array([2, 1]), t[::-1].copy(), np.array([1, 2]), transform=tokens)
+    pairs = ArrayDataset(
+        t, np.array([1, 0]), np.array([2, 1]), t[::-1].copy(), np.array([1, 2]), transform=tokens
+    )
     a, label, la, b, lb = pairs[0]
-    assert a.dtype == torch.int64 and a.tolist() == [1, 2, 0] and b.tolist() == [3, 0, 0] and (int(la), int(lb)) == (2, 1)
+    assert (
+        a.dtype == torch.int64
+        and a.tolist() == [1, 2, 0]
+        and b.tolist() == [3, 0, 0]
+        and (int(la), int(lb)) == (2, 1)
+    )
     with pytest.raises(ValueError, match="y has 3 rows, x has 4"):
         ArrayDataset(x, y[:3])
     with pytest.raises(ValueError, match="two-sequence data needs lengths, x2 and lengths2"):
@@ -171,11 +188,23 @@ def test_summary_and_official_sizes():
     from liquid_s4.cli import official_differences
 
     ds = ArrayDataset(np.zeros((10, 5, 2), np.float32), np.zeros(10, np.int64))
-    data = SequenceData(ds.subset(range(8)), ds.subset([8]), ds.subset([9]), DataInfo(2, 3, description="demo data"),
-                        official={"train": 9, "test": 2})  # fmt: skip
+    data = SequenceData(
+        ds.subset(range(8)),
+        ds.subset([8]),
+        ds.subset([9]),
+        DataInfo(2, 3, description="demo data"),
+        official={"train": 9, "test": 2},
+    )
     text = data.summary()
-    assert "demo data" in text and "x (5, 2) float32" in text and "train 8, val 1, test 1" in text and "3 classes" in text
-    assert official_differences(data) == [("test", 1, 2)]  # train counts train + val when the release has no val split
+    assert (
+        "demo data" in text
+        and "x (5, 2) float32" in text
+        and "train 8, val 1, test 1" in text
+        and "3 classes" in text
+    )
+    assert official_differences(data) == [
+        ("test", 1, 2)
+    ]  # train counts train + val when the release has no val split
 
 
 def test_split_indices_are_a_fixed_partition():

@@ -14,8 +14,13 @@ from liquid_s4.data.registry import build_dataset
 
 
 def spec(data_dir=None, val_fraction=0.25, **options):
-    return types.SimpleNamespace(name="imdb", data_dir=None if data_dir is None else str(data_dir), val_fraction=val_fraction,
-                                 test_fraction=0.0, options=options)  # fmt: skip
+    return types.SimpleNamespace(
+        name="imdb",
+        data_dir=None if data_dir is None else str(data_dir),
+        val_fraction=val_fraction,
+        test_fraction=0.0,
+        options=options,
+    )
 
 
 def write_review(root, split, cls, id_, rating, text: bytes):
@@ -36,7 +41,9 @@ def write_imdb(root, seed=0):
             reviews = []
             for id_ in ids:
                 n = int(rng.integers(1, 50))
-                text = f"{cls} review {split} #{id_}: ".encode() + bytes(rng.integers(32, 127, n, dtype=np.uint8))
+                text = f"{cls} review {split} #{id_}: ".encode() + bytes(
+                    rng.integers(32, 127, n, dtype=np.uint8)
+                )
                 if id_ == 2:
                     text += '  <br /><br />Café crème, naïve ☃ "quoted"\n'.encode()
                 reviews.append((id_, text))
@@ -44,7 +51,14 @@ def write_imdb(root, seed=0):
             expected[split] += [(t, label) for _, t in sorted(reviews)]
     base = os.path.join(root, "aclImdb")
     write_review(root, "train", "unsup", 0, 0, b"unlabelled")
-    for extra in ("imdb.vocab", "imdbEr.txt", "README", "train/labeledBow.feat", "train/urls_pos.txt", "test/pos/notes.txt"):
+    for extra in (
+        "imdb.vocab",
+        "imdbEr.txt",
+        "README",
+        "train/labeledBow.feat",
+        "train/urls_pos.txt",
+        "test/pos/notes.txt",
+    ):
         with open(os.path.join(base, extra), "w") as f:
             f.write("ignored\n")
     return expected
@@ -64,7 +78,11 @@ def test_byte_tokens_widen_only_for_0xff():
     assert x.dtype == np.uint8 and lengths.tolist() == [2, 0, 2]
     assert x.tolist() == [[98, 99, 0, 0], [0, 0, 0, 0], [0xC3 + 1, 0xA9 + 1, 0, 0]]
     x, lengths = byte_tokens([b"\xff\x00a", b"\x00\xfe\xff\xff\xff"], 4)
-    assert x.dtype == np.int16 and x.tolist() == [[256, 1, 98, 0], [1, 255, 256, 256]] and lengths.tolist() == [3, 4]
+    assert (
+        x.dtype == np.int16
+        and x.tolist() == [[256, 1, 98, 0], [1, 255, 256, 256]]
+        and lengths.tolist() == [3, 4]
+    )
 
 
 def test_reviews_round_trip(tmp_path):
@@ -79,9 +97,13 @@ def test_reviews_round_trip(tmp_path):
     check_items(d.test, expected["test"], 40)
     assert any(len(t) > 40 for t, _ in expected["train"])  # truncation exercised
     assert d.test[0][0][:10].tolist() == [b + 1 for b in b"neg review"]
-    full = build_dataset(spec(tmp_path / "aclImdb", val_fraction=0.0))  # data_dir = aclImdb itself; default max_length
+    full = build_dataset(
+        spec(tmp_path / "aclImdb", val_fraction=0.0)
+    )  # data_dir = aclImdb itself; default max_length
     assert full.val is None and full.train[0][0].shape == (4096,)
-    order = split_indices(10, 0.0, 0.0, seed=0)[0].tolist()  # the training items come in the split's (permuted) order
+    order = split_indices(10, 0.0, 0.0, seed=0)[
+        0
+    ].tolist()  # the training items come in the split's (permuted) order
     check_items(full.train, [expected["train"][i] for i in order], 4096)
     write_review(tmp_path, "test", "pos", 12, 10, b"\xff\xfe latin-1 \xe9")  # not UTF-8: token 256 appears
     d = build_imdb(spec(tmp_path, max_length=40))
@@ -114,7 +136,10 @@ def test_cache_reuse_and_invalidation(tmp_path, monkeypatch):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="(?s)IMDB reviews folder.*not found.*train/pos/<id>_<rating>.txt.*aclImdb_v1.tar.gz"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="(?s)IMDB reviews folder.*not found.*train/pos/<id>_<rating>.txt.*aclImdb_v1.tar.gz",
+    ):
         build_imdb(spec(tmp_path / "nowhere"))
     write_imdb(tmp_path)
     base = tmp_path / "aclImdb"

@@ -27,8 +27,13 @@ HAND = [
 
 
 def spec(data_dir=None, name="listops", **options):
-    return types.SimpleNamespace(name=name, data_dir=None if data_dir is None else str(data_dir), val_fraction=0.1,
-                                 test_fraction=0.0, options=options)  # fmt: skip
+    return types.SimpleNamespace(
+        name=name,
+        data_dir=None if data_dir is None else str(data_dir),
+        val_fraction=0.1,
+        test_fraction=0.0,
+        options=options,
+    )
 
 
 def write_tsv(path, rows, header="Source\tTarget"):
@@ -80,7 +85,12 @@ def evaluate(source):
             return (left, [right])
         if right == "]":
             op, args = left
-            return {"[MIN": min, "[MAX": max, "[MED": lambda a: int(np.median(a)), "[SM": lambda a: sum(a) % 10}[op](args)
+            return {
+                "[MIN": min,
+                "[MAX": max,
+                "[MED": lambda a: int(np.median(a)),
+                "[SM": lambda a: sum(a) % 10,
+            }[op](args)
         return (left[0], left[1] + [right])
 
     tree, end = parse(0)
@@ -94,7 +104,11 @@ def test_tokenizer_and_hand_written_values():
     assert sorted(VOCAB.values()) == list(range(1, 16)) and listops.VOCAB_SIZE == 16
     for source, target in HAND:
         assert evaluate(source) == target, source
-    assert listops._median([1, 2, 3, 4]) == 2 and listops._median([2, 9]) == 5 and listops._median([8, 1, 5]) == 5
+    assert (
+        listops._median([1, 2, 3, 4]) == 2
+        and listops._median([2, 9]) == 5
+        and listops._median([8, 1, 5]) == 5
+    )
     rng = np.random.default_rng(0)
     for _ in range(200):
         v = rng.integers(0, 10, rng.integers(2, 11)).tolist()
@@ -133,7 +147,9 @@ def test_generated_text_round_trips_through_the_tsv_reader(tmp_path):
             assert x.dtype == torch.int64 and x.shape == (40,) and y.dtype == torch.int64
             assert int(length) == len(expected) and x[: len(expected)].tolist() == expected
             assert not x[len(expected) :].any() and int(y) == int(target)
-    assert any(len(ids(s)) > 40 for s, _ in splits["train"] + splits["val"] + splits["test"])  # truncation was exercised
+    assert any(
+        len(ids(s)) > 40 for s, _ in splits["train"] + splits["val"] + splits["test"]
+    )  # truncation was exercised
     assert d.train[0][0][:4].tolist() == [12, 3, 10, 15]  # HAND[0] kept its place
 
 
@@ -147,14 +163,24 @@ def test_layouts_registry_and_cache(tmp_path, monkeypatch):
     first = [tuple(t.tolist() for t in d.test[i]) for i in range(len(d.test))]
     for data_dir in (tmp_path / "lra_release", tmp_path / "lra_release" / "listops-1000"):
         again = build_listops(spec(data_dir, max_length=64))
-        assert isinstance(again.train.x, np.memmap) and [tuple(t.tolist() for t in it) for it in again.test] == first
-    monkeypatch.setenv("LIQUID_S4_DATA", str(tmp_path))  # no data_dir: $LIQUID_S4_DATA/lra_release/listops-1000
+        assert (
+            isinstance(again.train.x, np.memmap)
+            and [tuple(t.tolist() for t in it) for it in again.test] == first
+        )
+    monkeypatch.setenv(
+        "LIQUID_S4_DATA", str(tmp_path)
+    )  # no data_dir: $LIQUID_S4_DATA/lra_release/listops-1000
     build_listops(spec(None, max_length=64))
     assert len(calls) == 3  # all from the cache
     path = tmp_path / "lra_release" / "listops-1000" / "basic_test.tsv"
     write_tsv(path, [("( ( ( [SM 4 ) 5 ) ] )", 9)])
     d = build_listops(spec(tmp_path / "lra_release", max_length=64))
-    assert len(calls) == 6 and len(d.test) == 1 and d.test[0][0][:4].tolist() == [14, 5, 6, 15] and int(d.test[0][1]) == 9
+    assert (
+        len(calls) == 6
+        and len(d.test) == 1
+        and d.test[0][0][:4].tolist() == [14, 5, 6, 15]
+        and int(d.test[0][1]) == 9
+    )
     os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))  # touched: rebuilt
     build_listops(spec(tmp_path / "lra_release", max_length=64))
     assert len(calls) == 9
@@ -163,7 +189,9 @@ def test_layouts_registry_and_cache(tmp_path, monkeypatch):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="(?s)LRA ListOps folder not found.*basic_train.tsv.*lra_release.gz"):
+    with pytest.raises(
+        FileNotFoundError, match="(?s)LRA ListOps folder not found.*basic_train.tsv.*lra_release.gz"
+    ):
         build_listops(spec(tmp_path / "nowhere"))
     write_listops(tmp_path)
     folder = tmp_path / "listops-1000"
@@ -172,9 +200,17 @@ def test_errors(tmp_path):
         build_listops(spec(tmp_path))
     h = "Source\tTarget"
     cases = [
-        ([("( ( ( [MAX 2 ) 9 ) ] )", 9), ("( ( ( [MAX 2 ) 19 ) ] )", 9)], h, r"basic_val.tsv, line 3: unknown ListOps token '19'"),
+        (
+            [("( ( ( [MAX 2 ) 9 ) ] )", 9), ("( ( ( [MAX 2 ) 19 ) ] )", 9)],
+            h,
+            r"basic_val.tsv, line 3: unknown ListOps token '19'",
+        ),
         ([("( ( ( [FIRST 2 ) 9 ) ] )", 2)], h, r"line 2: unknown ListOps token '\[FIRST'"),
-        ([("( ( ( [MAX 2 ) 9 ) ] )", "x")], h, r"basic_val.tsv, line 2: Target must be a digit 0-9, found 'x'"),
+        (
+            [("( ( ( [MAX 2 ) 9 ) ] )", "x")],
+            h,
+            r"basic_val.tsv, line 2: Target must be a digit 0-9, found 'x'",
+        ),
         ([("( ( ( [MAX 2 ) 9 ) ] )", "10")], h, "Target must be a digit"),
         ([("( ( ( [MAX 2 ) 9 ) ] )", "9\textra")], h, "line 2: expected 2 tab-separated fields"),
         ([("( ( ( [MAX 2 ) 9 ) ] )", 9)], None, "line 1: expected the header"),
@@ -199,12 +235,18 @@ def test_build_listops_generated():
     seqs = set()
     for (text, value), (x, y, length) in zip(texts, items):
         assert x.shape == (40,) and x.dtype == torch.int64 and 8 <= int(length) <= 40
-        assert x[: int(length)].tolist() == ids(text) and not x[int(length) :].any() and int(y) == value == evaluate(text)
+        assert (
+            x[: int(length)].tolist() == ids(text)
+            and not x[int(length) :].any()
+            and int(y) == value == evaluate(text)
+        )
         seqs.add(tuple(x.tolist()))
     assert len(seqs) == 85  # train, val and test share no expression
     again = build_listops_generated(s)
     assert all(torch.equal(a[0], b[0]) and int(a[1]) == int(b[1]) for a, b in zip(again.test, d.test))
-    other = build_listops_generated(spec(name="listops-generated", n_train=60, n_val=0, n_test=15, min_length=8, max_length=40, seed=2))
+    other = build_listops_generated(
+        spec(name="listops-generated", n_train=60, n_val=0, n_test=15, min_length=8, max_length=40, seed=2)
+    )
     assert other.val is None and not all(torch.equal(a[0], b[0]) for a, b in zip(other.test, d.test))
     with pytest.raises(ValueError, match="unknown data.options.*n_train \\(default 2000\\)"):
         build_listops_generated(spec(name="listops-generated", n_training=5))

@@ -15,7 +15,9 @@ from liquid_s4.train.data import build_datamodule
 
 def write_idx(path, array: np.ndarray, gz: bool):
     codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
-    header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(
+        struct.pack(">I", d) for d in array.shape
+    )
     data = header + array.tobytes()
     if gz:
         with gzip.open(str(path) + ".gz", "wb") as f:
@@ -52,7 +54,9 @@ def test_read_official_layout(tmp_path, gz):
 
 
 def test_errors_name_the_file_and_the_layout(tmp_path):
-    with pytest.raises(FileNotFoundError, match="(?s)MNIST directory not found.*Expected layout:.*train-images-idx3-ubyte"):
+    with pytest.raises(
+        FileNotFoundError, match="(?s)MNIST directory not found.*Expected layout:.*train-images-idx3-ubyte"
+    ):
         load_mnist(str(tmp_path / "nowhere"))
     write_mnist(tmp_path, gz=False)
     os.remove(tmp_path / "t10k-labels-idx1-ubyte")
@@ -76,8 +80,16 @@ def test_errors_name_the_file_and_the_layout(tmp_path):
 @pytest.mark.parametrize("name", ["smnist", "psmnist"])
 def test_presets_load_and_train_on_fixtures(tmp_path, name):
     arrays = write_mnist(tmp_path / "mnist")
-    tiny = [f"data.data_dir={tmp_path / 'mnist'}", "data.val_fraction=0.25", "data.batch_size=8", "model.d_model=8",
-            "model.n_layers=1", "model.layer_args.d_state=4", "trainer.max_steps=2", "trainer.progress=false"]  # fmt: skip
+    tiny = [
+        f"data.data_dir={tmp_path / 'mnist'}",
+        "data.val_fraction=0.25",
+        "data.batch_size=8",
+        "model.d_model=8",
+        "model.n_layers=1",
+        "model.layer_args.d_state=4",
+        "trainer.max_steps=2",
+        "trainer.progress=false",
+    ]
     cfg = load_config(name, tiny)
     dm = build_datamodule(cfg.data)
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (30, 10, 12)
@@ -86,7 +98,10 @@ def test_presets_load_and_train_on_fixtures(tmp_path, name):
     raw = torch.tensor(arrays["t10k-images-idx3-ubyte"][0].reshape(-1), dtype=torch.float32)
     order = torch.argsort(x[:, 0])  # standardization is monotone: the pixel order is recoverable
     if name == "smnist":
-        assert torch.equal(raw[order], raw.sort().values) and torch.corrcoef(torch.stack([x[:, 0], raw]))[0, 1] > 0.999
+        assert (
+            torch.equal(raw[order], raw.sort().values)
+            and torch.corrcoef(torch.stack([x[:, 0], raw]))[0, 1] > 0.999
+        )
     else:
         assert torch.corrcoef(torch.stack([x[:, 0], raw]))[0, 1] < 0.5  # a fixed permutation was applied
     from liquid_s4.train.run import train

@@ -38,8 +38,13 @@ def write_pathfinder(root, resolution=32, difficulty="hard", groups=(0, 2, 10), 
 
 
 def spec(data_dir, name="pathfinder", val=0.25, test=0.25, **options):
-    return types.SimpleNamespace(name=name, data_dir=None if data_dir is None else str(data_dir), val_fraction=val, test_fraction=test,
-                                 options=options)  # fmt: skip
+    return types.SimpleNamespace(
+        name=name,
+        data_dir=None if data_dir is None else str(data_dir),
+        val_fraction=val,
+        test_fraction=test,
+        options=options,
+    )
 
 
 def unstandardize(ds, i):
@@ -51,7 +56,9 @@ def test_round_trip_in_metadata_order(tmp_path):
     folder, images, labels = write_pathfinder(tmp_path)
     d = build_dataset(spec(tmp_path))  # the folder holding lra_release/lra_release/pathfinder32
     assert d.sizes() == {"train": 6, "val": 3, "test": 3}
-    assert d.info.d_input == 1 and d.info.d_output == 2 and d.info.task == "classification" and d.official == {}
+    assert (
+        d.info.d_input == 1 and d.info.d_output == 2 and d.info.task == "classification" and d.official == {}
+    )
     assert d.info.description == "Pathfinder-32 (hard): 1024-step pixel sequences, 1 channel, 6/3/3"
     assert d.info.extra["folder"] == folder and d.info.extra["skipped_missing"] == 0
     # all samples, in metadata order: groups 0, 2, 10 (numeric, not 0, 10, 2), lines in order
@@ -63,7 +70,12 @@ def test_round_trip_in_metadata_order(tmp_path):
         for i in range(len(ds)):
             j = int(ds.index[i])
             x, y = ds[i]
-            assert x.dtype == torch.float32 and x.shape == (1024, 1) and y.dtype == torch.int64 and int(y) == labels[j]
+            assert (
+                x.dtype == torch.float32
+                and x.shape == (1024, 1)
+                and y.dtype == torch.int64
+                and int(y) == labels[j]
+            )
             assert np.array_equal(unstandardize(ds, i)[:, 0], images[j].reshape(-1))  # row by row
             seen.append(j)
     assert sorted(seen) == list(range(12))
@@ -91,7 +103,9 @@ def test_deterministic_split(tmp_path):
     assert len(set(a.train.index.tolist()) | set(a.val.index.tolist()) | set(a.test.index.tolist())) == 20
 
 
-@pytest.mark.parametrize("sub", ["lra_release", "lra_release/lra_release", "lra_release/lra_release/pathfinder32"])
+@pytest.mark.parametrize(
+    "sub", ["lra_release", "lra_release/lra_release", "lra_release/lra_release/pathfinder32"]
+)
 def test_data_dir_forms(tmp_path, sub):
     _, images, _ = write_pathfinder(tmp_path)
     d = pathfinder.build_pathfinder(spec(tmp_path / sub))
@@ -100,7 +114,9 @@ def test_data_dir_forms(tmp_path, sub):
 
 def test_default_folder_from_environment(tmp_path, monkeypatch):
     write_pathfinder(tmp_path, groups=(0,))
-    monkeypatch.setenv("LIQUID_S4_DATA", str(tmp_path))  # default: $LIQUID_S4_DATA/lra_release (here with the archive's nesting)
+    monkeypatch.setenv(
+        "LIQUID_S4_DATA", str(tmp_path)
+    )  # default: $LIQUID_S4_DATA/lra_release (here with the archive's nesting)
     assert len(pathfinder.build_pathfinder(spec(None)).train.x) == 4
 
 
@@ -109,21 +125,35 @@ def test_resolution_and_difficulty_options(tmp_path):
     _, easy, easy_labels = write_pathfinder(tmp_path, difficulty="easy", groups=(0, 1), seed=1)
     _, big, _ = write_pathfinder(tmp_path, resolution=64, difficulty="intermediate", groups=(3,))
     d = pathfinder.build_pathfinder(spec(tmp_path, difficulty="easy"))
-    assert np.array_equal(np.asarray(d.train.x)[:, :, 0], easy.reshape(8, -1)) and np.array_equal(np.asarray(d.train.y), easy_labels)
+    assert np.array_equal(np.asarray(d.train.x)[:, :, 0], easy.reshape(8, -1)) and np.array_equal(
+        np.asarray(d.train.y), easy_labels
+    )
     assert d.info.description.startswith("Pathfinder-32 (easy): 1024-step")
     d = pathfinder.build_pathfinder(spec(tmp_path, resolution=64, difficulty="intermediate"))
-    assert d.train[0][0].shape == (4096, 1) and np.array_equal(np.asarray(d.train.x)[:, :, 0], big.reshape(4, -1))
+    assert d.train[0][0].shape == (4096, 1) and np.array_equal(
+        np.asarray(d.train.x)[:, :, 0], big.reshape(4, -1)
+    )
     with pytest.raises(ValueError, match=r"resolution must be one of \(32, 64, 128, 256\), got 48"):
         pathfinder.build_pathfinder(spec(tmp_path, resolution=48))
-    with pytest.raises(ValueError, match=r"difficulty must be one of \('easy', 'intermediate', 'hard'\), got 'medium'"):
+    with pytest.raises(
+        ValueError, match=r"difficulty must be one of \('easy', 'intermediate', 'hard'\), got 'medium'"
+    ):
         pathfinder.build_pathfinder(spec(tmp_path, difficulty="medium"))
-    with pytest.raises(ValueError, match=r"unknown data.options \['size'\] for dataset 'pathfinder'; valid options: resolution"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown data.options \['size'\] for dataset 'pathfinder'; valid options: resolution",
+    ):
         pathfinder.build_pathfinder(spec(tmp_path, size=32))
     with pytest.raises(ValueError, match="skip_missing must be true or false"):
         pathfinder.build_pathfinder(spec(tmp_path, skip_missing="no"))
-    with pytest.raises(ValueError, match="holds Pathfinder at resolution 32, but resolution 64 was asked for"):
+    with pytest.raises(
+        ValueError, match="holds Pathfinder at resolution 32, but resolution 64 was asked for"
+    ):
         pathfinder.build_pathfinder(spec(tmp_path / "lra_release/lra_release/pathfinder32", resolution=64))
-    with pytest.raises(FileNotFoundError, match=r"difficulty 'hard' \(curv_contour_length_14/\) not found(.|\n)*lra_release.gz"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"difficulty 'hard' \(curv_contour_length_14/\) not found(.|\n)*lra_release.gz",
+    ):
         pathfinder.build_pathfinder(spec(tmp_path, resolution=64))
 
 
@@ -136,7 +166,10 @@ def test_pathx(tmp_path):
     j = int(d.train.index[0])
     assert x.shape == (16384, 1) and int(y) == labels[j]
     assert np.array_equal(unstandardize(d.train, 0)[:, 0], images[j].reshape(-1))
-    with pytest.raises(ValueError, match=r"unknown data.options \['resolution'\] for dataset 'pathx'; valid options: difficulty"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown data.options \['resolution'\] for dataset 'pathx'; valid options: difficulty",
+    ):
         pathfinder.build_pathx(spec(tmp_path, name="pathx", resolution=128))
 
 
@@ -147,7 +180,9 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch):
     monkeypatch.setattr(pathfinder, "decode_images", lambda *a: calls.append(a) or real(*a))
     pathfinder.build_pathfinder(spec(tmp_path))
     pf = os.path.dirname(folder)
-    assert len(calls) == 1 and any(e.startswith("pathfinder32-curv_contour_length_14-") for e in os.listdir(os.path.join(pf, CACHE_DIR)))
+    assert len(calls) == 1 and any(
+        e.startswith("pathfinder32-curv_contour_length_14-") for e in os.listdir(os.path.join(pf, CACHE_DIR))
+    )
     d = pathfinder.build_pathfinder(spec(tmp_path))
     assert len(calls) == 1 and isinstance(d.train.x, np.memmap)  # memory-mapped from the cache
     meta = os.path.join(folder, "metadata", "0.npy")
@@ -172,7 +207,8 @@ def test_missing_image(tmp_path):
     folder, images, labels = write_pathfinder(tmp_path, groups=(0, 1))
     os.remove(os.path.join(folder, "imgs", "1", "sample_2.png"))
     with pytest.raises(
-        DataError, match=r"imgs.1.sample_2\.png: image listed in the metadata is missing \(1 missing in all\); set data.options.skip"
+        DataError,
+        match=r"imgs.1.sample_2\.png: image listed in the metadata is missing \(1 missing in all\); set data.options.skip",
     ):
         pathfinder.build_pathfinder(spec(tmp_path))
     d = pathfinder.build_pathfinder(spec(tmp_path, skip_missing=True))
@@ -184,7 +220,8 @@ def test_missing_image(tmp_path):
 
 def test_missing_folders(tmp_path):
     with pytest.raises(
-        FileNotFoundError, match=r"LRA Pathfinder folder pathfinder32/ not found(.|\n)*curv_contour_length_14(.|\n)*lra_release\.gz"
+        FileNotFoundError,
+        match=r"LRA Pathfinder folder pathfinder32/ not found(.|\n)*curv_contour_length_14(.|\n)*lra_release\.gz",
     ):
         pathfinder.build_pathfinder(spec(tmp_path / "nowhere"))
     folder, _, _ = write_pathfinder(tmp_path, groups=(0,))
@@ -198,17 +235,22 @@ def test_missing_folders(tmp_path):
     with pytest.raises(DataError, match="the metadata files list no images"):
         pathfinder.build_pathfinder(spec(tmp_path))
     os.rename(os.path.join(folder, "metadata"), os.path.join(folder, "meta"))
-    with pytest.raises(FileNotFoundError, match=r"Pathfinder metadata folder not found at .*curv_contour_length_14.metadata"):
+    with pytest.raises(
+        FileNotFoundError, match=r"Pathfinder metadata folder not found at .*curv_contour_length_14.metadata"
+    ):
         pathfinder.build_pathfinder(spec(tmp_path))
 
 
-@pytest.mark.parametrize("line", ["imgs/0 sample_9.png 0", "imgs/0 sample_9.png 0 2 1", "imgs/0 sample_9.png 0 one"])
+@pytest.mark.parametrize(
+    "line", ["imgs/0 sample_9.png 0", "imgs/0 sample_9.png 0 2 1", "imgs/0 sample_9.png 0 one"]
+)
 def test_bad_metadata_line(tmp_path, line):
     folder, _, _ = write_pathfinder(tmp_path, groups=(0, 5))
     with open(os.path.join(folder, "metadata", "5.npy"), "a") as f:
         f.write(line + "\n")
     with pytest.raises(
-        DataError, match=rf"metadata.5\.npy, line 5: expected '<image folder> <file name> <field> <label 0/1> ...', got '{line}'"
+        DataError,
+        match=rf"metadata.5\.npy, line 5: expected '<image folder> <file name> <field> <label 0/1> ...', got '{line}'",
     ):
         pathfinder.build_pathfinder(spec(tmp_path))
     with open(os.path.join(folder, "metadata", "5.npy"), "wb") as f:
@@ -226,7 +268,9 @@ def test_bad_images(tmp_path, monkeypatch):
         pathfinder.build_pathfinder(spec(tmp_path))
     with open(png, "wb") as f:
         f.write(b"not a png at all")
-    with pytest.raises(DataError, match=r"imgs.1.sample_3\.png: cannot decode the PNG .*truncated or corrupt"):
+    with pytest.raises(
+        DataError, match=r"imgs.1.sample_3\.png: cannot decode the PNG .*truncated or corrupt"
+    ):
         pathfinder.build_pathfinder(spec(tmp_path))
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)).save(png)
     with open(png, "rb") as f:
@@ -240,6 +284,8 @@ def test_bad_images(tmp_path, monkeypatch):
 def test_rgb_png_is_converted_to_gray(tmp_path):
     folder, images, _ = write_pathfinder(tmp_path, groups=(0,))
     gray = images[2]
-    Image.fromarray(np.repeat(gray[..., None], 3, axis=2)).save(os.path.join(folder, "imgs", "0", "sample_2.png"))
+    Image.fromarray(np.repeat(gray[..., None], 3, axis=2)).save(
+        os.path.join(folder, "imgs", "0", "sample_2.png")
+    )
     d = pathfinder.build_pathfinder(spec(tmp_path))
     assert np.array_equal(np.asarray(d.train.x)[2, :, 0], gray.reshape(-1))

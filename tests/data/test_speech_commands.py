@@ -32,7 +32,9 @@ def write_speech_commands(root, words=sc.SC35, per_word=3, lengths=(16000, 700, 
             rel = f"{word}/{w:04x}{k:04x}_nohash_{k}.wav"
             clips[rel] = rng.integers(-32768, 32768, lengths[k % len(lengths)]).astype(np.int16)
             write_wav(os.path.join(root, rel), clips[rel])
-    write_wav(os.path.join(root, "_background_noise_", "white_noise.wav"), rng.integers(-900, 900, 3 * 16000))  # > 1 s: must be ignored
+    write_wav(
+        os.path.join(root, "_background_noise_", "white_noise.wav"), rng.integers(-900, 900, 3 * 16000)
+    )  # > 1 s: must be ignored
     with open(os.path.join(root, "README.md"), "w") as f:
         f.write("Speech Commands\n")
     names = sorted(clips)
@@ -46,14 +48,19 @@ def write_speech_commands(root, words=sc.SC35, per_word=3, lengths=(16000, 700, 
 
 
 def spec(root, **options):
-    return types.SimpleNamespace(name="speech-commands", data_dir=str(root), val_fraction=0.1, test_fraction=0.0, options=options)
+    return types.SimpleNamespace(
+        name="speech-commands", data_dir=str(root), val_fraction=0.1, test_fraction=0.0, options=options
+    )
 
 
 def expected_split(clips, words, split):
     """(samples, label) in the reader's order: label order, then sorted file names; split from the lists' rule above."""
     suffix = {"train": "_nohash_0.wav", "val": "_nohash_1.wav", "test": "_nohash_2.wav"}[split]
     chosen = [rel for rel in clips if rel.split("/")[0] in words and rel.endswith(suffix)]
-    return [(clips[rel], words.index(rel.split("/")[0])) for rel in sorted(chosen, key=lambda r: (words.index(r.split("/")[0]), r))]
+    return [
+        (clips[rel], words.index(rel.split("/")[0]))
+        for rel in sorted(chosen, key=lambda r: (words.index(r.split("/")[0]), r))
+    ]
 
 
 def check_items(ds, expected):
@@ -77,7 +84,9 @@ def test_sc10_labels_padding_and_official_lists(tmp_path):
         check_items(getattr(data, split), expected_split(clips, list(sc.SC10), split))
     assert data.sizes() == {"train": 10, "val": 10, "test": 10} and data.extra_tests == {}
     assert data.official == {}
-    assert data.info.description.startswith("Speech Commands v0.02 (SC10): raw 16 kHz audio, 16000 steps, 1 channel, 10/10/10")
+    assert data.info.description.startswith(
+        "Speech Commands v0.02 (SC10): raw 16 kHz audio, 16000 steps, 1 channel, 10/10/10"
+    )
     assert "zero-shot" not in data.info.description
     # the cache keeps int16 audio padded to 16000 and the real lengths
     entry = [d for d in os.listdir(tmp_path / CACHE_DIR) if d.startswith("speech_commands_sc10-")]
@@ -91,7 +100,9 @@ def test_sc10_labels_padding_and_official_lists(tmp_path):
 def test_35_classes_sorted_labels_and_official_sizes(tmp_path):
     clips = write_speech_commands(tmp_path, per_word=3, lengths=(40, 30, 20))
     data = build_dataset(spec(tmp_path, classes=35, test_rate=None))
-    assert data.info.d_output == 35 and data.info.extra["classes"] == sorted(data.info.extra["classes"]) == list(sc.SC35)
+    assert data.info.d_output == 35 and data.info.extra["classes"] == sorted(
+        data.info.extra["classes"]
+    ) == list(sc.SC35)
     assert data.info.extra["classes"][0] == "backward" and data.info.extra["classes"][-1] == "zero"
     for split in ("train", "val", "test"):
         check_items(getattr(data, split), expected_split(clips, list(sc.SC35), split))
@@ -104,7 +115,9 @@ def test_the_lists_decide_the_split(tmp_path):
     clips = write_speech_commands(tmp_path, words=sc.SC10, lengths=(60,))
     moved = "go/00090000_nohash_0.wav"  # a training clip by the default lists
     with open(tmp_path / "testing_list.txt", "a") as f:
-        f.write("\n" + moved + "\nbackward/ffff_nohash_0.wav\n")  # a blank line, and a clip of a word not in SC10
+        f.write(
+            "\n" + moved + "\nbackward/ffff_nohash_0.wav\n"
+        )  # a blank line, and a clip of a word not in SC10
     data = build_dataset(spec(tmp_path, test_rate=None))
     assert data.sizes() == {"train": 9, "val": 10, "test": 11}
     x, y = data.test[len(data.test) - 1]  # go is the last label; its moved clip sorts first of its test clips
@@ -117,7 +130,10 @@ def test_the_lists_decide_the_split(tmp_path):
 def test_8khz_zero_shot_test_set(tmp_path):
     clips = write_speech_commands(tmp_path, words=sc.SC10, lengths=(16000, 16000, 16000))
     t = np.arange(16000) / 16000
-    low, high = 0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 6000 * t)  # 6 kHz is above the 4 kHz Nyquist of 8 kHz
+    low, high = (
+        0.5 * np.sin(2 * np.pi * 440 * t),
+        0.3 * np.sin(2 * np.pi * 6000 * t),
+    )  # 6 kHz is above the 4 kHz Nyquist of 8 kHz
     tone = np.rint((low + high) * 32768).astype(np.int16)
     write_wav(tmp_path / "yes" / "00000002_nohash_2.wav", tone)  # the first test clip
     clips["yes/00000002_nohash_2.wav"] = tone
@@ -143,7 +159,11 @@ def test_8khz_zero_shot_test_set(tmp_path):
     assert np.abs(x[:, 0].numpy() - resample_poly(tone / 32768, 1, 2)).max() <= 0.6 / 32768
     # the short clip: constant level, then the (band-limited) step down to the zero padding at 6001 / 2
     xs, ys = low_set[9]
-    assert int(ys) == 9 and np.allclose(xs[20:2980, 0].numpy(), 1000 / 32768, atol=2e-5) and np.all(xs[3020:, 0].numpy() == 0)
+    assert (
+        int(ys) == 9
+        and np.allclose(xs[20:2980, 0].numpy(), 1000 / 32768, atol=2e-5)
+        and np.all(xs[3020:, 0].numpy() == 0)
+    )
     # test_rate null: no extra test set; another rate: its own set and rate
     assert build_dataset(spec(tmp_path, test_rate=None)).extra_tests == {}
     other, rate = build_dataset(spec(tmp_path, test_rate=4000)).extra_tests["test_4khz"]
@@ -161,8 +181,9 @@ def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     calls.clear()
     second = build_dataset(spec(tmp_path))
     assert calls == []  # memory-mapped from the cache, 8 kHz set included
-    assert torch.equal(second.train[3][0], first.train[3][0]) and torch.equal(second.extra_tests["test_8khz"][0][0][0],
-                                                                              first.extra_tests["test_8khz"][0][0][0])  # fmt: skip
+    assert torch.equal(second.train[3][0], first.train[3][0]) and torch.equal(
+        second.extra_tests["test_8khz"][0][0][0], first.extra_tests["test_8khz"][0][0][0]
+    )
     path = tmp_path / "up" / "00020000_nohash_0.wav"
     write_wav(path, np.full(80, 123, dtype=np.int16))
     os.utime(path, ns=(10**18, 10**18))  # a different modification time, whatever the clock resolution
@@ -179,20 +200,33 @@ def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
 
 
 def test_default_folder_and_nested_archive_folder(tmp_path, monkeypatch):
-    clips = write_speech_commands(tmp_path / "speech_commands" / "speech_commands_v0.02", words=sc.SC10, lengths=(20,))
+    clips = write_speech_commands(
+        tmp_path / "speech_commands" / "speech_commands_v0.02", words=sc.SC10, lengths=(20,)
+    )
     monkeypatch.setenv("LIQUID_S4_DATA", str(tmp_path))
-    data = build_dataset(types.SimpleNamespace(name="speech-commands", data_dir=None, val_fraction=0.1, test_fraction=0.0, options={}))
+    data = build_dataset(
+        types.SimpleNamespace(
+            name="speech-commands", data_dir=None, val_fraction=0.1, test_fraction=0.0, options={}
+        )
+    )
     check_items(data.val, expected_split(clips, list(sc.SC10), "val"))
 
 
 def test_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="(?s)Speech Commands v0.02 folder not found.*Expected layout:.*validation_list.txt"
-                       ".*speech_commands_v0.02.tar.gz"):  # fmt: skip
+    with pytest.raises(
+        FileNotFoundError,
+        match="(?s)Speech Commands v0.02 folder not found.*Expected layout:.*validation_list.txt"
+        ".*speech_commands_v0.02.tar.gz",
+    ):
         build_dataset(spec(tmp_path / "nowhere"))
     root = tmp_path / "sc"
-    v001 = [w for w in sc.SC35 if w not in ("backward", "follow", "forward", "learn", "visual")]  # the 30 words of v0.01
+    v001 = [
+        w for w in sc.SC35 if w not in ("backward", "follow", "forward", "learn", "visual")
+    ]  # the 30 words of v0.01
     write_speech_commands(root, words=v001, per_word=1, lengths=(30,))
-    with pytest.raises(FileNotFoundError, match="(?s)word folder\\(s\\) backward, follow, forward, learn, visual.*v0.01"):
+    with pytest.raises(
+        FileNotFoundError, match="(?s)word folder\\(s\\) backward, follow, forward, learn, visual.*v0.01"
+    ):
         build_dataset(spec(root, classes=35))
     os.remove(root / "testing_list.txt")
     with pytest.raises(FileNotFoundError, match="split list testing_list.txt not found"):
@@ -245,4 +279,6 @@ def test_corrupt_files(tmp_path, case, match):
         (tmp_path / "testing_list.txt").write_text("yes/yes_nohash_0.wav\n")
     with pytest.raises(DataError, match=match):
         build_dataset(spec(tmp_path))
-    assert not os.path.exists(tmp_path / CACHE_DIR) or not [d for d in os.listdir(tmp_path / CACHE_DIR) if not d.startswith(".")]
+    assert not os.path.exists(tmp_path / CACHE_DIR) or not [
+        d for d in os.listdir(tmp_path / CACHE_DIR) if not d.startswith(".")
+    ]

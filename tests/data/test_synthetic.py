@@ -12,7 +12,9 @@ from liquid_s4.data.registry import build_dataset
 
 
 def spec(name, **options):
-    return types.SimpleNamespace(name=name, data_dir=None, val_fraction=0.1, test_fraction=0.2, options=options)
+    return types.SimpleNamespace(
+        name=name, data_dir=None, val_fraction=0.1, test_fraction=0.2, options=options
+    )
 
 
 def rows(ds):
@@ -125,7 +127,13 @@ def test_delay_dataset_items_and_info():
 
 @pytest.mark.parametrize("name", ["copying", "adding", "delay"])
 def test_seeding(name):
-    small = {"n_train": 16, "n_val": 8, "n_test": 8, "length": 12, **({"delay": 5} if name != "adding" else {})}
+    small = {
+        "n_train": 16,
+        "n_val": 8,
+        "n_test": 8,
+        "length": 12,
+        **({"delay": 5} if name != "adding" else {}),
+    }
     a, b = build_dataset(spec(name, **small)), build_dataset(spec(name, **small))
     for split in ("train", "val", "test"):
         assert all(torch.equal(u, v) for u, v in zip(rows(getattr(a, split)), rows(getattr(b, split))))
@@ -134,7 +142,9 @@ def test_seeding(name):
     assert not torch.equal(rows(a.val)[0], rows(a.test)[0])  # splits are drawn independently
     assert not torch.equal(rows(a.train)[0][:8], rows(a.val)[0])
     bigger_val = build_dataset(spec(name, **{**small, "n_val": 20, "n_test": 0}))
-    assert torch.equal(rows(a.train)[0], rows(bigger_val.train)[0])  # train does not depend on the other sizes
+    assert torch.equal(
+        rows(a.train)[0], rows(bigger_val.train)[0]
+    )  # train does not depend on the other sizes
     assert len(bigger_val.val) == 20 and bigger_val.test is None
 
 

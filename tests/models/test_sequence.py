@@ -75,7 +75,10 @@ def test_batchnorm_statistics_ignore_padding():
     m(padded, lengths=torch.tensor([20, 5]))
     stats = m.blocks[0].norm.norm.running_mean.clone()
     m2 = model(norm="batch", **STACKS[1]).train()
-    m2.load_state_dict({k: v for k, v in m.state_dict().items() if "running" not in k and "num_batches" not in k}, strict=False)
+    m2.load_state_dict(
+        {k: v for k, v in m.state_dict().items() if "running" not in k and "num_batches" not in k},
+        strict=False,
+    )
     m2(x, lengths=torch.tensor([20, 5]))
     assert torch.allclose(stats, m2.blocks[0].norm.norm.running_mean)
     assert stats.abs().max() < 10  # the 1e3 padding did not enter
@@ -123,8 +126,13 @@ def test_norms_run_channels_first():
     y = ln(x)
     assert y.is_contiguous() and torch.allclose(y, ln.norm(x.transpose(1, 2)).transpose(1, 2), atol=1e-12)
     bn = Norm("batch", 6).double().train()
-    assert torch.allclose(bn(x), torch.nn.functional.batch_norm(x.transpose(1, 2).reshape(-1, 6), None, None, training=True)
-                          .view(2, 9, 6).transpose(1, 2), atol=1e-12)  # fmt: skip
+    assert torch.allclose(
+        bn(x),
+        torch.nn.functional.batch_norm(x.transpose(1, 2).reshape(-1, 6), None, None, training=True)
+        .view(2, 9, 6)
+        .transpose(1, 2),
+        atol=1e-12,
+    )
 
 
 def test_linear_encoder_channels_first_equals_the_module():
@@ -175,7 +183,9 @@ def test_tied_dropout_is_constant_across_length():
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match=r"unknown layer 'mamba'; expected one of \('s4', 's4d', 'lssl', 'liquid_s4'\)"):
+    with pytest.raises(
+        ValueError, match=r"unknown layer 'mamba'; expected one of \('s4', 's4d', 'lssl', 'liquid_s4'\)"
+    ):
         ModelConfig(layer="mamba")
     with pytest.raises(ValueError, match="unknown keys \\['dmodel'\\]; valid keys"):
         ModelConfig.from_dict({"dmodel": 3})
@@ -202,7 +212,10 @@ def test_save_and_load_pretrained(tmp_path):
 def test_pretrained_errors(tmp_path):
     m = model(**STACKS[1])
     m.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"does not fit this model config \(.*shape mismatch.*Build the model with the config"):
+    with pytest.raises(
+        ValueError,
+        match=r"does not fit this model config \(.*shape mismatch.*Build the model with the config",
+    ):
         SequenceModel.from_pretrained(tmp_path, d_model=16)
     with pytest.raises(ValueError, match=r"missing \['blocks.2"):
         SequenceModel.from_pretrained(tmp_path, n_layers=3)
@@ -215,7 +228,6 @@ def test_pretrained_errors(tmp_path):
     weights.unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors not found"):
         SequenceModel.from_pretrained(tmp_path)
-
 
 
 def damage_safetensors_data(path):
@@ -238,16 +250,23 @@ def test_pretrained_checksums_detect_changed_weights_and_config(tmp_path):
         assert set(f.metadata()) >= {"weights_sha256", "config_sha256"}
     pristine = {name: (tmp_path / name).read_bytes() for name in ("config.json", "model.safetensors")}
     damage_safetensors_data(tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match=r"model.safetensors is corrupt: its tensors do not match the sha256"):
+    with pytest.raises(
+        ValueError, match=r"model.safetensors is corrupt: its tensors do not match the sha256"
+    ):
         SequenceModel.from_pretrained(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(pristine["model.safetensors"])
     meta = json.loads(pristine["config.json"])
     meta["model"]["prenorm"] = False  # still valid JSON, and the weights still fit
     (tmp_path / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"config.json does not match the model config saved with the weights.*from_pretrained\("):
+    with pytest.raises(
+        ValueError,
+        match=r"config.json does not match the model config saved with the weights.*from_pretrained\(",
+    ):
         SequenceModel.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_bytes(pristine["config.json"])
-    assert SequenceModel.from_pretrained(tmp_path, dropout=0.25).config.dropout == 0.25  # overrides are not a changed file
+    assert (
+        SequenceModel.from_pretrained(tmp_path, dropout=0.25).config.dropout == 0.25
+    )  # overrides are not a changed file
 
 
 def test_pretrained_without_checksums_loads_unchecked(tmp_path):
@@ -256,10 +275,13 @@ def test_pretrained_without_checksums_loads_unchecked(tmp_path):
 
     m = model(**STACKS[1])
     m.save_pretrained(tmp_path)
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "model.safetensors"))  # no metadata
+    save_file(
+        {k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "model.safetensors")
+    )  # no metadata
     loaded = SequenceModel.from_pretrained(tmp_path)
     for k, v in m.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
 
 def test_pretrained_from_before_log_A_real_gap_loads_converted(tmp_path):
     """A model saved when S4/S4D stored Re A as `log_A_real` (Re A = -max(exp(x), 1e-4); no checksum
@@ -268,7 +290,13 @@ def test_pretrained_from_before_log_A_real_gap_loads_converted(tmp_path):
 
     torch.manual_seed(0)
     for layer in ("s4", "s4d"):
-        m = SequenceModel(d_input=2, d_output=3, d_model=8, n_layers=2, layer=layer, layer_args={"d_state": 8}).double().eval()
+        m = (
+            SequenceModel(
+                d_input=2, d_output=3, d_model=8, n_layers=2, layer=layer, layer_args={"d_state": 8}
+            )
+            .double()
+            .eval()
+        )
         m.save_pretrained(tmp_path / layer)
         old = {}
         for k, v in m.state_dict().items():
@@ -285,7 +313,11 @@ def test_pretrained_from_before_log_A_real_gap_loads_converted(tmp_path):
 def test_pretrained_half_precision_keeps_its_dtype(tmp_path):
     """A bfloat16 model (SSM parameters kept in float32 by the layers) is rebuilt in bfloat16."""
     torch.manual_seed(0)
-    m = SequenceModel(d_input=2, d_output=3, d_model=8, n_layers=2, layer="s4d", layer_args={"d_state": 8}).bfloat16().eval()
+    m = (
+        SequenceModel(d_input=2, d_output=3, d_model=8, n_layers=2, layer="s4d", layer_args={"d_state": 8})
+        .bfloat16()
+        .eval()
+    )
     m.save_pretrained(tmp_path)
     loaded = SequenceModel.from_pretrained(tmp_path).eval()
     assert loaded.decoder.weight.dtype == torch.bfloat16
@@ -308,7 +340,11 @@ def test_rate_scales_every_layers_step(layer):
     """forward(x, rate=r) is the same model with every SSM step size dt multiplied by r (used to run
     a model trained on 16 kHz audio on 8 kHz input)."""
     torch.manual_seed(0)
-    m = SequenceModel(d_input=2, d_output=3, d_model=8, n_layers=2, layer=layer, layer_args={"d_state": 4}).double().eval()
+    m = (
+        SequenceModel(d_input=2, d_output=3, d_model=8, n_layers=2, layer=layer, layer_args={"d_state": 4})
+        .double()
+        .eval()
+    )
     x = torch.randn(2, 32, 2, dtype=torch.float64)
     fast = m(x, rate=2.0)
     slow = copy.deepcopy(m)

@@ -60,9 +60,19 @@ def test_ssm_part_equals_brute_force_recurrence(cfg):
 # float32 at L = 1024: max |conv - step| relative to max |y|. Measured (seed 0): S4D-lin 1.3e-6,
 # S4D-legs 1e-5, S4-legs 1.4e-6, S4-legt 2.8e-6, LSSL-legs 1.8e-7. Tolerance 1e-4 relative.
 # (S4 with lagt/fout is ill-conditioned in float32: C~ = C (I - A^L) nearly loses a slow mode.)
-@pytest.mark.parametrize("cfg", [(S4D, "lin", "zoh"), (S4D, "inv", "bilinear"), (S4D, "legs", "zoh"),
-                                 (S4, "legs", "bilinear"), (S4, "legt", "bilinear"),
-                                 (LSSL, "legs", "bilinear"), (LSSL, "legt", "zoh")], ids=config_id)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        (S4D, "lin", "zoh"),
+        (S4D, "inv", "bilinear"),
+        (S4D, "legs", "zoh"),
+        (S4, "legs", "bilinear"),
+        (S4, "legt", "bilinear"),
+        (LSSL, "legs", "bilinear"),
+        (LSSL, "legt", "zoh"),
+    ],
+    ids=config_id,
+)
 def test_convolution_equals_recurrence_float32_L1024(cfg):
     layer = make(*cfg, dtype=torch.float32)
     u = torch.randn(2, 1024, 4)
@@ -307,14 +317,20 @@ def test_freeze_turns_parameters_into_buffers(cls):
         cls(4, 8, freeze=("Q",))
 
 
-@pytest.mark.parametrize("kw", [{}, dict(liquid_kernel="pb"), dict(liquid_kernel="kb", liquid_degree=3)], ids=["plain", "pb", "kb3"])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, dict(liquid_kernel="pb"), dict(liquid_kernel="kb", liquid_degree=3)],
+    ids=["plain", "pb", "kb3"],
+)
 @pytest.mark.parametrize("cls, rec", [(S4, DPLRRecurrence), (S4D, DiagonalRecurrence)], ids=["S4", "S4D"])
 def test_batched_streams_step_with_advance(cls, rec, kw, monkeypatch):
     """From `advance_from_batch` streams on, S4 and S4D step with `advance` (states kept in an
     (H, B, .) layout): the same outputs and states as the reference step, and as the convolution."""
     calls = []
     advance = rec.advance
-    monkeypatch.setattr(rec, "advance", lambda self, *a, **k: calls.append(type(self)) or advance(self, *a, **k))
+    monkeypatch.setattr(
+        rec, "advance", lambda self, *a, **k: calls.append(type(self)) or advance(self, *a, **k)
+    )
     layer = cls(4, 8, **kw).double().eval()
     u = torch.randn(rec.advance_from_batch, 12, 4, dtype=torch.float64)
     y_step, state = run_steps(layer, u)  # checks fast == reference
@@ -371,7 +387,9 @@ def test_training_reduces_loss(cls):
 
     def batch():
         u = torch.randn(16, L, H)
-        y = torch.fft.irfft(torch.fft.rfft(u.transpose(1, 2), 2 * L) * torch.fft.rfft(target, 2 * L), 2 * L)[..., :L]
+        y = torch.fft.irfft(torch.fft.rfft(u.transpose(1, 2), 2 * L) * torch.fft.rfft(target, 2 * L), 2 * L)[
+            ..., :L
+        ]
         return u, y.transpose(1, 2)
 
     opt = torch.optim.AdamW(param_groups(layer, lr=1e-2))
@@ -395,7 +413,9 @@ def test_fast_step_keeps_the_output_block_semantics(cls):
     u = torch.randn(3, 4)
     with torch.no_grad():
         y, _ = layer.step(u, layer.default_state(3))
-        pre = torch.addcmul(layer.discrete().output(layer.discrete().step(layer.default_state(3), u)), layer.D, u[:, None])
+        pre = torch.addcmul(
+            layer.discrete().output(layer.discrete().step(layer.default_state(3), u)), layer.D, u[:, None]
+        )
         assert torch.allclose(y, layer.output_linear(torch.nn.functional.gelu(pre.flatten(1))), atol=1e-6)
         assert torch.backends.mkldnn.enabled and torch._C._get_mkldnn_enabled()
 

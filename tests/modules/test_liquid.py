@@ -23,7 +23,9 @@ def base_id(b):
 def make(base, kind="pb", degree=2, dtype=torch.float64, **kw):
     cls, init, disc = base
     kw.setdefault("channels", 2)
-    layer = cls(4, 8, init=init, disc=disc, liquid_kernel=kind, liquid_degree=degree, dt_min=0.1, dt_max=0.5, **kw)
+    layer = cls(
+        4, 8, init=init, disc=disc, liquid_kernel=kind, liquid_degree=degree, dt_min=0.1, dt_max=0.5, **kw
+    )
     with torch.no_grad():
         layer.B.mul_(3.0)  # make B_bar^p large enough that the liquid terms are a sizeable part of y
     return layer.to(dtype).eval()
@@ -232,11 +234,18 @@ def test_gradients_reach_ssm_parameters_through_liquid_terms(base, kind, bidirec
         layer.zero_grad()
         u = torch.randn(2, 32, 4, dtype=dtype)
         liquid_part(layer, u).square().sum().backward()
-        ssm = [n for n, _ in layer.named_parameters() if n in ("log_A_real_gap", "A_imag", "P", "B", "C", "log_dt")]
+        ssm = [
+            n
+            for n, _ in layer.named_parameters()
+            if n in ("log_A_real_gap", "A_imag", "P", "B", "C", "log_dt")
+        ]
         assert len(ssm) == (6 if base[0] is S4 else 5)
         for name, p in layer.named_parameters():
             if name in ssm:
-                assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, (dtype, name)
+                assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, (
+                    dtype,
+                    name,
+                )
     with torch.no_grad():  # and the liquid term follows the live parameter
         before = liquid_part(layer, u)
         layer.B.mul_(1.5)
@@ -276,7 +285,13 @@ def test_liquid_hyperparameter_errors():
 def test_liquid_s4_defaults():
     layer = LiquidS4(8)
     assert isinstance(layer, S4)
-    assert (layer.liquid_kernel, layer.liquid_degree, layer.init, layer.disc, layer.d_state) == ("pb", 2, "legs", "bilinear", 64)
+    assert (layer.liquid_kernel, layer.liquid_degree, layer.init, layer.disc, layer.d_state) == (
+        "pb",
+        2,
+        "legs",
+        "bilinear",
+        64,
+    )
     assert "liquid_kernel='pb'" in repr(layer)
     y, _ = layer(torch.randn(2, 16, 8))
     assert y.shape == (2, 16, 8)
@@ -341,7 +356,10 @@ def test_ssm_part_stays_float32_under_autocast(cls, kw):
     projection is cast (here there is none, so the outputs agree to float32 precision)."""
     from liquid_s4 import LSSL
 
-    for layer in (cls(4, 8, activation=None, postact=None, **kw).eval(), LSSL(4, 8, activation=None, postact=None).eval()):
+    for layer in (
+        cls(4, 8, activation=None, postact=None, **kw).eval(),
+        LSSL(4, 8, activation=None, postact=None).eval(),
+    ):
         u = torch.randn(2, 64, 4)
         y32, _ = layer(u)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -32,7 +32,9 @@ def test_s4_gradcheck_every_parameter(init):
     assert "log_A_real_gap" in names
 
     def f(*params):
-        y, state = torch.func.functional_call(layer, dict(zip(names, params)), (u,), {"state": layer.default_state(1)})
+        y, state = torch.func.functional_call(
+            layer, dict(zip(names, params)), (u,), {"state": layer.default_state(1)}
+        )
         return y, torch.view_as_real(state)
 
     params = tuple(p.detach().clone().requires_grad_() for p in layer.parameters())
@@ -77,7 +79,9 @@ def test_A_real_bound_holds_for_any_parameter():
     assert bool(torch.isfinite(x.grad).all())
 
 
-@pytest.mark.parametrize("cls, init", [(S4, "legs"), (S4D, "lin"), (S4D, "inv"), (S4D, "legs"), (S4D, "real")])
+@pytest.mark.parametrize(
+    "cls, init", [(S4, "legs"), (S4D, "lin"), (S4D, "inv"), (S4D, "legs"), (S4D, "real")]
+)
 def test_inits_away_from_the_bound_keep_their_A(cls, init):
     layer = cls(2, 16, init=init)
     A = layer._Lambda() if cls is S4 else layer._A()
@@ -85,7 +89,9 @@ def test_inits_away_from_the_bound_keep_their_A(cls, init):
         expected = nplr("legs", 16)[0].real
     else:
         expected = {"lin": -0.5, "inv": -0.5, "real": -(torch.arange(8.0) + 1)}[init]
-    assert torch.allclose(A.real, torch.as_tensor(expected, dtype=torch.float32).expand(2, 8), rtol=1e-6, atol=0)
+    assert torch.allclose(
+        A.real, torch.as_tensor(expected, dtype=torch.float32).expand(2, 8), rtol=1e-6, atol=0
+    )
 
 
 @pytest.mark.parametrize("cls", [S4, S4D])
@@ -101,7 +107,12 @@ def test_weights_saved_with_log_A_real_load_converted(cls):
     fresh = cls(4, 8)
     fresh.load_state_dict(old)  # strict
     expected = -torch.exp(x.double()).clamp(min=1e-4)
-    assert torch.allclose(fresh._A().real.double() if cls is S4D else fresh._Lambda().real.double(), expected, rtol=1e-5, atol=2e-7)
+    assert torch.allclose(
+        fresh._A().real.double() if cls is S4D else fresh._Lambda().real.double(),
+        expected,
+        rtol=1e-5,
+        atol=2e-7,
+    )
     assert torch.equal(fresh.A_imag, layer.A_imag)
 
 
@@ -177,7 +188,15 @@ def _edit_ema(layer, other, decay=0.9):
         p.data.mul_(decay).add_(q.data, alpha=1 - decay)
 
 
-EDITS = [_edit_data_copy, _edit_data_add, _edit_data_assign, _edit_copy_no_grad, _edit_load_state_dict, _edit_numpy, _edit_ema]
+EDITS = [
+    _edit_data_copy,
+    _edit_data_add,
+    _edit_data_assign,
+    _edit_copy_no_grad,
+    _edit_load_state_dict,
+    _edit_numpy,
+    _edit_ema,
+]
 
 
 def _outputs(layer, u):
@@ -287,8 +306,11 @@ def test_bad_rate_is_rejected(cls, rate):
     assert layer.rate == 2.0 and isinstance(layer.rate, float)
 
 
-@pytest.mark.parametrize("kw", [{}, {"liquid_kernel": "kb"}, {"liquid_kernel": "pb", "liquid_degree": 3}, {"bidirectional": True}],
-                         ids=["plain", "kb", "pb3", "bidir"])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"liquid_kernel": "kb"}, {"liquid_kernel": "pb", "liquid_degree": 3}, {"bidirectional": True}],
+    ids=["plain", "kb", "pb3", "bidir"],
+)
 @pytest.mark.parametrize("cls", [S4D, S4, LSSL])
 def test_empty_batch(cls, kw):
     if cls is LSSL and "liquid_kernel" in kw:

@@ -37,7 +37,9 @@ def test_fftconv_sum_gradients(two_sided, L):
     us = [torch.randn(B, H, L, dtype=torch.float64, requires_grad=True) for _ in range(2)]
     ks = [torch.randn(C, H, L, dtype=torch.float64, requires_grad=True) for _ in range(2)]
     if two_sided:
-        ks[1] = bidirectional_kernel(ks[1], torch.randn(C, H, L, dtype=torch.float64)).detach().requires_grad_()
+        ks[1] = (
+            bidirectional_kernel(ks[1], torch.randn(C, H, L, dtype=torch.float64)).detach().requires_grad_()
+        )
     g = torch.randn(B, C, H, L, dtype=torch.float64)
     outs = [f(us, ks) for f in (fftconv_sum, fftconv_sum_ref, _loop_conv)]
     grads = [torch.autograd.grad((y * g).sum(), us + ks) for y in outs]

@@ -9,7 +9,15 @@ import torch
 from liquid_s4.ops import kernels
 from liquid_s4.ops.discretize import discretize_gbt
 from liquid_s4.ops.hippo import MEASURES, nplr
-from liquid_s4.ops.kernels import cauchy_imag, cauchy_imag_ref, kernel_dplr, krylov, krylov_ref, vandermonde, vandermonde_ref
+from liquid_s4.ops.kernels import (
+    cauchy_imag,
+    cauchy_imag_ref,
+    kernel_dplr,
+    krylov,
+    krylov_ref,
+    vandermonde,
+    vandermonde_ref,
+)
 
 from ..reference import LargestTensor, explicit_kernel, full
 
@@ -26,7 +34,9 @@ def _grads(out, inputs, seed=1):
 @pytest.mark.parametrize("L", [1, 7, 64, 300])
 def test_vandermonde_matches_powers_and_reference(L):
     H, N = 3, 5
-    log_dA = torch.complex(-torch.rand(H, N, dtype=torch.float64) * 0.1, torch.randn(H, N, dtype=torch.float64)).requires_grad_()
+    log_dA = torch.complex(
+        -torch.rand(H, N, dtype=torch.float64) * 0.1, torch.randn(H, N, dtype=torch.float64)
+    ).requires_grad_()
     w = torch.randn(2, H, N, dtype=c128, requires_grad=True)
     K = vandermonde(w, log_dA, L)
     K_ref = vandermonde_ref(w, log_dA, L)
@@ -46,7 +56,10 @@ def test_vandermonde_analytic_backward_gradcheck(lead):
     H, N, L = 2, 3, 11  # L not a multiple of the block size
     g = torch.Generator().manual_seed(0)
     w = torch.randn(*lead, H, N, dtype=c128, generator=g).requires_grad_()
-    q = torch.complex(-torch.rand(H, N, dtype=torch.float64, generator=g) * 0.3, torch.randn(H, N, dtype=torch.float64, generator=g))
+    q = torch.complex(
+        -torch.rand(H, N, dtype=torch.float64, generator=g) * 0.3,
+        torch.randn(H, N, dtype=torch.float64, generator=g),
+    )
     q.requires_grad_()
     assert torch.autograd.gradcheck(lambda w, q: vandermonde(w, q, L), (w, q))
     (gw,) = torch.autograd.grad(vandermonde(w, q.detach(), L).sum(), w)
@@ -61,7 +74,9 @@ def test_vandermonde_powers_never_subnormal(dtype):
     from liquid_s4.ops.kernels import _vandermonde_factors
 
     H, N, L = 2, 4, 4096
-    log_dA = torch.complex(-torch.tensor([[0.05, 0.5, 2.0, 20.0]] * H, dtype=dtype), torch.ones(H, N, dtype=dtype))
+    log_dA = torch.complex(
+        -torch.tensor([[0.05, 0.5, 2.0, 20.0]] * H, dtype=dtype), torch.ones(H, N, dtype=dtype)
+    )
     inner, outer = _vandermonde_factors(log_dA, 64, L // 64)
     for z in (inner, outer):
         x = torch.view_as_real(z).abs()
@@ -77,15 +92,23 @@ def test_cauchy_imag_matches_reference_with_gradients(chunked, monkeypatch):
     reference, with gradients for v, lam (both parts) and g (through dt), in float64 (with "gpu",
     blocked as on a GPU: several channels per block, no cap on the frequencies)."""
     if chunked is True:
-        monkeypatch.setattr(kernels, "CAUCHY_IMAG_CHUNK_ELEMENTS", 16)  # several frequency chunks, a ragged last one
+        monkeypatch.setattr(
+            kernels, "CAUCHY_IMAG_CHUNK_ELEMENTS", 16
+        )  # several frequency chunks, a ragged last one
     elif chunked == "gpu":
         monkeypatch.setattr(kernels, "CAUCHY_IMAG_FREQS", 4)  # ignored by the GPU chunking
-        monkeypatch.setattr(kernels, "_chunking", lambda device: (kernels.CAUCHY_IMAG_CHUNK_ELEMENTS_GPU, None))
+        monkeypatch.setattr(
+            kernels, "_chunking", lambda device: (kernels.CAUCHY_IMAG_CHUNK_ELEMENTS_GPU, None)
+        )
     M, H, N, F = 3, 2, 4, 9
     v = torch.randn(M, H, N, dtype=c128, requires_grad=True)
-    lam = torch.complex(-torch.rand(H, N, dtype=torch.float64) - 0.01, 3 * torch.randn(H, N, dtype=torch.float64)).requires_grad_()
+    lam = torch.complex(
+        -torch.rand(H, N, dtype=torch.float64) - 0.01, 3 * torch.randn(H, N, dtype=torch.float64)
+    ).requires_grad_()
     dt = torch.rand(H, dtype=torch.float64, requires_grad=True)
-    g = (2 / dt)[:, None] * torch.tan(math.pi * torch.arange(F, dtype=torch.float64) / (2 * F))  # up to near-Nyquist
+    g = (2 / dt)[:, None] * torch.tan(
+        math.pi * torch.arange(F, dtype=torch.float64) / (2 * F)
+    )  # up to near-Nyquist
     out, ref = cauchy_imag(v, lam, g), cauchy_imag_ref(v, lam, g)
     assert torch.allclose(out, ref, atol=1e-12, rtol=1e-12)
     for x, y in zip(_grads(out, [v, lam, dt]), _grads(ref, [v, lam, dt])):
@@ -97,7 +120,9 @@ def test_cauchy_imag_float32_is_accurate_near_nyquist():
     torch.manual_seed(0)
     M, H, N, L = 4, 3, 16, 4096
     v = torch.randn(M, H, N, dtype=c128)
-    lam = torch.complex(-torch.rand(H, N, dtype=torch.float64) - 0.5, 50 * torch.randn(H, N, dtype=torch.float64))
+    lam = torch.complex(
+        -torch.rand(H, N, dtype=torch.float64) - 0.5, 50 * torch.randn(H, N, dtype=torch.float64)
+    )
     dt = torch.tensor([1e-4, 1e-2, 1e-1], dtype=torch.float64)
     g = (2 / dt)[:, None] * torch.tan(math.pi * torch.arange(L // 2, dtype=torch.float64) / L)
     ref = cauchy_imag_ref(v, lam, g)
@@ -181,7 +206,9 @@ def test_fast_kernels_never_build_an_HNL_tensor(monkeypatch):
     limit = H * N * L // 8
     log_dA = torch.complex(-torch.rand(H, N) * 0.01, torch.randn(H, N)).requires_grad_()
     w = torch.randn(1, H, N, dtype=torch.complex64, requires_grad=True)
-    Lambda, P, B, C, dt = (x.to(torch.complex64) if x.is_complex() else x.float() for x in _dplr_system("legs", 2 * N, H, 1))
+    Lambda, P, B, C, dt = (
+        x.to(torch.complex64) if x.is_complex() else x.float() for x in _dplr_system("legs", 2 * N, H, 1)
+    )
     dt.requires_grad_()
     dA = (torch.eye(N) * 0.99 + 0.001 * torch.randn(H, N, N)).requires_grad_()
     for fn in (

@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from liquid_s4.ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
-from liquid_s4.ops.liquid import anticorrelation, correlation, correlation_ref, delayed, last_inputs, product_skip, product_skip_ref
+from liquid_s4.ops.liquid import (
+    anticorrelation,
+    correlation,
+    correlation_ref,
+    delayed,
+    last_inputs,
+    product_skip,
+    product_skip_ref,
+)
 
 
 @pytest.mark.parametrize("degree", [2, 3, 5])
@@ -38,7 +46,11 @@ def test_last_inputs_with_lengths_and_short_chunks():
     lengths = torch.tensor([4, 2, 0])
     out = last_inputs(u, 3, hist, lengths)
     assert out[:, 0].tolist() == [[11.0, 12.0, 13.0], [6.0, 20.0, 21.0], [7.0, 8.0, 9.0]]
-    assert last_inputs(u[:, :, :1], 3, hist)[:, 0].tolist() == [[2.0, 3.0, 10.0], [5.0, 6.0, 20.0], [8.0, 9.0, 0.0]]
+    assert last_inputs(u[:, :, :1], 3, hist)[:, 0].tolist() == [
+        [2.0, 3.0, 10.0],
+        [5.0, 6.0, 20.0],
+        [8.0, 9.0, 0.0],
+    ]
 
 
 def test_fftconv_sum_is_a_linear_convolution():
@@ -59,7 +71,9 @@ def test_fftconv_sum_is_a_linear_convolution():
         for j in range(n + 1, L):
             ref2[..., n] += torch.einsum("schn,bshn->bch", kb[..., j - n - 1, None], u[..., j, None])
     assert torch.allclose(y2, ref2, atol=1e-12)
-    assert torch.allclose(bidirectional_kernel(k, kb), torch.nn.functional.pad(k, (0, L)) + anticausal_kernel(kb))
+    assert torch.allclose(
+        bidirectional_kernel(k, kb), torch.nn.functional.pad(k, (0, L)) + anticausal_kernel(kb)
+    )
 
 
 @pytest.mark.parametrize("C", [1, 2])
@@ -77,9 +91,15 @@ def test_product_skip_matches_autograd_reference(C, with_history, L):
     out, ref = product_skip(y, u, c, hist), product_skip_ref(y, u, c, hist)
     assert torch.allclose(out, ref, atol=1e-14)
     w = torch.randn_like(out)
-    for g, g_ref in zip(torch.autograd.grad((out * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs), strict=True):
+    for g, g_ref in zip(
+        torch.autograd.grad((out * w).sum(), inputs),
+        torch.autograd.grad((ref * w).sum(), inputs),
+        strict=True,
+    ):
         assert torch.allclose(g, g_ref, atol=1e-12)
-    assert torch.autograd.gradcheck(product_skip, (y[:1, :, :2, :4], u[:1, :2, :4], c[:, :2], None if hist is None else hist[:1, :2]))
+    assert torch.autograd.gradcheck(
+        product_skip, (y[:1, :, :2, :4], u[:1, :2, :4], c[:, :2], None if hist is None else hist[:1, :2])
+    )
 
 
 def test_product_skip_on_a_transposed_view():

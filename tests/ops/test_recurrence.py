@@ -52,7 +52,9 @@ def _run(rec, u, x0, v=None, out_slot=False, fused=False):
 @pytest.mark.parametrize("with_extra", [False, True])
 def test_diagonal_step_equals_explicit_recurrence(Ch, with_extra, fused):
     B, H, n, L, S = 3, 4, 5, 12, 2
-    dA = torch.exp(torch.complex(-torch.rand(H, n, dtype=torch.float64), torch.randn(H, n, dtype=torch.float64)))
+    dA = torch.exp(
+        torch.complex(-torch.rand(H, n, dtype=torch.float64), torch.randn(H, n, dtype=torch.float64))
+    )
     dB, C = torch.randn(H, n, dtype=c128), torch.randn(Ch, H, n, dtype=c128)
     Bp = torch.randn(S, H, n, dtype=c128) if with_extra else None
     u, x0 = torch.randn(B, L, H, dtype=torch.float64), torch.randn(B, H, n, dtype=c128)
@@ -93,7 +95,9 @@ def test_dplr_step_equals_dense_bilinear_recurrence(measure, with_extra, fused):
     for out_slot in (False, True):
         y, x = _run(rec, u, x0, v, out_slot, fused)
         scale = y_ref.abs().max()
-        assert (y - y_ref).abs().max() <= 1e-11 * scale and (x - x_ref).abs().max() <= 1e-11 * x_ref.abs().max()
+        assert (y - y_ref).abs().max() <= 1e-11 * scale and (
+            x - x_ref
+        ).abs().max() <= 1e-11 * x_ref.abs().max()
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["step", "advance"])
@@ -106,7 +110,13 @@ def test_dplr_step_float32_stays_close_over_many_steps(fused):
     u = torch.randn(1, L, H, dtype=torch.float64)
     x0 = torch.zeros(1, H, n, dtype=c128)
     y64, _ = _run(DPLRRecurrence(Lambda, P, B, C, dt), u, x0)
-    rec32 = DPLRRecurrence(Lambda.to(torch.complex64), P.to(torch.complex64), B.to(torch.complex64), C.to(torch.complex64), dt.float())
+    rec32 = DPLRRecurrence(
+        Lambda.to(torch.complex64),
+        P.to(torch.complex64),
+        B.to(torch.complex64),
+        C.to(torch.complex64),
+        dt.float(),
+    )
     y32, _ = _run(rec32, u.float(), x0.to(torch.complex64), fused=fused)
     assert y32.dtype == torch.float32
     assert (y32.double() - y64).abs().max() <= 1e-4 * y64.abs().max()

@@ -16,14 +16,18 @@ def test_reverse_within_lengths():
 def test_scans_match_recurrence(L):
     B, H, N = 2, 3, 4
     u = torch.randn(B, H, L, dtype=torch.float64)
-    log_dA = torch.complex(-torch.rand(H, N, dtype=torch.float64) * 0.1, torch.randn(H, N, dtype=torch.float64))
+    log_dA = torch.complex(
+        -torch.rand(H, N, dtype=torch.float64) * 0.1, torch.randn(H, N, dtype=torch.float64)
+    )
     dA = torch.exp(log_dA)
     x = torch.zeros(B, H, N, dtype=torch.complex128)
     for k in range(L):
         x = dA * x + u[..., k, None]
     assert torch.allclose(scan_diag(log_dA, u.flip(-1)), x, atol=1e-11)
 
-    dAm = torch.linalg.matrix_exp(0.1 * torch.randn(H, N, N, dtype=torch.float64) - 0.05 * torch.eye(N, dtype=torch.float64))
+    dAm = torch.linalg.matrix_exp(
+        0.1 * torch.randn(H, N, N, dtype=torch.float64) - 0.05 * torch.eye(N, dtype=torch.float64)
+    )
     dB = torch.randn(H, N, dtype=torch.float64)
     x = torch.zeros(B, H, N, dtype=torch.float64)
     for k in range(L):

@@ -25,7 +25,11 @@ def fake_checkpoint(seed=0):
     return {
         "epoch": 3,
         "global_step": 40,
-        "state_dict": {"model.w": w, "model.b": torch.zeros(64, dtype=torch.float64), "model.n": torch.tensor(7)},
+        "state_dict": {
+            "model.w": w,
+            "model.b": torch.zeros(64, dtype=torch.float64),
+            "model.n": torch.tensor(7),
+        },
         "optimizer_states": [
             {
                 "state": {0: {"exp_avg": w * 0.5, "step": torch.tensor(40.0)}},
@@ -65,8 +69,12 @@ def test_digest_covers_every_tensor_and_value():
         lambda c: c["optimizer_states"][0]["state"][0]["exp_avg"].view(-1)[0].mul_(-1),
         lambda c: c.update(global_step=41),
         lambda c: c["optimizer_states"][0]["param_groups"][0].update(lr=1.0000001e-3),
-        lambda c: c["state_dict"].update({"model.b": c["state_dict"]["model.b"].float()}),  # same values, other dtype
-        lambda c: c["state_dict"].update({"model.w": c["state_dict"]["model.w"].reshape(32, 128)}),  # same bytes, other shape
+        lambda c: c["state_dict"].update(
+            {"model.b": c["state_dict"]["model.b"].float()}
+        ),  # same values, other dtype
+        lambda c: c["state_dict"].update(
+            {"model.w": c["state_dict"]["model.w"].reshape(32, 128)}
+        ),  # same bytes, other shape
         lambda c: c["torch_rng_state"].__setitem__(0, 1 - int(c["torch_rng_state"][0]) % 2),
     ]
     for change in changes:
@@ -98,8 +106,12 @@ def test_changed_bytes_inside_a_tensor_are_detected(tmp_path):
     i = tensor_offset(path, c["state_dict"]["model.w"])
     data[i : i + 8] = bytes(8)
     path.write_bytes(bytes(data))
-    assert not torch.equal(torch.load(path, weights_only=True)["state_dict"]["model.w"], c["state_dict"]["model.w"])  # loads
-    with pytest.raises(CheckpointError, match=r"last.ckpt is corrupt or truncated: its contents do not match the sha256"):
+    assert not torch.equal(
+        torch.load(path, weights_only=True)["state_dict"]["model.w"], c["state_dict"]["model.w"]
+    )  # loads
+    with pytest.raises(
+        CheckpointError, match=r"last.ckpt is corrupt or truncated: its contents do not match the sha256"
+    ):
         io.load_checkpoint(path)
 
 
@@ -113,7 +125,11 @@ def test_damaged_last_names_an_intact_best_and_what_to_do(tmp_path):
         verify_checkpoint(last)
     msg = str(e.value)
     assert "last.ckpt is corrupt or truncated: it cannot be read" in msg
-    assert "Intact: best.ckpt (epoch 3, step 40)" in msg and f"cp {tmp_path / 'best.ckpt'} {last}" in msg and "--resume" in msg
+    assert (
+        "Intact: best.ckpt (epoch 3, step 40)" in msg
+        and f"cp {tmp_path / 'best.ckpt'} {last}" in msg
+        and "--resume" in msg
+    )
     best = tmp_path / "best.ckpt"
     best.write_bytes(bytes(100))
     with pytest.raises(CheckpointError, match=r"damaged too \(best.ckpt\): start a new run"):
@@ -149,12 +165,16 @@ def test_full_disk_names_the_path_and_keeps_the_previous_checkpoint(tmp_path, mo
     io.save_checkpoint(fake_checkpoint(), path)
     before = path.read_bytes()
     real_atomic_write = ckpt_mod.atomic_write
-    monkeypatch.setattr(ckpt_mod, "atomic_write", lambda p, write: real_atomic_write(p, lambda tmp: write("/dev/full")))
+    monkeypatch.setattr(
+        ckpt_mod, "atomic_write", lambda p, write: real_atomic_write(p, lambda tmp: write("/dev/full"))
+    )
     with pytest.raises(CheckpointWriteError) as e:
         io.save_checkpoint(fake_checkpoint(1), path)
     assert isinstance(e.value, OSError) and isinstance(e.value, ValueError) and e.value.errno == errno.ENOSPC
     assert f"could not write checkpoint {path} (No space left on device)" in str(e.value)
-    assert "the previous checkpoints there (last.ckpt) are intact" in str(e.value) and "--resume" in str(e.value)
+    assert "the previous checkpoints there (last.ckpt) are intact" in str(e.value) and "--resume" in str(
+        e.value
+    )
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["last.ckpt"]
 
 

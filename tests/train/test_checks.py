@@ -15,7 +15,15 @@ from liquid_s4.cli import main
 from liquid_s4.train import checks
 from liquid_s4.train.checkpoint import AtomicCheckpointIO
 
-TINY = ["--set", "model.d_model=8", "--set", "model.n_layers=1", "--set", "model.layer_args.d_state=4", "--quiet"]
+TINY = [
+    "--set",
+    "model.d_model=8",
+    "--set",
+    "model.n_layers=1",
+    "--set",
+    "model.layer_args.d_state=4",
+    "--quiet",
+]
 
 
 @pytest.fixture
@@ -40,16 +48,34 @@ def _fails(capsys, args, *expected):
 @pytest.mark.parametrize(
     "flags,expected",
     [
-        (["--max-steps", "0"], "trainer.max_steps (--max-steps) must be a positive integer, or -1 for no limit; got 0"),
+        (
+            ["--max-steps", "0"],
+            "trainer.max_steps (--max-steps) must be a positive integer, or -1 for no limit; got 0",
+        ),
         (["--max-steps", "-3"], "got -3"),
         (["--max-epochs", "0"], "trainer.max_epochs (--max-epochs) must be a positive integer"),
-        (["--devices", "0"], "trainer.devices (--devices) must be a positive number of devices (e.g. --devices 2)"),
+        (
+            ["--devices", "0"],
+            "trainer.devices (--devices) must be a positive number of devices (e.g. --devices 2)",
+        ),
         (["--devices", "abc"], "got 'abc'"),
-        (["--devices", "[0, 1]", "--accelerator", "cpu"], "selects GPUs by index, but training runs on the CPU"),
+        (
+            ["--devices", "[0, 1]", "--accelerator", "cpu"],
+            "selects GPUs by index, but training runs on the CPU",
+        ),
         (["--accelerator", "tpu"], "unknown trainer.accelerator (--accelerator) 'tpu'"),
-        (["--set", "model.layer_args.foo=1"], "unknown model.layer_args ['foo'] for layer 'liquid_s4' (LiquidS4); valid keys: ['d_state'"),
-        (["--set", "model.layer_args.d_state=0"], "invalid model.layer_args for layer 'liquid_s4': LiquidS4: d_state must be a positive"),
-        (["--set", "model.layer=s4d", "--set", "model.layer_args.init=nope"], "invalid model.layer_args for layer 's4d'"),
+        (
+            ["--set", "model.layer_args.foo=1"],
+            "unknown model.layer_args ['foo'] for layer 'liquid_s4' (LiquidS4); valid keys: ['d_state'",
+        ),
+        (
+            ["--set", "model.layer_args.d_state=0"],
+            "invalid model.layer_args for layer 'liquid_s4': LiquidS4: d_state must be a positive",
+        ),
+        (
+            ["--set", "model.layer=s4d", "--set", "model.layer_args.init=nope"],
+            "invalid model.layer_args for layer 's4d'",
+        ),
     ],
 )
 def test_bad_settings_fail_before_data_and_run_folder(tmp_path, capsys, no_data, flags, expected):
@@ -74,9 +100,17 @@ def test_gpu_without_a_gpu(tmp_path, capsys, no_data, monkeypatch):
 def test_malformed_yaml_names_the_file_and_line(tmp_path, capsys, no_data):
     path = tmp_path / "mine.yaml"
     path.write_text("data:\n  name: digits\n  batch_size: [1, 2\nmodel: {}\n")
-    err = _fails(capsys, ["train", str(path), "--output-dir", str(tmp_path / "run")], f"{path} is not valid YAML at line 4, column 6")
+    err = _fails(
+        capsys,
+        ["train", str(path), "--output-dir", str(tmp_path / "run")],
+        f"{path} is not valid YAML at line 4, column 6",
+    )
     assert "model: {}" in err  # the offending line is shown
-    _fails(capsys, ["train", "--set", "model.layer_args=[1,", "--output-dir", str(tmp_path / "run")], "override 'model.layer_args=[1,'")
+    _fails(
+        capsys,
+        ["train", "--set", "model.layer_args=[1,", "--output-dir", str(tmp_path / "run")],
+        "override 'model.layer_args=[1,'",
+    )
     path.write_text("- 1\n- 2\n")
     _fails(capsys, ["train", str(path)], "a config is a mapping of sections")
     path.write_text("trainer: [1, 2]\n")
@@ -121,7 +155,9 @@ def test_unwritable_output_folder_fails_before_training(tmp_path, capsys, no_dat
     finally:
         folder.chmod(0o755)
     (tmp_path / "file").write_text("mine")
-    _fails(capsys, ["train", "--output-dir", str(tmp_path / "file" / "run"), *TINY], "is a file, not a folder")
+    _fails(
+        capsys, ["train", "--output-dir", str(tmp_path / "file" / "run"), *TINY], "is a file, not a folder"
+    )
     assert (tmp_path / "file").read_text() == "mine"
 
 
@@ -151,7 +187,9 @@ def test_eval_of_a_data_run_from_another_folder(tmp_path, capsys, monkeypatch):
     assert main(["eval", best]) == 0
     expected = capsys.readouterr().out
     assert '"test/acc"' in expected
-    old = str(tmp_path / "old.ckpt")  # the same checkpoint as a run from before data paths were stored absolute
+    old = str(
+        tmp_path / "old.ckpt"
+    )  # the same checkpoint as a run from before data paths were stored absolute
     ckpt = torch.load(best, weights_only=True)
     ckpt.pop("liquid_s4_sha256")
     ckpt["hyper_parameters"]["config"]["data"]["data_dir"] = "mine.npz"

@@ -1,10 +1,19 @@
 import pytest
 
-from liquid_s4.train.config import RunConfig, apply_overrides, load_config, load_yaml, preset_names, preset_text
+from liquid_s4.train.config import (
+    RunConfig,
+    apply_overrides,
+    load_config,
+    load_yaml,
+    preset_names,
+    preset_text,
+)
 
 
 def test_default_preset_and_overrides():
-    cfg = load_config(None, ["optim.lr=0.01", "model.layer_args.d_state=8", "trainer.max_epochs=3", "model.norm=batch"])
+    cfg = load_config(
+        None, ["optim.lr=0.01", "model.layer_args.d_state=8", "trainer.max_epochs=3", "model.norm=batch"]
+    )
     assert cfg.data.name == "digits" and cfg.optim.lr == 0.01 and cfg.trainer.max_epochs == 3
     assert cfg.model["layer_args"]["d_state"] == 8 and cfg.model["layer_args"]["liquid_kernel"] == "pb"
     assert cfg.model["norm"] == "batch"
@@ -21,11 +30,15 @@ def test_yaml_file_preset(tmp_path):
 def test_exponent_notation_is_a_number(tmp_path):
     """1e-3 is a float in overrides and preset files (PyYAML's YAML 1.1 rules would read a string)."""
     cfg = load_config(None, ["optim.lr=1e-3", "model.layer_args.dt_min=2E-4", "optim.weight_decay=.5e-1"])
-    assert cfg.optim.lr == 1e-3 and cfg.model["layer_args"]["dt_min"] == 2e-4 and cfg.optim.weight_decay == 0.05
+    assert (
+        cfg.optim.lr == 1e-3 and cfg.model["layer_args"]["dt_min"] == 2e-4 and cfg.optim.weight_decay == 0.05
+    )
     path = tmp_path / "mine.yaml"
     path.write_text("optim: {lr: 5e-4, scheduler: cosine}\nmodel: {layer_args: {dt_max: 1e-1}, layer: e5}\n")
     d = load_yaml(path.read_text())
-    assert d["optim"]["lr"] == 5e-4 and d["model"]["layer_args"]["dt_max"] == 0.1 and d["model"]["layer"] == "e5"
+    assert (
+        d["optim"]["lr"] == 5e-4 and d["model"]["layer_args"]["dt_max"] == 0.1 and d["model"]["layer"] == "e5"
+    )
     assert load_config(None, ["trainer.output_dir=1e", "data.data_dir=run-1e5"]).trainer.output_dir == "1e"
 
 

@@ -20,11 +20,26 @@ from liquid_s4.data.common import CACHE_DIR
 
 pytestmark = pytest.mark.slow  # one tiny training run (about 10 s on 2 CPU cores), then seconds per case
 
-TINY = ["model.d_model=8", "model.n_layers=1", "model.layer_args.d_state=4", "data.batch_size=16", "trainer.progress=false"]
+TINY = [
+    "model.d_model=8",
+    "model.n_layers=1",
+    "model.layer_args.d_state=4",
+    "data.batch_size=16",
+    "trainer.progress=false",
+]
 
 
 def cli_args(base, *extra):
-    args = ["train", "--data", str(base / "data" / "d.npz"), "--output-dir", str(base / "run"), "--quiet", "--max-epochs", "2"]
+    args = [
+        "train",
+        "--data",
+        str(base / "data" / "d.npz"),
+        "--output-dir",
+        str(base / "run"),
+        "--quiet",
+        "--max-epochs",
+        "2",
+    ]
     return args + [a for t in TINY for a in ("--set", t)] + list(extra)
 
 
@@ -87,7 +102,10 @@ def test_damaged_last_checkpoint_refuses_resume_and_names_intact_best(run, capsy
     err = capsys.readouterr().err
     assert f"checkpoint {last} is corrupt or truncated" in err
     assert "do not match the sha256" in err if damage == "zeroed" else "cannot be read" in err
-    assert re.search(r"Intact: best.ckpt \(epoch \d+, step \d+\)\. To continue from there, copy it over last.ckpt \(cp ", err)
+    assert re.search(
+        r"Intact: best.ckpt \(epoch \d+, step \d+\)\. To continue from there, copy it over last.ckpt \(cp ",
+        err,
+    )
     assert snapshot(run) == before
 
 
@@ -106,13 +124,18 @@ def test_damaged_saved_model_is_refused(run, damage):
     weights = run / "run" / "model" / "model.safetensors"
     if damage == "changed":
         data = bytearray(weights.read_bytes())
-        mid = (8 + int.from_bytes(data[:8], "little") + len(data)) // 2  # inside the tensor data, after the header
+        mid = (
+            8 + int.from_bytes(data[:8], "little") + len(data)
+        ) // 2  # inside the tensor data, after the header
         data[mid : mid + 8] = b"\x7f" * 8
         weights.write_bytes(bytes(data))
     else:
         truncate(weights)
     before = snapshot(run)
-    with pytest.raises(ValueError, match="is corrupt: its tensors do not match" if damage == "changed" else "truncated or corrupt"):
+    with pytest.raises(
+        ValueError,
+        match="is corrupt: its tensors do not match" if damage == "changed" else "truncated or corrupt",
+    ):
         SequenceModel.from_pretrained(run / "run" / "model")
     assert snapshot(run) == before
 
@@ -127,7 +150,9 @@ def test_damaged_model_config_is_refused(run, damage):
     else:
         truncate(config)
     before = snapshot(run)
-    expected = "does not match the model config saved" if damage == "value" else "is not a liquid_s4 model config"
+    expected = (
+        "does not match the model config saved" if damage == "value" else "is not a liquid_s4 model config"
+    )
     with pytest.raises(ValueError, match=expected):
         SequenceModel.from_pretrained(run / "run" / "model")
     assert snapshot(run) == before
@@ -172,7 +197,9 @@ def test_damaged_config_yaml_is_not_used_and_is_rewritten_by_resume(run):
     assert torch.load(run / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
-def test_full_disk_during_training_names_the_path_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+def test_full_disk_during_training_names_the_path_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
     """The disk fills up when the second epoch's checkpoints are written: exit code 2 with a message
     naming the file and saying the earlier checkpoints are intact, which they are (verified)."""
     from liquid_s4.train import checkpoint
@@ -201,4 +228,7 @@ def test_full_disk_during_training_names_the_path_and_keeps_the_last_checkpoint(
     for name in ("best.ckpt", "last.ckpt"):
         checkpoint.verify_checkpoint(tmp_path / "run" / "checkpoints" / name)
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
-    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["best.ckpt", "last.ckpt"]  # no temporary file left
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]  # no temporary file left

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-DRIVER = r'''
+DRIVER = r"""
 import os, signal, sys
 import torch
 from liquid_s4.train.module import LitSequenceModel
@@ -64,7 +64,7 @@ elif kind in ("before", "after"):  # the n-th last.ckpt: killed just before / ju
 
 from liquid_s4.cli import main
 sys.exit(main(sys.argv[1:]))
-'''
+"""
 
 SETS = [
     "model.d_model=8",
@@ -93,8 +93,23 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_result(tmp_path):
     env = {**os.environ, "PYTHONHASHSEED": "0"}
 
     def launch(out, *args, kill=""):
-        cmd = [sys.executable, str(tmp_path / "driver.py"), "train", "--output-dir", str(out), "--quiet", *args]
-        return subprocess.Popen(cmd, cwd=tmp_path, env={**env, "KILL": kill}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cmd = [
+            sys.executable,
+            str(tmp_path / "driver.py"),
+            "train",
+            "--output-dir",
+            str(out),
+            "--quiet",
+            *args,
+        ]
+        return subprocess.Popen(
+            cmd,
+            cwd=tmp_path,
+            env={**env, "KILL": kill},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     new = ["--data", "d.npz"] + [a for s in SETS for a in ("--set", s)]
     ref = launch(tmp_path / "ref", *new)  # the uninterrupted run, alongside
@@ -102,7 +117,9 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_result(tmp_path):
     steps = lambda: torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]  # noqa: E731
     # (kill, last.ckpt's step afterwards): mid-epoch 1; the first last.ckpt half written (epoch 1's:
     # the old one stays); epoch 1's written, epoch 2's killed before its rename; epoch 2's renamed, then killed
-    for i, (kill, after) in enumerate([("step:6", STEPS), ("write:1", STEPS), ("before:2", 2 * STEPS), ("after:1", 3 * STEPS)]):
+    for i, (kill, after) in enumerate(
+        [("step:6", STEPS), ("write:1", STEPS), ("before:2", 2 * STEPS), ("after:1", 3 * STEPS)]
+    ):
         proc = launch(run, *(new if i == 0 else ["--resume"]), kill=kill)
         output = proc.communicate(timeout=300)[0]
         assert proc.returncode == -signal.SIGKILL, output[-3000:]

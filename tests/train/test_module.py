@@ -13,7 +13,13 @@ from liquid_s4.train.config import load_config
 from liquid_s4.train.module import LitSequenceModel
 from liquid_s4.train.run import train
 
-TINY = ["model.d_model=8", "model.n_layers=1", "model.layer_args.d_state=4", "trainer.progress=false", "trainer.max_steps=2"]
+TINY = [
+    "model.d_model=8",
+    "model.n_layers=1",
+    "model.layer_args.d_state=4",
+    "trainer.progress=false",
+    "trainer.max_steps=2",
+]
 
 
 def _lit(overrides, info):
@@ -33,7 +39,9 @@ def test_per_step_classification_ignores_unscored_steps():
 
 
 def test_per_step_regression_is_masked_by_lengths():
-    lit = _lit(["model.pool=none"], DataInfo(d_input=1, d_output=1, task="regression", extra={"pool": "none"}))
+    lit = _lit(
+        ["model.pool=none"], DataInfo(d_input=1, d_output=1, task="regression", extra={"pool": "none"})
+    )
     out, y = torch.randn(2, 4, 1), torch.randn(2, 4, 1)
     m, n = lit._metrics(out, y, torch.tensor([4, 2]))
     err = (out - y) ** 2
@@ -51,17 +59,31 @@ def test_pairs_extra_test_rates_and_original_units(tmp_path, monkeypatch):
     x = torch.randn(12, 16, 2, generator=g).numpy()
     y = torch.randn(12, 1, generator=g).numpy()
     ds = ArrayDataset(x, y)
-    info = DataInfo(d_input=2, d_output=1, task="regression", extra={"target_normalized": True, "target_std": 3.0, "target_mean": 1.0})
-    data = SequenceData(ds.subset(range(8)), ds.subset(range(8, 10)), ds.subset(range(10, 12)), info,
-                        extra_tests={"test_half": (ds.subset(range(10, 12)), 2.0)})  # fmt: skip
+    info = DataInfo(
+        d_input=2,
+        d_output=1,
+        task="regression",
+        extra={"target_normalized": True, "target_std": 3.0, "target_mean": 1.0},
+    )
+    data = SequenceData(
+        ds.subset(range(8)),
+        ds.subset(range(8, 10)),
+        ds.subset(range(10, 12)),
+        info,
+        extra_tests={"test_half": (ds.subset(range(10, 12)), 2.0)},
+    )
     monkeypatch.setattr("liquid_s4.train.data.build_dataset", _fake_build(data))
-    metrics = train(load_config(None, TINY + ["data.batch_size=4"]), output_dir=str(tmp_path / "run"), quiet=True)
+    metrics = train(
+        load_config(None, TINY + ["data.batch_size=4"]), output_dir=str(tmp_path / "run"), quiet=True
+    )
     model = SequenceModel.from_pretrained(tmp_path / "run" / "model").eval()
     xt, yt = torch.tensor(x[10:]), torch.tensor(y[10:])
     with torch.no_grad():
         mse1 = ((model(xt) - yt) ** 2).mean().item()
         mse2 = ((model(xt, rate=2.0) - yt) ** 2).mean().item()
-    assert metrics["test/loss"] == pytest.approx(mse1, rel=1e-5) and metrics["test_half/loss"] == pytest.approx(mse2, rel=1e-5)
+    assert metrics["test/loss"] == pytest.approx(mse1, rel=1e-5) and metrics[
+        "test_half/loss"
+    ] == pytest.approx(mse2, rel=1e-5)
     assert abs(mse1 - mse2) > 1e-6  # the rate changed the model's output
     assert metrics["test/rmse_orig"] == pytest.approx(3.0 * mse1**0.5, rel=1e-5)
     assert "test_half/rmse" in json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -72,7 +94,9 @@ def test_retrieval_pairs_train(tmp_path, monkeypatch):
     a, b = rng.integers(1, 9, (10, 12)).astype(np.uint8), rng.integers(1, 9, (10, 12)).astype(np.uint8)
     la, lb = rng.integers(3, 13, 10), rng.integers(3, 13, 10)
     ds = ArrayDataset(a, rng.integers(0, 2, 10), la, b, lb, transform=tokens)
-    data = SequenceData(ds.subset(range(6)), ds.subset(range(6, 8)), ds.subset(range(8, 10)), DataInfo(1, 2, vocab_size=9))
+    data = SequenceData(
+        ds.subset(range(6)), ds.subset(range(6, 8)), ds.subset(range(8, 10)), DataInfo(1, 2, vocab_size=9)
+    )
     monkeypatch.setattr("liquid_s4.train.data.build_dataset", _fake_build(data))
     cfg = load_config(None, TINY + ["model.head=retrieval", "model.norm=batch", "data.batch_size=3"])
     metrics = train(cfg, output_dir=str(tmp_path / "run"), quiet=True)
@@ -104,12 +128,29 @@ def test_diverging_run_stops_at_the_first_nan_loss(tmp_path, capsys):
     from liquid_s4.cli import main
 
     out = tmp_path / "run"
-    sets = ["optim.scheduler=multistep", "optim.milestones=[1]", "optim.gamma=1e30", "model.layer_args.lr=null", "data.batch_size=8"]
-    args = ["train", "--data", _npz(tmp_path / "mine.npz"), "--max-epochs", "3", "--output-dir", str(out), *CLI_TINY]
+    sets = [
+        "optim.scheduler=multistep",
+        "optim.milestones=[1]",
+        "optim.gamma=1e30",
+        "model.layer_args.lr=null",
+        "data.batch_size=8",
+    ]
+    args = [
+        "train",
+        "--data",
+        _npz(tmp_path / "mine.npz"),
+        "--max-epochs",
+        "3",
+        "--output-dir",
+        str(out),
+        *CLI_TINY,
+    ]
     assert main(args + [a for s in sets for a in ("--set", s)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert "training stopped: the training loss is nan in epoch 1 at step 6 (batch 1 of the epoch)" in err, err
+    assert "training stopped: the training loss is nan in epoch 1 at step 6 (batch 1 of the epoch)" in err, (
+        err
+    )
     assert f"{out / 'checkpoints' / 'last.ckpt'} (saved in epoch 0 after step 4)" in err
     assert "the largest learning rate was 5e+27" in err and "metrics.json was not written" in err
     assert not (out / "metrics.json").exists() and not (out / "model").exists()
@@ -123,13 +164,24 @@ def test_nan_in_the_training_data_stops_at_its_batch(tmp_path, monkeypatch):
     x = torch.randn(12, 16, 2)
     x[5, 7, 1] = float("nan")  # batch 1 (items 4..7) of an unshuffled epoch
     ds = ArrayDataset(x.numpy(), (x.nan_to_num().sum((1, 2)) > 0).long().numpy())
-    data = SequenceData(ds.subset(range(8)), ds.subset(range(8, 10)), ds.subset(range(10, 12)), DataInfo(d_input=2, d_output=2))
+    data = SequenceData(
+        ds.subset(range(8)),
+        ds.subset(range(8, 10)),
+        ds.subset(range(10, 12)),
+        DataInfo(d_input=2, d_output=2),
+    )
     monkeypatch.setattr("liquid_s4.train.data.build_dataset", _fake_build(data))
     monkeypatch.setattr("liquid_s4.train.data.EpochSampler.__iter__", lambda self: iter(range(self.n)))
     expected = r"the training loss is nan in epoch 0 at step 2 \(batch 1 of the epoch\).*Last good checkpoint\(s\): none \(no checkpoint"
     with pytest.raises(NonFiniteLossError, match=expected):
-        train(load_config(None, TINY + ["data.batch_size=4", "trainer.max_steps=-1"]), output_dir=str(tmp_path / "run"), quiet=True)
-    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.json").exists()
+        train(
+            load_config(None, TINY + ["data.batch_size=4", "trainer.max_steps=-1"]),
+            output_dir=str(tmp_path / "run"),
+            quiet=True,
+        )
+    assert (
+        not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.json").exists()
+    )
 
 
 def test_nan_validation_loss_stops_before_any_checkpoint(tmp_path, monkeypatch):
@@ -140,11 +192,26 @@ def test_nan_validation_loss_stops_before_any_checkpoint(tmp_path, monkeypatch):
     x = torch.randn(12, 16, 2)
     x[9, 0, 0] = float("inf")
     ds = ArrayDataset(x.numpy(), (x.nan_to_num().sum((1, 2)) > 0).long().numpy())
-    data = SequenceData(ds.subset(range(8)), ds.subset(range(8, 10)), ds.subset(range(10, 12)), DataInfo(d_input=2, d_output=2))
+    data = SequenceData(
+        ds.subset(range(8)),
+        ds.subset(range(8, 10)),
+        ds.subset(range(10, 12)),
+        DataInfo(d_input=2, d_output=2),
+    )
     monkeypatch.setattr("liquid_s4.train.data.build_dataset", _fake_build(data))
-    with pytest.raises(NonFiniteLossError, match=r"the validation loss is nan after epoch 0 \(step 2\).*no checkpoint of this epoch"):
-        train(load_config(None, TINY + ["data.batch_size=4", "trainer.max_steps=-1"]), output_dir=str(tmp_path / "run"), quiet=True)
-    assert not list((tmp_path / "run").glob("checkpoints/*.ckpt")) and not (tmp_path / "run" / "metrics.json").exists()
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"the validation loss is nan after epoch 0 \(step 2\).*no checkpoint of this epoch",
+    ):
+        train(
+            load_config(None, TINY + ["data.batch_size=4", "trainer.max_steps=-1"]),
+            output_dir=str(tmp_path / "run"),
+            quiet=True,
+        )
+    assert (
+        not list((tmp_path / "run").glob("checkpoints/*.ckpt"))
+        and not (tmp_path / "run" / "metrics.json").exists()
+    )
 
 
 def test_evaluation_metrics_are_exact_over_uneven_batches(tmp_path, monkeypatch):
@@ -154,16 +221,24 @@ def test_evaluation_metrics_are_exact_over_uneven_batches(tmp_path, monkeypatch)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(15, 10, 2, generator=g)
     y = torch.randint(0, 3, (15, 10), generator=g)
-    y[torch.rand(15, 10, generator=g) < torch.linspace(0.05, 0.9, 15)[:, None]] = IGNORE_INDEX  # scored steps vary per item
+    y[torch.rand(15, 10, generator=g) < torch.linspace(0.05, 0.9, 15)[:, None]] = (
+        IGNORE_INDEX  # scored steps vary per item
+    )
     ds = ArrayDataset(x.numpy(), y.numpy())
     info = DataInfo(d_input=2, d_output=3, extra={"pool": "none"})
     data = SequenceData(ds.subset(range(6)), ds.subset(range(6, 8)), ds.subset(range(8, 15)), info)
     monkeypatch.setattr("liquid_s4.train.data.build_dataset", _fake_build(data))
-    metrics = train(load_config(None, TINY + ["model.pool=none", "data.batch_size=3"]), output_dir=str(tmp_path / "run"), quiet=True)
+    metrics = train(
+        load_config(None, TINY + ["model.pool=none", "data.batch_size=3"]),
+        output_dir=str(tmp_path / "run"),
+        quiet=True,
+    )
     model = SequenceModel.from_pretrained(tmp_path / "run" / "model").eval().double()
     with torch.no_grad():
         out = model(x[8:].double())
     scored = y[8:] != IGNORE_INDEX
     ref_loss = torch.nn.functional.cross_entropy(out[scored], y[8:][scored]).item()
     ref_acc = (out.argmax(-1)[scored] == y[8:][scored]).double().mean().item()
-    assert metrics["test/loss"] == pytest.approx(ref_loss, rel=1e-5) and metrics["test/acc"] == pytest.approx(ref_acc, abs=1e-7)
+    assert metrics["test/loss"] == pytest.approx(ref_loss, rel=1e-5) and metrics["test/acc"] == pytest.approx(
+        ref_acc, abs=1e-7
+    )

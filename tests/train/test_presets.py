@@ -9,12 +9,63 @@ from liquid_s4.train.config import load_config, preset_names
 TABLE = {
     "lra-listops": (128, 9, 8, "batch", True, 0.01, 0.002, 0.03, 12, 40, 9e-4, 0.002, 0.2, False, "mean", 3),
     "lra-text": (128, 4, 8, "batch", True, 0.1, 0.003, 0.01, 8, 50, 9e-4, 0.002, 0.2, False, "mean", 2),
-    "lra-retrieval": (256, 6, 64, "batch", True, 0.2, 0.005, 0.05, 16, 20, 1e-3, 0.001, 0.1, False, "retrieval", 2),
+    "lra-retrieval": (
+        256,
+        6,
+        64,
+        "batch",
+        True,
+        0.2,
+        0.005,
+        0.05,
+        16,
+        20,
+        1e-3,
+        0.001,
+        0.1,
+        False,
+        "retrieval",
+        2,
+    ),
     "lra-image": (512, 6, 512, "layer", False, 0.1, 0.01, 0.03, 50, 200, 1e-3, 0.002, 0.2, True, "mean", 2),
-    "lra-pathfinder": (256, 6, 64, "batch", True, 0.0, 0.004, 0.03, 4, 200, 1e-3, 0.001, 0.1, False, "last", 2),
+    "lra-pathfinder": (
+        256,
+        6,
+        64,
+        "batch",
+        True,
+        0.0,
+        0.004,
+        0.03,
+        4,
+        200,
+        1e-3,
+        0.001,
+        0.1,
+        False,
+        "last",
+        2,
+    ),
     "lra-pathx": (320, 6, 64, "batch", True, 0.0, 0.001, 0.05, 8, 60, 5e-4, 1e-4, 0.1, False, "mean", 2),
     "scifar": (512, 6, 64, "layer", False, 0.1, 0.01, 0.05, 50, 200, 1e-3, 0.001, 0.1, True, "mean", 3),
-    "speech-commands": (128, 6, 8, "batch", True, 0.0, 0.008, 0.05, 10, 50, 1e-3, 0.002, 0.2, False, "mean", 2),
+    "speech-commands": (
+        128,
+        6,
+        8,
+        "batch",
+        True,
+        0.0,
+        0.008,
+        0.05,
+        10,
+        50,
+        1e-3,
+        0.002,
+        0.2,
+        False,
+        "mean",
+        2,
+    ),
     "bidmc-hr": (128, 6, 256, "layer", True, 0.0, 0.01, 0.01, 32, 500, 1e-3, 0.001, 0.1, True, "mean", 2),
     "bidmc-rr": (128, 6, 256, "layer", True, 0.0, 0.01, 0.01, 32, 500, 1e-3, 0.001, 0.1, True, "mean", 2),
     "bidmc-spo2": (128, 6, 256, "layer", True, 0.0, 0.01, 0.01, 32, 500, 1e-3, 0.001, 0.1, True, "mean", 2),
@@ -23,15 +74,47 @@ TABLE = {
 
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_preset_matches_the_paper_table(name):
-    d_model, layers, d_state, norm, prenorm, dropout, lr, wd, batch, epochs, ssm_lr, dt_min, dt_max, bidir, pool, degree = TABLE[name]
+    (
+        d_model,
+        layers,
+        d_state,
+        norm,
+        prenorm,
+        dropout,
+        lr,
+        wd,
+        batch,
+        epochs,
+        ssm_lr,
+        dt_min,
+        dt_max,
+        bidir,
+        pool,
+        degree,
+    ) = TABLE[name]
     c = load_config(name)
     m, a = c.model, c.model["layer_args"]
     model = (m["d_model"], m["n_layers"], a["d_state"], m["norm"], m["prenorm"], m["dropout"])
     assert model == (d_model, layers, d_state, norm, prenorm, dropout)
-    assert (c.optim.lr, c.optim.weight_decay, c.data.batch_size, c.trainer.max_epochs) == (lr, wd, batch, epochs)
-    assert (a["lr"], a["dt_min"], a["dt_max"], a.get("bidirectional", False)) == (ssm_lr, dt_min, dt_max, bidir)
+    assert (c.optim.lr, c.optim.weight_decay, c.data.batch_size, c.trainer.max_epochs) == (
+        lr,
+        wd,
+        batch,
+        epochs,
+    )
+    assert (a["lr"], a["dt_min"], a["dt_max"], a.get("bidirectional", False)) == (
+        ssm_lr,
+        dt_min,
+        dt_max,
+        bidir,
+    )
     assert (m.get("head") if pool == "retrieval" else m["pool"]) == pool
-    assert (m["layer"], a["init"], a["liquid_kernel"], a["liquid_degree"]) == ("liquid_s4", "legs", "pb", degree)
+    assert (m["layer"], a["init"], a["liquid_kernel"], a["liquid_degree"]) == (
+        "liquid_s4",
+        "legs",
+        "pb",
+        degree,
+    )
     assert c.optim.scheduler == ("multistep" if name.startswith("bidmc") else "cosine")
 
 
@@ -82,17 +165,35 @@ def _text(writer, io):
     def write(root):
         from ..data import test_aan, test_imdb, test_listops
 
-        getattr({"listops": test_listops, "imdb": test_imdb, "aan": test_aan}[writer], f"write_{writer}")(root)
+        getattr({"listops": test_listops, "imdb": test_imdb, "aan": test_aan}[writer], f"write_{writer}")(
+            root
+        )
         return root, io
 
     return write
 
 
-FIXTURES = {"lra-listops": _text("listops", (1, 10)), "lra-text": _text("imdb", (1, 2)), "lra-retrieval": _text("aan", (1, 2)),
-            "scifar": _cifar, "lra-image": _cifar_gray, "lra-pathfinder": _pathfinder(32), "lra-pathx": _pathfinder(128),
-            "speech-commands": _speech, "bidmc-hr": _bidmc, "bidmc-rr": _bidmc, "bidmc-spo2": _bidmc}  # fmt: skip
-TINY = ["model.d_model=8", "model.n_layers=1", "model.layer_args.d_state=4", "data.batch_size=2", "trainer.max_steps=2",
-        "trainer.progress=false"]  # fmt: skip
+FIXTURES = {
+    "lra-listops": _text("listops", (1, 10)),
+    "lra-text": _text("imdb", (1, 2)),
+    "lra-retrieval": _text("aan", (1, 2)),
+    "scifar": _cifar,
+    "lra-image": _cifar_gray,
+    "lra-pathfinder": _pathfinder(32),
+    "lra-pathx": _pathfinder(128),
+    "speech-commands": _speech,
+    "bidmc-hr": _bidmc,
+    "bidmc-rr": _bidmc,
+    "bidmc-spo2": _bidmc,
+}
+TINY = [
+    "model.d_model=8",
+    "model.n_layers=1",
+    "model.layer_args.d_state=4",
+    "data.batch_size=2",
+    "trainer.max_steps=2",
+    "trainer.progress=false",
+]
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -117,12 +218,32 @@ def test_preset_trains_on_fixture_data(tmp_path, name):
 
 
 GENERATED = {
-    "copying": ["data.options.n_train=8", "data.options.n_val=2", "data.options.n_test=2", "data.options.delay=20"],
-    "adding": ["data.options.n_train=8", "data.options.n_val=2", "data.options.n_test=2", "data.options.length=30"],
-    "delay": ["data.options.n_train=8", "data.options.n_val=2", "data.options.n_test=2", "data.options.length=30",
-              "data.options.delay=5"],  # fmt: skip
-    "listops-generated": ["data.options.n_train=8", "data.options.n_val=2", "data.options.n_test=2", "data.options.max_length=60",
-                          "data.options.min_length=10"],  # fmt: skip
+    "copying": [
+        "data.options.n_train=8",
+        "data.options.n_val=2",
+        "data.options.n_test=2",
+        "data.options.delay=20",
+    ],
+    "adding": [
+        "data.options.n_train=8",
+        "data.options.n_val=2",
+        "data.options.n_test=2",
+        "data.options.length=30",
+    ],
+    "delay": [
+        "data.options.n_train=8",
+        "data.options.n_val=2",
+        "data.options.n_test=2",
+        "data.options.length=30",
+        "data.options.delay=5",
+    ],
+    "listops-generated": [
+        "data.options.n_train=8",
+        "data.options.n_val=2",
+        "data.options.n_test=2",
+        "data.options.max_length=60",
+        "data.options.min_length=10",
+    ],
 }
 
 

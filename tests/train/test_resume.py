@@ -16,7 +16,13 @@ from liquid_s4.train.config import load_config
 from liquid_s4.train.module import L
 from liquid_s4.train.run import train
 
-SETS = ["model.d_model=8", "model.n_layers=1", "model.layer_args.d_state=4", "data.batch_size=16", "trainer.progress=false"]
+SETS = [
+    "model.d_model=8",
+    "model.n_layers=1",
+    "model.layer_args.d_state=4",
+    "data.batch_size=16",
+    "trainer.progress=false",
+]
 TINY = [a for s in SETS for a in ("--set", s)] + ["--quiet"]
 STEPS_PER_EPOCH = 4  # 80 items: 56 train (val_fraction 0.1, test_fraction 0.2), batches of 16
 
@@ -47,7 +53,21 @@ def epoch_rows(run) -> list[int]:
 def start(tmp_path, epochs=1, name="run"):
     write_npz(tmp_path / "mine.npz")
     run = tmp_path / name
-    assert main(["train", "--data", str(tmp_path / "mine.npz"), "--max-epochs", str(epochs), "--output-dir", str(run), *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "mine.npz"),
+                "--max-epochs",
+                str(epochs),
+                "--output-dir",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -61,7 +81,11 @@ def test_resume_continues_on_the_runs_own_data_from_another_directory(tmp_path, 
     assert main(["train", "--data", "mine.npz", "--max-epochs", "1", "--output-dir", "run", *TINY]) == 0
     run = tmp_path / "a" / "run"
     record = json.loads((run / "run.json").read_text())
-    assert record["config"]["data"] == {**record["config"]["data"], "name": "arrays", "data_dir": str(tmp_path / "a" / "mine.npz")}
+    assert record["config"]["data"] == {
+        **record["config"]["data"],
+        "name": "arrays",
+        "data_dir": str(tmp_path / "a" / "mine.npz"),
+    }
     assert record["finished"] == {"epochs": 1, "global_step": STEPS_PER_EPOCH}
     monkeypatch.chdir(tmp_path / "b")
     assert main(["train", "--resume", "--output-dir", str(run), "--max-epochs", "2", "--quiet"]) == 0
@@ -69,7 +93,10 @@ def test_resume_continues_on_the_runs_own_data_from_another_directory(tmp_path, 
     assert metrics["global_step"] == 2 * STEPS_PER_EPOCH and metrics["epochs"] == 2
     record = json.loads((run / "run.json").read_text())
     assert record["config"]["model"]["d_model"] == 8 and record["config"]["trainer"]["max_epochs"] == 2
-    assert "max_epochs: 2" in (run / "config.yaml").read_text() and "name: arrays" in (run / "config.yaml").read_text()
+    assert (
+        "max_epochs: 2" in (run / "config.yaml").read_text()
+        and "name: arrays" in (run / "config.yaml").read_text()
+    )
 
 
 def test_resume_refuses_conflicting_settings_and_changes_nothing(tmp_path, capsys):
@@ -81,10 +108,16 @@ def test_resume_refuses_conflicting_settings_and_changes_nothing(tmp_path, capsy
     err = capsys.readouterr().err
     assert "model.d_model: 8 (stored) vs 16 (given)" in err
     assert f"data.data_dir: '{tmp_path / 'mine.npz'}' (stored) vs '{tmp_path / 'other.npz'}' (given)" in err
-    assert "trainer.max_epochs" not in err.split("--resume may change only")[0]  # an allowed change is no conflict
-    assert main(["train", "digits", "--resume", "--output-dir", str(run), "--quiet"]) == 2  # a preset's settings are compared too
+    assert (
+        "trainer.max_epochs" not in err.split("--resume may change only")[0]
+    )  # an allowed change is no conflict
+    assert (
+        main(["train", "digits", "--resume", "--output-dir", str(run), "--quiet"]) == 2
+    )  # a preset's settings are compared too
     assert "data.name: 'arrays' (stored) vs 'digits' (given)" in capsys.readouterr().err
-    assert main(["train", "--resume", "--output-dir", str(run), "--quiet"]) == 2  # finished: nothing more to train
+    assert (
+        main(["train", "--resume", "--output-dir", str(run), "--quiet"]) == 2
+    )  # finished: nothing more to train
     assert "already finished (1 epochs, 4 steps" in capsys.readouterr().err
     assert main(["train", "--resume", "--quiet"]) == 2
     assert "--resume needs the run's folder" in capsys.readouterr().err
@@ -101,9 +134,16 @@ def test_resume_appends_to_the_history(tmp_path):
     assert epoch_rows(run) == [0, 1, 2, 3]
     metrics = json.loads((run / "metrics.json").read_text())
     segments = metrics["segments"]
-    assert [s["steps"] for s in segments] == [[0, 2 * STEPS_PER_EPOCH], [2 * STEPS_PER_EPOCH, 4 * STEPS_PER_EPOCH]]
+    assert [s["steps"] for s in segments] == [
+        [0, 2 * STEPS_PER_EPOCH],
+        [2 * STEPS_PER_EPOCH, 4 * STEPS_PER_EPOCH],
+    ]
     assert segments[0] == first["segments"][0]
-    assert metrics["wall_time_s"] == round(sum(s["wall_time_s"] for s in segments), 2) > first["segments"][0]["wall_time_s"]
+    assert (
+        metrics["wall_time_s"]
+        == round(sum(s["wall_time_s"] for s in segments), 2)
+        > first["segments"][0]["wall_time_s"]
+    )
 
 
 class Fail(L.Callback):
@@ -122,7 +162,10 @@ def test_a_failed_resume_changes_nothing_on_disk(tmp_path):
 
 def test_a_new_run_never_overwrites_files_it_did_not_create(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    mine = "# my own configuration\n" + open(os.path.join(os.path.dirname(rundir.__file__), "..", "presets", "digits.yaml")).read()
+    mine = (
+        "# my own configuration\n"
+        + open(os.path.join(os.path.dirname(rundir.__file__), "..", "presets", "digits.yaml")).read()
+    )
     (tmp_path / "config.yaml").write_text(mine)
     assert main(["train", "config.yaml", "--output-dir", ".", *TINY]) == 2
     assert "already holds config.yaml, which a run would overwrite" in capsys.readouterr().err
@@ -130,8 +173,12 @@ def test_a_new_run_never_overwrites_files_it_did_not_create(tmp_path, monkeypatc
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "notes.txt").write_text("mine")
     write_npz(tmp_path / "shared" / "d.npz")
-    assert main(["train", "--data", "shared/d.npz", "--max-steps", "1", "--output-dir", "shared", *TINY]) == 0  # no clash: fine
-    assert (tmp_path / "shared" / "notes.txt").read_text() == "mine" and (tmp_path / "shared" / "run.json").is_file()
+    assert (
+        main(["train", "--data", "shared/d.npz", "--max-steps", "1", "--output-dir", "shared", *TINY]) == 0
+    )  # no clash: fine
+    assert (tmp_path / "shared" / "notes.txt").read_text() == "mine" and (
+        tmp_path / "shared" / "run.json"
+    ).is_file()
     assert main(["train", "--data", "shared/d.npz", "--max-steps", "1", "--output-dir", "shared", *TINY]) == 2
     err = capsys.readouterr().err
     assert "already holds a run" in err and "pass --resume to continue it" in err
@@ -141,11 +188,28 @@ def test_a_finished_run_without_last_ckpt_is_left_alone(tmp_path, capsys):
     run = start(tmp_path)
     os.remove(run / "checkpoints" / "last.ckpt")
     before = snapshot(run)
-    assert main(["train", "--data", str(tmp_path / "mine.npz"), "--max-epochs", "1", "--output-dir", str(run), *TINY]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "mine.npz"),
+                "--max-epochs",
+                "1",
+                "--output-dir",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "holds a finished run whose checkpoints/last.ckpt is gone" in capsys.readouterr().err
     assert main(["train", "--resume", "--output-dir", str(run), "--max-epochs", "2", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "finished but its" in err and f"copy {run / 'checkpoints' / 'best.ckpt'} to {run / 'checkpoints' / 'last.ckpt'}" in err
+    assert (
+        "finished but its" in err
+        and f"copy {run / 'checkpoints' / 'best.ckpt'} to {run / 'checkpoints' / 'last.ckpt'}" in err
+    )
     assert snapshot(run) == before
 
 
@@ -161,7 +225,9 @@ def test_default_folders_are_unique_and_claimed_once(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir, "datetime", Frozen)
     config = load_config(None, SETS)
     names = {rundir.create_run_dir(None, config) for _ in range(20)}
-    assert len(names) == 20 and all(n.startswith(os.path.join("runs", "digits-20260102-030405-")) for n in names)
+    assert len(names) == 20 and all(
+        n.startswith(os.path.join("runs", "digits-20260102-030405-")) for n in names
+    )
     hexes = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
     monkeypatch.setattr(rundir.secrets, "token_hex", lambda n: next(hexes))
     assert rundir.create_run_dir(None, config).endswith("-aaaaaa")
@@ -180,8 +246,14 @@ def test_a_run_from_before_run_json_resumes_from_its_checkpoint(tmp_path):
     config = rundir.resume_config(str(run), ["trainer.max_epochs=2"])
     assert config.data.name == "arrays" and config.model["d_model"] == 8
     train(config, output_dir=str(run), resume=True, quiet=True)
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2 * STEPS_PER_EPOCH
-    assert json.loads((run / "run.json").read_text())["finished"] == {"epochs": 2, "global_step": 2 * STEPS_PER_EPOCH}
+    assert (
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+        == 2 * STEPS_PER_EPOCH
+    )
+    assert json.loads((run / "run.json").read_text())["finished"] == {
+        "epochs": 2,
+        "global_step": 2 * STEPS_PER_EPOCH,
+    }
 
 
 def test_a_run_that_died_before_its_first_checkpoint_says_what_to_do(tmp_path, capsys):
@@ -223,4 +295,6 @@ def test_resume_continues_a_plateau_schedule_exactly(tmp_path):
     a, b = (torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=False) for r in ("a", "b"))
     assert a["lr_schedulers"][0]["_last_lr"][0] == 1e-6 * 0.5  # reduced once (after the second epoch)
     assert b["lr_schedulers"] == a["lr_schedulers"]
-    assert [g["lr"] for g in b["optimizer_states"][0]["param_groups"]] == [g["lr"] for g in a["optimizer_states"][0]["param_groups"]]
+    assert [g["lr"] for g in b["optimizer_states"][0]["param_groups"]] == [
+        g["lr"] for g in a["optimizer_states"][0]["param_groups"]
+    ]

@@ -14,14 +14,29 @@ from liquid_s4.train.config import load_config
 from liquid_s4.train.module import L
 from liquid_s4.train.run import evaluate, train
 
-TINY = ["model.d_model=16", "model.n_layers=2", "model.layer_args.d_state=8", "data.batch_size=128", "trainer.progress=false"]
+TINY = [
+    "model.d_model=16",
+    "model.n_layers=2",
+    "model.layer_args.d_state=8",
+    "data.batch_size=128",
+    "trainer.progress=false",
+]
 
 
 def test_run_writes_its_outputs(tmp_path):
     out = tmp_path / "run"
     metrics = train(load_config(None, TINY + ["trainer.max_epochs=2"]), output_dir=str(out), quiet=True)
-    for name in ("run.json", "config.yaml", "metrics.json", "curves.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
-                 "logs/metrics.csv", "model/config.json", "model/model.safetensors"):  # fmt: skip
+    for name in (
+        "run.json",
+        "config.yaml",
+        "metrics.json",
+        "curves.png",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "logs/metrics.csv",
+        "model/config.json",
+        "model/model.safetensors",
+    ):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test/acc"] == metrics["test/acc"] and 0 <= saved["test/acc"] <= 1
@@ -29,7 +44,9 @@ def test_run_writes_its_outputs(tmp_path):
     assert not [f for f in os.listdir(out / "checkpoints") if ".tmp" in f]
     model = SequenceModel.from_pretrained(out / "model")
     assert model.config.layer == "liquid_s4" and model.config.d_output == 10
-    assert evaluate(str(out / "checkpoints" / "best.ckpt"), quiet=True)["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert evaluate(str(out / "checkpoints" / "best.ckpt"), quiet=True)["test/acc"] == pytest.approx(
+        metrics["test/acc"]
+    )
     with pytest.raises(FileExistsError, match="--resume"):
         train(load_config(None, TINY), output_dir=str(out), quiet=True)
 
@@ -76,7 +93,9 @@ def test_cli(tmp_path, capsys):
     assert main(["train", "--set", "optim.lrr=1"]) == 2
     assert "valid keys in optim" in capsys.readouterr().err
     out = tmp_path / "cli"
-    args = ["train", "--max-steps", "3", "--output-dir", str(out), "--quiet"] + [a for t in TINY for a in ("--set", t)]
+    args = ["train", "--max-steps", "3", "--output-dir", str(out), "--quiet"] + [
+        a for t in TINY for a in ("--set", t)
+    ]
     assert main(args) == 0
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 3
 
@@ -88,7 +107,19 @@ def test_ddp_two_cpu_processes(tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "liquid_s4.cli", "train", "--devices", "2", "--accelerator", "cpu", "--max-steps", "4", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "liquid_s4.cli",
+        "train",
+        "--devices",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--max-steps",
+        "4",
+        "--quiet",
+    ]
     cmd += [a for t in TINY for a in ("--set", t)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -102,13 +133,32 @@ def test_a_run_shows_its_own_output_and_real_warnings(tmp_path):
     genuine warnings (here Lightning's about a logging interval longer than the epoch), but none of
     Lightning's informational lines, advertisements, model-summary table or its internal
     deprecation warning."""
-    cmd = [sys.executable, "-m", "liquid_s4.cli", "train", "--output-dir", str(tmp_path / "run"), "--max-epochs", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "liquid_s4.cli",
+        "train",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--max-epochs",
+        "1",
+    ]
     cmd += [a for t in [*TINY, "data.batch_size=512"] for a in ("--set", t)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "default"})
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "default"}
+    )
     text = done.stdout + done.stderr
     assert done.returncode == 0, text
     for ours in ("sklearn digits", "model: liquid_s4 x 2 layers, d_model 16", "summary", "test/acc"):
         assert ours in text, ours
     assert "smaller than the logging interval" in text  # a real warning still reaches the user
-    for noise in ("Tip:", "GPU available", "TPU available", "Loading `train_dataloader`", "LeafSpec", "Total FLOPs", "Restoring states"):
+    for noise in (
+        "Tip:",
+        "GPU available",
+        "TPU available",
+        "Loading `train_dataloader`",
+        "LeafSpec",
+        "Total FLOPs",
+        "Restoring states",
+    ):
         assert noise not in text, noise

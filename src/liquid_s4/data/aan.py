@@ -19,15 +19,38 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import ArrayDataset, DataError, DataInfo, SequenceData, cached, data_root, missing, take_options, tokens
+from .common import (
+    ArrayDataset,
+    DataError,
+    DataInfo,
+    SequenceData,
+    cached,
+    data_root,
+    missing,
+    take_options,
+    tokens,
+)
 from .imdb import BYTE_VOCAB, ByteRows
 from .listops import URL, lra_folder, need_file
 
 FOLDER = "tsv_data"
-SPLITS = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
-LAYOUT = "\n".join(f"    {FOLDER}/{f}   (5 tab-separated columns: label, id1, id2, text1, text2; no header)" for f in SPLITS.values())
-SOURCE = f"AAN retrieval is part of the Long Range Arena release {URL} (folder tsv_data/ after extracting it)."
-OFFICIAL = {"train": 147086, "val": 18090, "test": 17437}  # the split sizes as commonly reported for LRA Retrieval
+SPLITS = {
+    "train": "new_aan_pairs.train.tsv",
+    "val": "new_aan_pairs.eval.tsv",
+    "test": "new_aan_pairs.test.tsv",
+}
+LAYOUT = "\n".join(
+    f"    {FOLDER}/{f}   (5 tab-separated columns: label, id1, id2, text1, text2; no header)"
+    for f in SPLITS.values()
+)
+SOURCE = (
+    f"AAN retrieval is part of the Long Range Arena release {URL} (folder tsv_data/ after extracting it)."
+)
+OFFICIAL = {
+    "train": 147086,
+    "val": 18090,
+    "test": 17437,
+}  # the split sizes as commonly reported for LRA Retrieval
 
 
 def _count_lines(path: str) -> int:
@@ -44,7 +67,9 @@ def _label(field: bytes, path: str, lineno: int) -> int:
     except ValueError:
         value = None
     if value not in (0.0, 1.0):
-        raise DataError(f"{path}, line {lineno}: label must be 0 or 1, found {field[:20].decode('utf-8', 'replace')!r}")
+        raise DataError(
+            f"{path}, line {lineno}: label must be 0 or 1, found {field[:20].decode('utf-8', 'replace')!r}"
+        )
     return int(value)
 
 
@@ -62,8 +87,10 @@ def read_pairs(path: str, max_length: int) -> dict[str, np.ndarray]:
                 continue
             fields = line.split(b"\t")
             if len(fields) != 5:
-                raise DataError(f"{path}, line {lineno}: expected 5 tab-separated columns (label, id1, id2, text1, text2), "
-                                f"found {len(fields)}")  # fmt: skip
+                raise DataError(
+                    f"{path}, line {lineno}: expected 5 tab-separated columns (label, id1, id2, text1, text2), "
+                    f"found {len(fields)}"
+                )
             labels[n] = _label(fields[0], path, lineno)
             rows1.set(n, fields[3])
             rows2.set(n, fields[4])
@@ -90,9 +117,17 @@ def build_aan(spec) -> SequenceData:
         return {f"{s}_{k}": v for s, path in paths.items() for k, v in read_pairs(path, max_length).items()}
 
     a = cached(folder, "aan", list(paths.values()), {"max_length": max_length}, build)
-    train, val, test = (ArrayDataset(a[f"{s}_x1"], a[f"{s}_y"], a[f"{s}_lengths1"], a[f"{s}_x2"], a[f"{s}_lengths2"], transform=tokens)
-                        for s in SPLITS)  # fmt: skip
-    info = DataInfo(d_input=1, d_output=2, vocab_size=BYTE_VOCAB,
-                    description=f"AAN (LRA Retrieval): byte-level document pairs up to {max_length} bytes each, 2 classes, "
-                    f"{len(train)}/{len(val)}/{len(test)}")  # fmt: skip
+    train, val, test = (
+        ArrayDataset(
+            a[f"{s}_x1"], a[f"{s}_y"], a[f"{s}_lengths1"], a[f"{s}_x2"], a[f"{s}_lengths2"], transform=tokens
+        )
+        for s in SPLITS
+    )
+    info = DataInfo(
+        d_input=1,
+        d_output=2,
+        vocab_size=BYTE_VOCAB,
+        description=f"AAN (LRA Retrieval): byte-level document pairs up to {max_length} bytes each, 2 classes, "
+        f"{len(train)}/{len(val)}/{len(test)}",
+    )
     return SequenceData(train, val, test, info, official=dict(OFFICIAL))

@@ -61,7 +61,14 @@ from .common import (
     tokens,
 )
 
-DEFAULTS = {"task": "auto", "label_column": None, "id_column": None, "time_column": None, "feature_columns": None, "tokens": False}
+DEFAULTS = {
+    "task": "auto",
+    "label_column": None,
+    "id_column": None,
+    "time_column": None,
+    "feature_columns": None,
+    "tokens": False,
+}
 TABLE_OPTIONS = ("label_column", "id_column", "time_column", "feature_columns")
 TABLES = (".csv", ".parquet", ".pq")
 SPLITS = ("train", "val", "test")
@@ -83,13 +90,19 @@ def _check_options(o: dict, table: bool) -> None:
         if o[key] is not None and not isinstance(o[key], str):
             raise ValueError(f"data.options.{key} must be a column name, got {o[key]!r}")
     f = o["feature_columns"]
-    if f is not None and not (isinstance(f, str) or (isinstance(f, (list, tuple)) and f and all(isinstance(c, str) for c in f))):
-        raise ValueError(f"data.options.feature_columns must be a column name or a list of column names, got {f!r}")
+    if f is not None and not (
+        isinstance(f, str) or (isinstance(f, (list, tuple)) and f and all(isinstance(c, str) for c in f))
+    ):
+        raise ValueError(
+            f"data.options.feature_columns must be a column name or a list of column names, got {f!r}"
+        )
     if not table and any(o[k] is not None for k in TABLE_OPTIONS):
         given = [k for k in TABLE_OPTIONS if o[k] is not None]
         raise ValueError(f"data.options {given} apply to .csv/.parquet tables only")
     if o["id_column"] is None and (o["time_column"] is not None or o["feature_columns"] is not None):
-        raise ValueError("data.options time_column and feature_columns describe the long format: set id_column too")
+        raise ValueError(
+            "data.options time_column and feature_columns describe the long format: set id_column too"
+        )
 
 
 # ---- reading the sources ----------------------------------------------------------------------
@@ -101,13 +114,19 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
             keys = list(f.keys())
             for k in ("x", "y"):
                 if k not in keys:
-                    raise DataError(f"{path}: no array {k!r} (found {keys or 'no arrays'}); expected x (n, L) or (n, L, C), "
-                                    "y (n,) or (n, d) and optionally lengths (n,)")  # fmt: skip
+                    raise DataError(
+                        f"{path}: no array {k!r} (found {keys or 'no arrays'}); expected x (n, L) or (n, L, C), "
+                        "y (n,) or (n, d) and optionally lengths (n,)"
+                    )
             return {k: f[k] for k in ("x", "y", "lengths") if k in keys}
     except DataError:
         raise
     except (OSError, ValueError, EOFError) as e:
-        hint = "; store labels as numbers or fixed-width strings, not objects" if "allow_pickle" in str(e) else ""
+        hint = (
+            "; store labels as numbers or fixed-width strings, not objects"
+            if "allow_pickle" in str(e)
+            else ""
+        )
         raise DataError(f"{path}: cannot read as .npz ({e}){hint}") from e
 
 
@@ -129,7 +148,9 @@ def _label_column(df, path: str, o: dict) -> str:
     if name is None:
         name = next((c for c in ("y", "label") if c in df.columns), None)
         if name is None:
-            raise DataError(f"{path}: no label column 'y' or 'label' (columns: {list(df.columns)}); set data.options.label_column")
+            raise DataError(
+                f"{path}: no label column 'y' or 'label' (columns: {list(df.columns)}); set data.options.label_column"
+            )
     elif name not in df.columns:
         raise DataError(f"{path}: label_column {name!r} not found (columns: {list(df.columns)})")
     if df[name].isna().any():
@@ -158,8 +179,10 @@ def _read_wide(df, path: str, o: dict) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: no time-step columns besides the label {label!r}")
     bad = [c for c in steps if df[c].dtype.kind not in "biuf"]
     if bad:
-        raise DataError(f"{path}: wide format (one row per sequence) needs numeric step columns; not numeric: {bad}. "
-                        "For one row per time step set data.options.id_column")  # fmt: skip
+        raise DataError(
+            f"{path}: wide format (one row per sequence) needs numeric step columns; not numeric: {bad}. "
+            "For one row per time step set data.options.id_column"
+        )
     x = df[steps].to_numpy()  # (n, L)
     out = {"x": x, "y": _labels(df[label])}
     if x.dtype.kind == "f" and np.isnan(x).any():  # ragged rows: trailing empty cells
@@ -168,7 +191,9 @@ def _read_wide(df, path: str, o: dict) -> dict[str, np.ndarray]:
         ragged = (present & (np.arange(x.shape[1]) >= lengths[:, None])).any(1)  # a value after an empty cell
         if ragged.any():
             row = int(np.flatnonzero(ragged)[0])
-            raise DataError(f"{path}: data row {row + 1} has an empty cell inside the sequence (only trailing cells may be empty)")
+            raise DataError(
+                f"{path}: data row {row + 1} has an empty cell inside the sequence (only trailing cells may be empty)"
+            )
         if (lengths == 0).any():
             raise DataError(f"{path}: data row {int(np.flatnonzero(lengths == 0)[0]) + 1} has no values")
         out["x"], out["lengths"] = np.nan_to_num(x, nan=0.0), lengths
@@ -191,30 +216,42 @@ def _read_long(df, path: str, o: dict) -> dict[str, np.ndarray]:
     if o["feature_columns"] is None:
         features = [c for c in df.columns if c not in (idc, tc, label) and df[c].dtype.kind in "biuf"]
         if not features:
-            raise DataError(f"{path}: no numeric feature columns besides id/time/label (columns: {list(df.columns)})")
+            raise DataError(
+                f"{path}: no numeric feature columns besides id/time/label (columns: {list(df.columns)})"
+            )
     else:
-        features = [o["feature_columns"]] if isinstance(o["feature_columns"], str) else list(o["feature_columns"])
+        features = (
+            [o["feature_columns"]] if isinstance(o["feature_columns"], str) else list(o["feature_columns"])
+        )
         absent = [c for c in features if c not in df.columns]
         if absent:
             raise DataError(f"{path}: feature_columns {absent} not found (columns: {list(df.columns)})")
     values = _numeric(df, features, path, "feature")  # (rows, C)
     if df[idc].isna().any():
-        raise DataError(f"{path}: missing id in column {idc!r} (data row {int(np.flatnonzero(df[idc].isna().to_numpy())[0]) + 1})")
+        raise DataError(
+            f"{path}: missing id in column {idc!r} (data row {int(np.flatnonzero(df[idc].isna().to_numpy())[0]) + 1})"
+        )
     codes, ids = pd.factorize(df[idc], sort=False)  # sequence number per row, in order of first appearance
     varying = df.groupby(codes, sort=False)[label].nunique()
     if (varying > 1).any():
-        raise DataError(f"{path}: the label {label!r} changes within id {_py(ids[int(varying.index[varying.to_numpy() > 1][0])])!r}; "
-                        "it must be the same on every row of a sequence")  # fmt: skip
+        raise DataError(
+            f"{path}: the label {label!r} changes within id {_py(ids[int(varying.index[varying.to_numpy() > 1][0])])!r}; "
+            "it must be the same on every row of a sequence"
+        )
     if tc is None:
         order = np.argsort(codes, kind="stable")
     else:
         if df[tc].isna().any():
             raise DataError(f"{path}: missing value in time_column {tc!r}")
         t = df[tc].to_numpy()
-        order = pd.DataFrame({"id": codes, "t": t}).sort_values(["id", "t"], kind="mergesort").index.to_numpy()  # numbers, dates, strings
+        order = (
+            pd.DataFrame({"id": codes, "t": t}).sort_values(["id", "t"], kind="mergesort").index.to_numpy()
+        )  # numbers, dates, strings
         same = (np.diff(codes[order]) == 0) & (t[order][1:] == t[order][:-1])
         if same.any():
-            raise DataError(f"{path}: id {_py(ids[codes[order][1:][same][0]])!r} has two rows at time {_py(t[order][1:][same][0])!r}")
+            raise DataError(
+                f"{path}: id {_py(ids[codes[order][1:][same][0]])!r} has two rows at time {_py(t[order][1:][same][0])!r}"
+            )
     codes, values = codes[order], values[order]
     counts = np.bincount(codes, minlength=len(ids))  # (n,) steps per sequence
     step = np.arange(len(codes)) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -239,8 +276,10 @@ def _read_source(path: str, o: dict) -> dict[str, dict[str, np.ndarray]]:
         raise DataError(f"{path}: the table has no rows")
     saved_index = [c for c in df.columns if str(c).startswith("Unnamed: ")]
     if saved_index:
-        raise DataError(f"{path}: unnamed column(s) {saved_index}, probably a saved row index; write the table without it "
-                        "(pandas: to_csv(..., index=False)) or give every column a name")  # fmt: skip
+        raise DataError(
+            f"{path}: unnamed column(s) {saved_index}, probably a saved row index; write the table without it "
+            "(pandas: to_csv(..., index=False)) or give every column a name"
+        )
     return {"all": _read_long(df, path, o) if o["id_column"] else _read_wide(df, path, o)}
 
 
@@ -248,7 +287,15 @@ def _read_source(path: str, o: dict) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _token_dtype(vocab_size: int):
-    return np.uint8 if vocab_size <= 256 else np.int16 if vocab_size <= 32768 else np.int32 if vocab_size < 2**31 else np.int64
+    return (
+        np.uint8
+        if vocab_size <= 256
+        else np.int16
+        if vocab_size <= 32768
+        else np.int32
+        if vocab_size < 2**31
+        else np.int64
+    )
 
 
 def _check_part(p: dict, name: str, tokens_: bool) -> dict:
@@ -272,13 +319,17 @@ def _check_part(p: dict, name: str, tokens_: bool) -> dict:
     if "lengths" in p:
         lengths = np.asarray(p["lengths"])
         if lengths.shape != (n,) or lengths.dtype.kind not in "iu":
-            raise DataError(f"{name}: lengths must be integers of shape ({n},), got {lengths.dtype} {lengths.shape}")
+            raise DataError(
+                f"{name}: lengths must be integers of shape ({n},), got {lengths.dtype} {lengths.shape}"
+            )
         if n and (lengths.min() < 1 or lengths.max() > L):
             raise DataError(f"{name}: lengths must lie in [1, L={L}], got [{lengths.min()}, {lengths.max()}]")
         out["lengths"] = lengths.astype(np.int64)
     if tokens_:
         if x.shape[2] != 1:
-            raise DataError(f"{name}: tokens: true needs one token per step, x (n, L), got shape {p['x'].shape}")
+            raise DataError(
+                f"{name}: tokens: true needs one token per step, x (n, L), got shape {p['x'].shape}"
+            )
         if x.dtype.kind == "f" and (x != np.round(x)).any():
             raise DataError(f"{name}: tokens: true needs integer x, got non-integer values")
         if x.min() < 0:
@@ -329,7 +380,9 @@ def _targets(parts: dict, task: str, where: str) -> tuple[dict, np.ndarray | Non
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
-            raise DataError(f"{where} ({s}): classification labels must be (n,), got y of shape {p['y'].shape}")
+            raise DataError(
+                f"{where} ({s}): classification labels must be (n,), got y of shape {p['y'].shape}"
+            )
         p["y"] = y
     if strings:
         names = np.unique(np.concatenate([p["y"].astype(str) for p in parts.values()]))
@@ -339,7 +392,9 @@ def _targets(parts: dict, task: str, where: str) -> tuple[dict, np.ndarray | Non
     for s, p in parts.items():
         y = p["y"]
         if y.dtype.kind == "f" and (not np.isfinite(y).all() or (y != np.round(y)).any()):
-            raise DataError(f"{where} ({s}): classification needs integer labels, y has non-integer values (use task: regression?)")
+            raise DataError(
+                f"{where} ({s}): classification needs integer labels, y has non-integer values (use task: regression?)"
+            )
         if len(y) and y.min() < 0:
             raise DataError(f"{where} ({s}): class labels must be >= 0, got {y.min()}")
         p["y"] = y.astype(np.int64)
@@ -352,7 +407,9 @@ def _prepare(path: str, o: dict) -> dict[str, np.ndarray]:
     parts = {s: _check_part(p, f"{path} ({s})" if s != "all" else path, o["tokens"]) for s, p in raw.items()}
     channels = {p["x"].shape[2] for p in parts.values()}
     if len(channels) > 1:
-        raise DataError(f"{path}: x has a different number of channels in different splits: {sorted(channels)}")
+        raise DataError(
+            f"{path}: x has a different number of channels in different splits: {sorted(channels)}"
+        )
     parts, names = _targets(parts, o["task"], path)
     padded = any("lengths" in p for p in parts.values())
     vocab = max(int(p["x"].max()) for p in parts.values()) + 1 if o["tokens"] else None
@@ -384,8 +441,10 @@ def _indices(arrays: dict, spec) -> dict[str, tuple[str, np.ndarray]]:
         out.update({s: (s, np.arange(len(arrays[f"{s}_x"]))) for s in ("val", "test") if f"{s}_x" in arrays})
     out = {s: (p, np.asarray(i, dtype=np.int64)) for s, (p, i) in out.items()}
     if len(out["train"][1]) == 0:
-        raise ValueError(f"no training sequences left: {n} sequences with val_fraction {spec.val_fraction} and "
-                         f"test_fraction {spec.test_fraction}")  # fmt: skip
+        raise ValueError(
+            f"no training sequences left: {n} sequences with val_fraction {spec.val_fraction} and "
+            f"test_fraction {spec.test_fraction}"
+        )
     return out
 
 
@@ -394,22 +453,34 @@ def build_arrays(spec) -> SequenceData:
     time_column, feature_columns, tokens."""
     path = spec.data_dir
     if not path:
-        raise ValueError(f"dataset 'arrays' reads your own data: pass --data PATH (data.data_dir) where PATH is\n{FORMS}")
+        raise ValueError(
+            f"dataset 'arrays' reads your own data: pass --data PATH (data.data_dir) where PATH is\n{FORMS}"
+        )
     path = os.path.normpath(os.path.expanduser(str(path)))
     if not os.path.exists(path):
-        raise FileNotFoundError(f"your data (--data PATH) not found at {path!r}. PATH may be:\n{FORMS}\n{SOURCE}")
+        raise FileNotFoundError(
+            f"your data (--data PATH) not found at {path!r}. PATH may be:\n{FORMS}\n{SOURCE}"
+        )
     table = os.path.isfile(path) and path.lower().endswith(TABLES)
     if os.path.isfile(path) and not (table or path.lower().endswith(".npz")):
-        raise ValueError(f"{path}: unsupported file type {os.path.splitext(path)[1] or '(none)'!r}; PATH may be\n{FORMS}")
+        raise ValueError(
+            f"{path}: unsupported file type {os.path.splitext(path)[1] or '(none)'!r}; PATH may be\n{FORMS}"
+        )
     o = take_options(spec.options, DEFAULTS, "arrays")
     _check_options(o, table)
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "train.npz")):
             found = sorted(f for f in os.listdir(path) if not f.startswith("."))
-            raise FileNotFoundError(f"{path}: a data folder needs train.npz (found {found or 'nothing'}). PATH may be:\n{FORMS}")
+            raise FileNotFoundError(
+                f"{path}: a data folder needs train.npz (found {found or 'nothing'}). PATH may be:\n{FORMS}"
+            )
         root, key, sources = path, "arrays", [os.path.join(path, f"{s}.npz") for s in SPLITS]
     else:
-        root, key, sources = os.path.dirname(path) or ".", "arrays-" + re.sub(r"[^\w.]", "_", os.path.basename(path)), [path]
+        root, key, sources = (
+            os.path.dirname(path) or ".",
+            "arrays-" + re.sub(r"[^\w.]", "_", os.path.basename(path)),
+            [path],
+        )
     arrays = cached(root, key, sources, o, lambda: _prepare(path, o), version=1)
     return _assemble(arrays, spec, o, path)
 
@@ -472,8 +543,14 @@ def _assemble(arrays: dict, spec, o: dict, path: str) -> SequenceData:
         if len(i) == 0:
             datasets[s] = None
             continue
-        datasets[s] = ArrayDataset(arrays[f"{p}_x"], arrays[f"{p}_y"], arrays.get(f"{p}_lengths"), index=i, transform=transform,
-                                   target_transform=target_transform)  # fmt: skip
+        datasets[s] = ArrayDataset(
+            arrays[f"{p}_x"],
+            arrays[f"{p}_y"],
+            arrays.get(f"{p}_lengths"),
+            index=i,
+            transform=transform,
+            target_transform=target_transform,
+        )
     n = sum(len(arrays[k]) for k in arrays if k.endswith("_x"))
     Ls = sorted({arrays[k].shape[1] for k in arrays if k.endswith("_x")})
     length = f"L={Ls[0]}" if len(Ls) == 1 else f"L={Ls[0]}..{Ls[-1]}"
@@ -484,7 +561,11 @@ def _assemble(arrays: dict, spec, o: dict, path: str) -> SequenceData:
     outputs = f"{d_output} classes" if classification else f"{d_output} regression target(s)"
     sizes = "/".join(str(len(datasets[s]) if datasets[s] is not None else 0) for s in SPLITS)
     info = DataInfo(
-        d_input=d_input, d_output=d_output, task="classification" if classification else "regression", vocab_size=vocab,
-        description=f"arrays from {path}: n={n} sequences, {length}, {inputs}, {outputs}; train/val/test {sizes}", extra=extra,
-    )  # fmt: skip
+        d_input=d_input,
+        d_output=d_output,
+        task="classification" if classification else "regression",
+        vocab_size=vocab,
+        description=f"arrays from {path}: n={n} sequences, {length}, {inputs}, {outputs}; train/val/test {sizes}",
+        extra=extra,
+    )
     return SequenceData(datasets["train"], datasets["val"], datasets["test"], info)

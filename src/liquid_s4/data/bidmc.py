@@ -30,15 +30,34 @@ import os
 import numpy as np
 
 from . import common
-from .common import ArrayDataset, DataError, DataInfo, SequenceData, Standardize, cached, choose, data_root, missing, take_options
+from .common import (
+    ArrayDataset,
+    DataError,
+    DataInfo,
+    SequenceData,
+    Standardize,
+    cached,
+    choose,
+    data_root,
+    missing,
+    take_options,
+)
 
-TARGETS = {"hr": ("BIDMC32HR", "heart rate", "bpm"), "rr": ("BIDMC32RR", "respiratory rate", "breaths/min"),
-           "spo2": ("BIDMC32SpO2", "SpO2", "%")}  # fmt: skip
+TARGETS = {
+    "hr": ("BIDMC32HR", "heart rate", "bpm"),
+    "rr": ("BIDMC32RR", "respiratory rate", "breaths/min"),
+    "spo2": ("BIDMC32SpO2", "SpO2", "%"),
+}
 DEFAULTS = {"target": "hr", "normalize_target": True}
-SOURCE = ("Get BIDMC32HR.zip, BIDMC32RR.zip and BIDMC32SpO2.zip of the Monash time series extrinsic regression archive "
-          "(http://tseregression.org/, Zenodo record 3902651 and neighbours) and unzip them into that folder.")  # fmt: skip
+SOURCE = (
+    "Get BIDMC32HR.zip, BIDMC32RR.zip and BIDMC32SpO2.zip of the Monash time series extrinsic regression archive "
+    "(http://tseregression.org/, Zenodo record 3902651 and neighbours) and unzip them into that folder."
+)
 LAYOUT = "\n".join(f"    {f}/{f}_TRAIN.ts   {f}/{f}_TEST.ts" for f, _, _ in TARGETS.values())
-OFFICIAL = {"train": 5550, "test": 2399}  # every BIDMC32 problem, per the archive's dataset table (Tan et al. 2020)
+OFFICIAL = {
+    "train": 5550,
+    "test": 2399,
+}  # every BIDMC32 problem, per the archive's dataset table (Tan et al. 2020)
 
 
 # ---- the .ts reader ---------------------------------------------------------------------------
@@ -81,24 +100,34 @@ def _values(path: str, lineno: int, dim: int, text: str, allow_missing: bool) ->
         token = token.strip()
         if token == "?":
             if not allow_missing:
-                raise DataError(f"{path} line {lineno}, dimension {dim}, value {k + 1}: missing value '?' but @missing false")
+                raise DataError(
+                    f"{path} line {lineno}, dimension {dim}, value {k + 1}: missing value '?' but @missing false"
+                )
             out[k] = np.nan
             continue
         try:
             out[k] = float(token)
         except ValueError:
-            raise DataError(f"{path} line {lineno}, dimension {dim}, value {k + 1}: cannot read {token!r} as a number") from None
+            raise DataError(
+                f"{path} line {lineno}, dimension {dim}, value {k + 1}: cannot read {token!r} as a number"
+            ) from None
     return out
 
 
 def _check_header(path: str, header: dict[str, tuple[str, int]]) -> tuple[int | None, int | None, bool]:
     """(dimensions, series length, missing values allowed) from the header, rejecting what read_ts cannot read."""
     if _flag(path, header, "timestamps"):
-        raise DataError(f"{path}: time-stamped series (@timeStamps true) are not supported; expected @timeStamps false")
+        raise DataError(
+            f"{path}: time-stamped series (@timeStamps true) are not supported; expected @timeStamps false"
+        )
     if _flag(path, header, "classlabel"):
-        raise DataError(f"{path}: a classification file (@classLabel true); read_ts reads regression files (@targetLabel true)")
+        raise DataError(
+            f"{path}: a classification file (@classLabel true); read_ts reads regression files (@targetLabel true)"
+        )
     if _flag(path, header, "targetlabel") is False:
-        raise DataError(f"{path}: no targets (@targetLabel false); read_ts reads regression files (@targetLabel true)")
+        raise DataError(
+            f"{path}: no targets (@targetLabel false); read_ts reads regression files (@targetLabel true)"
+        )
     dims = _count(path, header, "dimensions", "dimension")
     if _flag(path, header, "univariate"):
         if dims not in (None, 1):
@@ -121,7 +150,9 @@ def read_ts(path: str) -> tuple[np.ndarray, np.ndarray]:
                 continue
             if not in_data:
                 if not line.startswith("@"):
-                    raise DataError(f"{path} line {lineno}: a data line before the @data line (is @data missing?)")
+                    raise DataError(
+                        f"{path} line {lineno}: a data line before the @data line (is @data missing?)"
+                    )
                 key, value = (line[1:].split(None, 1) + ["", ""])[:2]
                 key = key.lower()
                 if key == "data":
@@ -132,25 +163,33 @@ def read_ts(path: str) -> tuple[np.ndarray, np.ndarray]:
                 continue
             parts = line.split(":")
             if len(parts) < 2:
-                raise DataError(f"{path} line {lineno}: expected dimensions separated by ':' and a final ':target' field, "
-                                f"found no ':' (malformed line)")  # fmt: skip
+                raise DataError(
+                    f"{path} line {lineno}: expected dimensions separated by ':' and a final ':target' field, "
+                    f"found no ':' (malformed line)"
+                )
             if dims is None:
                 dims = len(parts) - 1  # no @dimensions header: the first case decides
             if len(parts) - 1 != dims:
-                raise DataError(f"{path} line {lineno}: {len(parts) - 1} dimension(s), expected {dims} (@dimensions or the first case)")
+                raise DataError(
+                    f"{path} line {lineno}: {len(parts) - 1} dimension(s), expected {dims} (@dimensions or the first case)"
+                )
             try:
                 target = float(parts[-1])
             except ValueError:
                 target = None
             if target is None or np.isnan(target):
-                raise DataError(f"{path} line {lineno}: the target (last ':' field) {parts[-1].strip()!r} is missing or not a number")
+                raise DataError(
+                    f"{path} line {lineno}: the target (last ':' field) {parts[-1].strip()!r} is missing or not a number"
+                )
             case = [_values(path, lineno, d + 1, text, allow_missing) for d, text in enumerate(parts[:-1])]
             if length is None:
                 length = len(case[0])  # no @seriesLength header: the first case decides
             for d, series in enumerate(case):
                 if len(series) != length:
-                    raise DataError(f"{path} line {lineno}, dimension {d + 1}: {len(series)} values, expected {length} "
-                                    f"(@seriesLength or the first case; read_ts needs equal-length series)")  # fmt: skip
+                    raise DataError(
+                        f"{path} line {lineno}, dimension {d + 1}: {len(series)} values, expected {length} "
+                        f"(@seriesLength or the first case; read_ts needs equal-length series)"
+                    )
             cases.append(np.stack(case).astype(np.float32))  # (C, L)
             targets.append(target)
     if not in_data:
@@ -174,10 +213,14 @@ def _find(root: str, folder: str) -> tuple[str, str]:
         if train or test:
             for name, path in ((f"{folder}_TRAIN.ts", train), (f"{folder}_TEST.ts", test)):
                 if path is None:
-                    raise FileNotFoundError(f"BIDMC file {name} not found in {d!r}. Expected layout:\n{LAYOUT}\n{SOURCE}")
+                    raise FileNotFoundError(
+                        f"BIDMC file {name} not found in {d!r}. Expected layout:\n{LAYOUT}\n{SOURCE}"
+                    )
             return train, test
-    raise FileNotFoundError(f"BIDMC file {folder}/{folder}_TRAIN.ts not found in {root!r} (nor {folder}_TRAIN.ts directly in it). "
-                            f"Expected layout:\n{LAYOUT}\n{SOURCE}")  # fmt: skip
+    raise FileNotFoundError(
+        f"BIDMC file {folder}/{folder}_TRAIN.ts not found in {root!r} (nor {folder}_TRAIN.ts directly in it). "
+        f"Expected layout:\n{LAYOUT}\n{SOURCE}"
+    )
 
 
 def _parse(train_path: str, test_path: str) -> dict[str, np.ndarray]:
@@ -185,11 +228,15 @@ def _parse(train_path: str, test_path: str) -> dict[str, np.ndarray]:
     for split, path in (("train", train_path), ("test", test_path)):
         x, y = read_ts(path)
         if not np.isfinite(x).all():
-            raise DataError(f"{path}: missing or non-finite values in the series; the BIDMC files have none (corrupt copy?)")
+            raise DataError(
+                f"{path}: missing or non-finite values in the series; the BIDMC files have none (corrupt copy?)"
+            )
         out[f"{split}_x"], out[f"{split}_y"] = x, y
     if out["train_x"].shape[1:] != out["test_x"].shape[1:]:
-        raise DataError(f"{test_path}: series of shape {out['test_x'].shape[1:]} (length, channels), but the TRAIN file has "
-                        f"{out['train_x'].shape[1:]}")  # fmt: skip
+        raise DataError(
+            f"{test_path}: series of shape {out['test_x'].shape[1:]} (length, channels), but the TRAIN file has "
+            f"{out['train_x'].shape[1:]}"
+        )
     return out
 
 
@@ -200,26 +247,48 @@ def build_bidmc(spec) -> SequenceData:
     opts = take_options(spec.options, DEFAULTS, "bidmc")
     target = choose(opts["target"], tuple(TARGETS), "data.options.target")
     if not isinstance(opts["normalize_target"], bool):
-        raise ValueError(f"data.options.normalize_target must be true or false, got {opts['normalize_target']!r}")
+        raise ValueError(
+            f"data.options.normalize_target must be true or false, got {opts['normalize_target']!r}"
+        )
     folder, what, units = TARGETS[target]
     train_path, test_path = _find(data_root(spec.data_dir, "bidmc"), folder)
     root = os.path.dirname(train_path)
     a = cached(root, folder, [train_path, test_path], {}, lambda: _parse(train_path, test_path))
     tr, va, _ = (i.numpy() for i in common.split_indices(len(a["train_x"]), spec.val_fraction, 0.0, seed=0))
     if len(tr) == 0:
-        raise ValueError(f"data.val_fraction={spec.val_fraction} leaves no training cases out of {len(a['train_x'])}")
+        raise ValueError(
+            f"data.val_fraction={spec.val_fraction} leaves no training cases out of {len(a['train_x'])}"
+        )
     mean, std = common.channel_stats(a["train_x"], tr)
     norm = Standardize(mean, std)
     y_train = np.asarray(a["train_y"], dtype=np.float64)[tr]
     y_mean, y_std = float(y_train.mean()), float(y_train.std()) or 1.0
     target_norm = Standardize(y_mean, y_std) if opts["normalize_target"] else None
-    train = ArrayDataset(a["train_x"], a["train_y"][:, None], transform=norm, target_transform=target_norm)  # y (n, 1)
+    train = ArrayDataset(
+        a["train_x"], a["train_y"][:, None], transform=norm, target_transform=target_norm
+    )  # y (n, 1)
     test = ArrayDataset(a["test_x"], a["test_y"][:, None], transform=norm, target_transform=target_norm)
     steps, channels = a["train_x"].shape[1:]
-    description = (f"{folder} ({what}, {units}): {steps}-step series, {channels} channels, {len(tr)}/{len(va)}/{len(test)}; "
-                   + (f"targets standardized (mean {y_mean:.4g}, std {y_std:.4g}): RMSE in {units} = RMSE x {y_std:.4g}"
-                      if opts["normalize_target"] else "raw targets"))  # fmt: skip
-    extra = {"target": target, "units": units, "target_mean": y_mean, "target_std": y_std, "target_normalized": opts["normalize_target"],
-             "channel_mean": mean.tolist(), "channel_std": std.tolist()}  # fmt: skip
-    info = DataInfo(d_input=int(channels), d_output=1, task="regression", description=description, extra=extra)
-    return SequenceData(train.subset(tr), train.subset(va) if len(va) else None, test, info, official=dict(OFFICIAL))
+    description = (
+        f"{folder} ({what}, {units}): {steps}-step series, {channels} channels, {len(tr)}/{len(va)}/{len(test)}; "
+        + (
+            f"targets standardized (mean {y_mean:.4g}, std {y_std:.4g}): RMSE in {units} = RMSE x {y_std:.4g}"
+            if opts["normalize_target"]
+            else "raw targets"
+        )
+    )
+    extra = {
+        "target": target,
+        "units": units,
+        "target_mean": y_mean,
+        "target_std": y_std,
+        "target_normalized": opts["normalize_target"],
+        "channel_mean": mean.tolist(),
+        "channel_std": std.tolist(),
+    }
+    info = DataInfo(
+        d_input=int(channels), d_output=1, task="regression", description=description, extra=extra
+    )
+    return SequenceData(
+        train.subset(tr), train.subset(va) if len(va) else None, test, info, official=dict(OFFICIAL)
+    )

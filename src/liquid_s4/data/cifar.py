@@ -28,22 +28,41 @@ import pickle
 
 import numpy as np
 
-from .common import ArrayDataset, DataError, DataInfo, SequenceData, Standardize, cached, data_root, missing, split_indices, take_options
+from .common import (
+    ArrayDataset,
+    DataError,
+    DataInfo,
+    SequenceData,
+    Standardize,
+    cached,
+    data_root,
+    missing,
+    split_indices,
+    take_options,
+)
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 SOURCE = "It is the python version of CIFAR-10: https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract it)."
-LAYOUT = f"    {FOLDER}/\n        {' '.join(TRAIN_FILES)}\n        {TEST_FILE}\n        {META_FILE} (optional)"
+LAYOUT = (
+    f"    {FOLDER}/\n        {' '.join(TRAIN_FILES)}\n        {TEST_FILE}\n        {META_FILE} (optional)"
+)
 DEFAULTS = {"grayscale": False}
 SIDE = 32
 PIXELS = SIDE * SIDE  # sequence length
 
 # numpy moved numpy.core to numpy._core in 2.0; pickles name whichever wrote them
 _CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
-_ALLOWED = {(f"{_CORE}.multiarray", "_reconstruct"), (f"{_CORE}.multiarray", "scalar"), (f"{_CORE}.numeric", "_frombuffer"),
-            ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # fmt: skip
+_ALLOWED = {
+    (f"{_CORE}.multiarray", "_reconstruct"),
+    (f"{_CORE}.multiarray", "scalar"),
+    (f"{_CORE}.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -55,7 +74,9 @@ class _ArrayUnpickler(pickle.Unpickler):
                 module = _CORE + module[len(old) :]
                 break
         if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"unexpected object {module}.{name} (only numpy arrays and plain values are read)")
+            raise pickle.UnpicklingError(
+                f"unexpected object {module}.{name} (only numpy arrays and plain values are read)"
+            )
         return super().find_class(module, name)
 
 
@@ -66,12 +87,18 @@ def read_pickle(path: str):
             return _ArrayUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise
-    except Exception as e:  # pickle raises many types on corrupt input (UnpicklingError, EOFError, ValueError, ...)
-        raise DataError(f"{path}: cannot unpickle ({type(e).__name__}: {e}); the file may be truncated or corrupt") from e
+    except (
+        Exception
+    ) as e:  # pickle raises many types on corrupt input (UnpicklingError, EOFError, ValueError, ...)
+        raise DataError(
+            f"{path}: cannot unpickle ({type(e).__name__}: {e}); the file may be truncated or corrupt"
+        ) from e
 
 
 def _get(d: dict, key: str):
-    return d.get(key.encode(), d.get(key))  # official files have bytes keys; accept str keys of re-pickled copies
+    return d.get(
+        key.encode(), d.get(key)
+    )  # official files have bytes keys; accept str keys of re-pickled copies
 
 
 def read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -80,9 +107,16 @@ def read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(d, dict) or _get(d, "data") is None or _get(d, "labels") is None:
         raise DataError(f"{path}: expected a dict with b'data' and b'labels', got {type(d).__name__}")
     data = _get(d, "data")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * PIXELS:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * PIXELS
+    ):
         shape = getattr(data, "shape", None)
-        raise DataError(f"{path}: b'data' is {type(data).__name__} {shape} {getattr(data, 'dtype', '')}, expected (n, 3072) uint8")
+        raise DataError(
+            f"{path}: b'data' is {type(data).__name__} {shape} {getattr(data, 'dtype', '')}, expected (n, 3072) uint8"
+        )
     try:
         labels = np.asarray(_get(d, "labels"), dtype=np.int64)
     except (TypeError, ValueError) as e:
@@ -100,7 +134,9 @@ def to_sequences(data: np.ndarray, grayscale: bool) -> np.ndarray:
     if not grayscale:
         return np.ascontiguousarray(x)
     rgb = x.astype(np.uint32)
-    gray = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16  # Pillow's ITU-R 601-2 "L"
+    gray = (
+        rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000
+    ) >> 16  # Pillow's ITU-R 601-2 "L"
     return gray.astype(np.uint8)[..., None]  # (n, L, 1)
 
 
@@ -148,8 +184,14 @@ def load_cifar(root: str, grayscale: bool) -> dict[str, np.ndarray]:
     test_data, test_y = read_batch(os.path.join(root, TEST_FILE))
     train_x = to_sequences(np.concatenate([d for d, _ in train]), grayscale)  # (n, L, C)
     total, squares = pixel_moments(train_x)
-    return {"train_x": train_x, "train_y": np.concatenate([y for _, y in train]), "test_x": to_sequences(test_data, grayscale),
-            "test_y": test_y, "train_sum": total, "train_sumsq": squares}  # fmt: skip
+    return {
+        "train_x": train_x,
+        "train_y": np.concatenate([y for _, y in train]),
+        "test_x": to_sequences(test_data, grayscale),
+        "test_y": test_y,
+        "train_sum": total,
+        "train_sumsq": squares,
+    }
 
 
 def class_names(root: str) -> list[str] | None:
@@ -186,5 +228,7 @@ def build_cifar(spec) -> SequenceData:
     if names:
         extra["classes"] = names
     description = f"{name}: {PIXELS}-step pixel sequences, {sizes}"
-    info = DataInfo(d_input=channels, d_output=10, task="classification", description=description, extra=extra)
+    info = DataInfo(
+        d_input=channels, d_output=10, task="classification", description=description, extra=extra
+    )
     return SequenceData(train, val, test, info, official={"train": 50000, "test": 10000})

@@ -110,8 +110,17 @@ class ArrayDataset(Dataset):
     `target_transform` does the same for y.
     """
 
-    def __init__(self, x, y, lengths=None, x2=None, lengths2=None, index=None, transform: Callable | None = None,
-                 target_transform: Callable | None = None):  # fmt: skip
+    def __init__(
+        self,
+        x,
+        y,
+        lengths=None,
+        x2=None,
+        lengths2=None,
+        index=None,
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+    ):
         n = len(x)
         for name, a in (("y", y), ("lengths", lengths), ("x2", x2), ("lengths2", lengths2)):
             if a is not None and len(a) != n:
@@ -141,8 +150,16 @@ class ArrayDataset(Dataset):
 
     def subset(self, index) -> ArrayDataset:
         base = np.arange(len(self.x)) if self.index is None else self.index
-        return ArrayDataset(self.x, self.y, self.lengths, self.x2, self.lengths2, base[np.asarray(index, dtype=np.int64)],
-                            self.transform, self.target_transform)  # fmt: skip
+        return ArrayDataset(
+            self.x,
+            self.y,
+            self.lengths,
+            self.x2,
+            self.lengths2,
+            base[np.asarray(index, dtype=np.int64)],
+            self.transform,
+            self.target_transform,
+        )
 
 
 @dataclass
@@ -171,7 +188,10 @@ class SequenceData:
     official: dict[str, int] = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
-        out = {k: len(d) if d is not None else 0 for k, d in (("train", self.train), ("val", self.val), ("test", self.test))}
+        out = {
+            k: len(d) if d is not None else 0
+            for k, d in (("train", self.train), ("val", self.val), ("test", self.test))
+        }
         out.update({k: len(d) for k, (d, _) in self.extra_tests.items()})
         return out
 
@@ -185,9 +205,16 @@ class SequenceData:
         if len(first) > 3:
             shapes += " (pairs of sequences)"
         inputs = f"tokens, vocabulary {i.vocab_size}" if i.vocab_size else f"{i.d_input} feature(s) per step"
-        outputs = f"{i.d_output} classes" if i.task == "classification" else f"{i.d_output} regression target(s)"
+        outputs = (
+            f"{i.d_output} classes" if i.task == "classification" else f"{i.d_output} regression target(s)"
+        )
         sizes = ", ".join(f"{k} {v}" for k, v in self.sizes().items())
-        lines = [i.description, f"  input: {inputs}; output: {outputs}", f"  first training item: {shapes}", f"  splits: {sizes}"]
+        lines = [
+            i.description,
+            f"  input: {inputs}; output: {outputs}",
+            f"  first training item: {shapes}",
+            f"  splits: {sizes}",
+        ]
         return "\n".join(line for line in lines if line)
 
 
@@ -248,17 +275,27 @@ def list_files(paths: Iterable[str]) -> list[str]:
 def fingerprint(root: str, sources: Iterable[str], options: dict[str, Any], version: int) -> str:
     """A hash of the source files' relative paths, sizes and modification times, the options and the
     reader's format version: any change to the data or the preprocessing gives a new cache entry."""
-    h = hashlib.sha256(json.dumps({"version": version, "options": options}, sort_keys=True, default=str).encode())
+    h = hashlib.sha256(
+        json.dumps({"version": version, "options": options}, sort_keys=True, default=str).encode()
+    )
     prefix = os.path.join(os.path.abspath(root), "")
     for path in list_files(os.path.abspath(p) for p in sources):
         st = os.stat(path)
-        rel = path[len(prefix) :] if path.startswith(prefix) else path  # (os.path.relpath is slow for 10^5 files)
+        rel = (
+            path[len(prefix) :] if path.startswith(prefix) else path
+        )  # (os.path.relpath is slow for 10^5 files)
         h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
-def cached(root: str, key: str, sources: Iterable[str], options: dict[str, Any], build: Callable[[], dict[str, np.ndarray]],
-           version: int = 1) -> dict[str, np.ndarray]:  # fmt: skip
+def cached(
+    root: str,
+    key: str,
+    sources: Iterable[str],
+    options: dict[str, Any],
+    build: Callable[[], dict[str, np.ndarray]],
+    version: int = 1,
+) -> dict[str, np.ndarray]:
     """Preprocessed arrays of dataset `key`, built once by `build()` and stored as .npy files in
     `root/.liquid_s4_cache/<key>-<fingerprint>/`; later calls memory-map them. The entry is written to a
     temporary folder and renamed into place (a crash leaves no half-written cache); stale entries of the
@@ -275,7 +312,9 @@ def cached(root: str, key: str, sources: Iterable[str], options: dict[str, Any],
         try:
             return _load_entry(entry)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            warnings.warn(f"the preprocessing cache {entry} is damaged or unreadable ({e}); rebuilding it", stacklevel=2)
+            warnings.warn(
+                f"the preprocessing cache {entry} is damaged or unreadable ({e}); rebuilding it", stacklevel=2
+            )
     arrays = build()
     if os.environ.get(NO_CACHE_ENV):
         return arrays
@@ -288,15 +327,26 @@ def cached(root: str, key: str, sources: Iterable[str], options: dict[str, Any],
             np.save(path, np.ascontiguousarray(a), allow_pickle=False)
             files[n] = {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
-            json.dump({"arrays": list(arrays), "key": key, "options": options, "version": version, "files": files}, f, default=str)
+            json.dump(
+                {"arrays": list(arrays), "key": key, "options": options, "version": version, "files": files},
+                f,
+                default=str,
+            )
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(tmp, entry)
         for old in os.listdir(base):
             rest = old[len(key) + 1 :]
-            if old.startswith(f"{key}-") and len(rest) == 16 and "-" not in rest and old != os.path.basename(entry):
+            if (
+                old.startswith(f"{key}-")
+                and len(rest) == 16
+                and "-" not in rest
+                and old != os.path.basename(entry)
+            ):
                 shutil.rmtree(os.path.join(base, old), ignore_errors=True)
     except OSError as e:
-        warnings.warn(f"could not write the preprocessing cache under {base} ({e}); continuing without it", stacklevel=2)
+        warnings.warn(
+            f"could not write the preprocessing cache under {base} ({e}); continuing without it", stacklevel=2
+        )
     return arrays
 
 

@@ -21,5 +21,9 @@ def build_digits(spec) -> SequenceData:
     norm = Standardize(X[tr].mean(), X[tr].std())
     full = ArrayDataset(X, y.astype(np.int64), transform=norm)
     sets = [full.subset(i) if len(i) else None for i in (tr, va, te)]
-    info = DataInfo(d_input=1, d_output=10, description=f"sklearn digits as 64-step pixel sequences: {len(tr)}/{len(va)}/{len(te)}")
+    info = DataInfo(
+        d_input=1,
+        d_output=10,
+        description=f"sklearn digits as 64-step pixel sequences: {len(tr)}/{len(va)}/{len(te)}",
+    )
     return SequenceData(*sets, info=info, official={"all": 1797})

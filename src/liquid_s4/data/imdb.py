@@ -24,7 +24,18 @@ import re
 
 import numpy as np
 
-from .common import ArrayDataset, DataError, DataInfo, SequenceData, cached, data_root, missing, split_indices, take_options, tokens
+from .common import (
+    ArrayDataset,
+    DataError,
+    DataInfo,
+    SequenceData,
+    cached,
+    data_root,
+    missing,
+    split_indices,
+    take_options,
+    tokens,
+)
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 SOURCE = f"Download and extract {URL} (the LRA Text task reads these reviews byte by byte)."
@@ -52,7 +63,9 @@ class ByteRows:
 
     def set(self, i: int, data: bytes) -> None:
         data = data[: self.max_length]
-        self.x[i, : len(data)] = np.frombuffer(data, dtype=np.uint8) + np.uint8(1)  # 0xFF wraps to 0, fixed in arrays()
+        self.x[i, : len(data)] = np.frombuffer(data, dtype=np.uint8) + np.uint8(
+            1
+        )  # 0xFF wraps to 0, fixed in arrays()
         self.lengths[i] = len(data)
         if b"\xff" in data:
             self.wide.append(i)
@@ -138,7 +151,18 @@ def build_imdb(spec) -> SequenceData:
     train = ArrayDataset(a["train_x"], a["train_y"], lengths=a["train_lengths"], transform=tokens)
     test = ArrayDataset(a["test_x"], a["test_y"], lengths=a["test_lengths"], transform=tokens)
     tr, va, _ = (i.numpy() for i in split_indices(len(train), spec.val_fraction, 0.0, seed=0))
-    info = DataInfo(d_input=1, d_output=2, vocab_size=BYTE_VOCAB, extra={"classes": list(CLASSES)},
-                    description=f"IMDB (LRA Text): byte-level reviews up to {max_length} bytes, 2 classes, "
-                    f"{len(tr)}/{len(va)}/{len(test)}")  # fmt: skip
-    return SequenceData(train.subset(tr), train.subset(va) if len(va) else None, test, info, official={"train": 25000, "test": 25000})
+    info = DataInfo(
+        d_input=1,
+        d_output=2,
+        vocab_size=BYTE_VOCAB,
+        extra={"classes": list(CLASSES)},
+        description=f"IMDB (LRA Text): byte-level reviews up to {max_length} bytes, 2 classes, "
+        f"{len(tr)}/{len(va)}/{len(test)}",
+    )
+    return SequenceData(
+        train.subset(tr),
+        train.subset(va) if len(va) else None,
+        test,
+        info,
+        official={"train": 25000, "test": 25000},
+    )

@@ -25,7 +25,17 @@ import random
 
 import numpy as np
 
-from .common import ArrayDataset, DataError, DataInfo, SequenceData, cached, data_root, missing, take_options, tokens
+from .common import (
+    ArrayDataset,
+    DataError,
+    DataInfo,
+    SequenceData,
+    cached,
+    data_root,
+    missing,
+    take_options,
+    tokens,
+)
 
 URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 SOURCE = f"ListOps is part of the Long Range Arena release {URL} (folder listops-1000/ after extracting it)."
@@ -49,19 +59,32 @@ def lra_folder(data_dir: str | None, folder: str, required: list[str]) -> str | 
     data_dir/lra_release/<folder> (or lra_release/lra_release/<folder>); without data_dir, the same
     under $LIQUID_S4_DATA/<folder> and $LIQUID_S4_DATA (default ./data). The first candidate holding
     the most of the files (the caller then names any missing one); None when no candidate exists."""
-    roots = [data_root(data_dir, folder)] if data_dir else [data_root(None, folder), os.path.dirname(data_root(None, folder))]
-    subfolders = ("", folder, os.path.join("lra_release", folder), os.path.join("lra_release", "lra_release", folder))
+    roots = (
+        [data_root(data_dir, folder)]
+        if data_dir
+        else [data_root(None, folder), os.path.dirname(data_root(None, folder))]
+    )
+    subfolders = (
+        "",
+        folder,
+        os.path.join("lra_release", folder),
+        os.path.join("lra_release", "lra_release", folder),
+    )
     candidates = [os.path.join(r, sub) if sub else r for r in roots for sub in subfolders]
     existing = [c for c in candidates if os.path.isdir(c)]
     if not existing:
         return None
-    return max(existing, key=lambda c: sum(os.path.isfile(os.path.join(c, f)) for f in required))  # the first of the fullest
+    return max(
+        existing, key=lambda c: sum(os.path.isfile(os.path.join(c, f)) for f in required)
+    )  # the first of the fullest
 
 
 def need_file(folder: str, name: str, what: str, layout: str, source: str) -> str:
     path = os.path.join(folder, name)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} file {name} not found in {folder!r}. Expected layout:\n{layout}\n{source}")
+        raise FileNotFoundError(
+            f"{what} file {name} not found in {folder!r}. Expected layout:\n{layout}\n{source}"
+        )
     return path
 
 
@@ -79,7 +102,9 @@ def encode(source: str, where: str = "") -> np.ndarray:
     try:
         return np.fromiter(map(VOCAB.__getitem__, words), dtype=np.uint8, count=len(words))
     except KeyError as e:
-        raise DataError(f"{where}: unknown ListOps token {e.args[0]!r} (expected digits 0-9, {', '.join(OPERATORS)} or ']')") from None
+        raise DataError(
+            f"{where}: unknown ListOps token {e.args[0]!r} (expected digits 0-9, {', '.join(OPERATORS)} or ']')"
+        ) from None
 
 
 def _pack(rows: list[np.ndarray], max_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,14 +123,18 @@ def read_tsv(path: str, max_length: int) -> dict[str, np.ndarray]:
     with open(path, encoding="utf-8", newline="") as f:
         header = f.readline().rstrip("\r\n").split("\t")
         if header != HEADER:
-            raise DataError(f"{path}, line 1: expected the header 'Source<TAB>Target', found {'<TAB>'.join(header)[:80]!r}")
+            raise DataError(
+                f"{path}, line 1: expected the header 'Source<TAB>Target', found {'<TAB>'.join(header)[:80]!r}"
+            )
         for lineno, line in enumerate(f, start=2):
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue
             fields = line.split("\t")
             if len(fields) != 2:
-                raise DataError(f"{path}, line {lineno}: expected 2 tab-separated fields (Source, Target), found {len(fields)}")
+                raise DataError(
+                    f"{path}, line {lineno}: expected 2 tab-separated fields (Source, Target), found {len(fields)}"
+                )
             source, target = fields
             target = target.strip()
             if len(target) != 1 or target not in "0123456789":
@@ -146,9 +175,14 @@ def build_listops(spec) -> SequenceData:
 
     a = cached(folder, "listops", list(paths.values()), {"max_length": max_length}, build)
     train, val, test = _datasets({s: {k: a[f"{s}_{k}"] for k in ("x", "y", "lengths")} for s in SPLITS})
-    info = DataInfo(d_input=1, d_output=10, vocab_size=VOCAB_SIZE, extra={"vocab": dict(VOCAB)},
-                    description=f"ListOps (LRA): token sequences up to {max_length}, 10 classes, "
-                    f"{len(train)}/{len(val)}/{len(test)}")  # fmt: skip
+    info = DataInfo(
+        d_input=1,
+        d_output=10,
+        vocab_size=VOCAB_SIZE,
+        extra={"vocab": dict(VOCAB)},
+        description=f"ListOps (LRA): token sequences up to {max_length}, 10 classes, "
+        f"{len(train)}/{len(val)}/{len(test)}",
+    )
     return SequenceData(train, val, test, info, official={"train": 96000, "val": 2000, "test": 2000})
 
 
@@ -179,7 +213,9 @@ APPLY = {MIN: min, MAX: max, MED: _median, SUM_MOD: lambda v: sum(v) % 10}
 _DIGITS = [str(d) for d in range(10)]
 
 
-def _tree(rnd, depth: int, out: list[str], budget: list[int], max_depth: int, max_args: int, value_p: float) -> int:
+def _tree(
+    rnd, depth: int, out: list[str], budget: list[int], max_depth: int, max_args: int, value_p: float
+) -> int:
     """Appends the text pieces of a random subtree to `out` and returns its value. `budget[0]` counts
     down the tokens still allowed; a tree longer than that is abandoned early (it would be rejected
     anyway, so the accepted trees keep the same distribution)."""
@@ -202,16 +238,26 @@ def _tree(rnd, depth: int, out: list[str], budget: list[int], max_depth: int, ma
     return v
 
 
-def generate_listops(n: int, seed: int | random.Random = 0, min_length: int = 500, max_length: int = 2000, max_depth: int = 10,
-                     max_args: int = 10, value_p: float = 0.25, max_tries: int | None = None) -> list[tuple[str, int]]:  # fmt: skip
+def generate_listops(
+    n: int,
+    seed: int | random.Random = 0,
+    min_length: int = 500,
+    max_length: int = 2000,
+    max_depth: int = 10,
+    max_args: int = 10,
+    value_p: float = 0.25,
+    max_tries: int | None = None,
+) -> list[tuple[str, int]]:
     """`n` distinct ListOps expressions as (text in the release's format, value 0..9), following the
     LRA procedure described above; deterministic given `seed` (an int or a `random.Random`).
     Defaults are LRA's lengths; rejection gives up with ValueError after `max_tries` draws (default
     1000 * n + 100000) when the length window is (nearly) impossible."""
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     if not 1 <= min_length <= max_length or max_depth < 1 or max_args < 2:
-        raise ValueError(f"generate_listops: need 1 <= min_length <= max_length, max_depth >= 1, max_args >= 2; "
-                         f"got min_length={min_length}, max_length={max_length}, max_depth={max_depth}, max_args={max_args}")  # fmt: skip
+        raise ValueError(
+            f"generate_listops: need 1 <= min_length <= max_length, max_depth >= 1, max_args >= 2; "
+            f"got min_length={min_length}, max_length={max_length}, max_depth={max_depth}, max_args={max_args}"
+        )
     max_tries = 1000 * n + 100_000 if max_tries is None else max_tries
     out, seen = [], set()
     for _ in range(max_tries):
@@ -229,13 +275,23 @@ def generate_listops(n: int, seed: int | random.Random = 0, min_length: int = 50
             seen.add(text)
             out.append((text, value))
     if len(out) < n:
-        raise ValueError(f"generate_listops: only {len(out)} of {n} distinct expressions with length in [{min_length}, {max_length}] "
-                         f"after {max_tries} draws; widen the length window or raise max_depth/max_args")  # fmt: skip
+        raise ValueError(
+            f"generate_listops: only {len(out)} of {n} distinct expressions with length in [{min_length}, {max_length}] "
+            f"after {max_tries} draws; widen the length window or raise max_depth/max_args"
+        )
     return out
 
 
-GENERATED_DEFAULTS = {"n_train": 2000, "n_val": 500, "n_test": 500, "min_length": 50, "max_length": 500, "max_depth": 10, "max_args": 10,
-                      "seed": 0}  # fmt: skip
+GENERATED_DEFAULTS = {
+    "n_train": 2000,
+    "n_val": 500,
+    "n_test": 500,
+    "min_length": 50,
+    "max_length": 500,
+    "max_depth": 10,
+    "max_args": 10,
+    "seed": 0,
+}
 
 
 def build_listops_generated(spec) -> SequenceData:
@@ -247,15 +303,31 @@ def build_listops_generated(spec) -> SequenceData:
     o = take_options(spec.options, GENERATED_DEFAULTS, "listops-generated")
     for k in ("n_val", "n_test", "seed"):
         _positive_int(o[k], f"listops-generated option {k}", minimum=0)
-    for k, minimum in (("n_train", 1), ("min_length", 1), ("max_length", 1), ("max_depth", 1), ("max_args", 2)):
+    for k, minimum in (
+        ("n_train", 1),
+        ("min_length", 1),
+        ("max_length", 1),
+        ("max_depth", 1),
+        ("max_args", 2),
+    ):
         _positive_int(o[k], f"listops-generated option {k}", minimum)
     sizes = [o["n_train"], o["n_val"], o["n_test"]]
-    data = generate_listops(sum(sizes), o["seed"], o["min_length"], o["max_length"], o["max_depth"], o["max_args"])
+    data = generate_listops(
+        sum(sizes), o["seed"], o["min_length"], o["max_length"], o["max_depth"], o["max_args"]
+    )
     x, lengths = _pack([encode(t, "generated") for t, _ in data], o["max_length"])  # (n, max_length)
     y = np.asarray([v for _, v in data], dtype=np.int64)
     bounds = np.cumsum([0, *sizes])
-    sets = [ArrayDataset(x[a:b], y[a:b], lengths=lengths[a:b], transform=tokens) for a, b in zip(bounds[:-1], bounds[1:])]
-    info = DataInfo(d_input=1, d_output=10, vocab_size=VOCAB_SIZE, extra={"vocab": dict(VOCAB)},
-                    description=f"ListOps (generated, seed {o['seed']}): {o['min_length']}-{o['max_length']} tokens, 10 classes, "
-                    f"{sizes[0]}/{sizes[1]}/{sizes[2]}")  # fmt: skip
+    sets = [
+        ArrayDataset(x[a:b], y[a:b], lengths=lengths[a:b], transform=tokens)
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ]
+    info = DataInfo(
+        d_input=1,
+        d_output=10,
+        vocab_size=VOCAB_SIZE,
+        extra={"vocab": dict(VOCAB)},
+        description=f"ListOps (generated, seed {o['seed']}): {o['min_length']}-{o['max_length']} tokens, 10 classes, "
+        f"{sizes[0]}/{sizes[1]}/{sizes[2]}",
+    )
     return SequenceData(sets[0], sets[1] if sizes[1] else None, sets[2] if sizes[2] else None, info)

@@ -56,7 +56,9 @@ def read_idx(path: str) -> np.ndarray:
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataError(f"{path}: expected {expected} data bytes for shape {tuple(dims)}, found {len(raw) - header} (truncated or corrupt)")
+        raise DataError(
+            f"{path}: expected {expected} data bytes for shape {tuple(dims)}, found {len(raw) - header} (truncated or corrupt)"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
@@ -76,7 +78,9 @@ def load_mnist(root: str) -> dict[str, torch.Tensor]:
     for split in ("train", "test"):
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise DataError(f"MNIST {split}: images {x.shape} and labels {y.shape} do not match (expected (n, 28, 28) and (n,))")
+            raise DataError(
+                f"MNIST {split}: images {x.shape} and labels {y.shape} do not match (expected (n, 28, 28) and (n,))"
+            )
         out[f"{split}_x"] = torch.from_numpy(x.copy())
         out[f"{split}_y"] = torch.from_numpy(y.astype(np.int64))
     return out
@@ -98,9 +102,19 @@ def _build(spec, permute: bool) -> SequenceData:
     norm = Standardize(mean / 255.0, std / 255.0, scale=1 / 255.0)
     train = ArrayDataset(x_tr, d["train_y"].numpy(), transform=norm)
     test = ArrayDataset(x_te, d["test_y"].numpy(), transform=norm)
-    info = DataInfo(d_input=1, d_output=10, description=f"{'psMNIST' if permute else 'sMNIST'}: 784-step pixel sequences, "
-                    f"{len(tr)}/{len(va)}/{len(test)}")  # fmt: skip
-    return SequenceData(train.subset(tr), train.subset(va) if len(va) else None, test, info, official={"train": 60000, "test": 10000})
+    info = DataInfo(
+        d_input=1,
+        d_output=10,
+        description=f"{'psMNIST' if permute else 'sMNIST'}: 784-step pixel sequences, "
+        f"{len(tr)}/{len(va)}/{len(test)}",
+    )
+    return SequenceData(
+        train.subset(tr),
+        train.subset(va) if len(va) else None,
+        test,
+        info,
+        official={"train": 60000, "test": 10000},
+    )
 
 
 def build_smnist(spec) -> SequenceData:

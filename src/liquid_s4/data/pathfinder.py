@@ -32,7 +32,18 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .cifar import pixel_moments, standardizer
-from .common import ArrayDataset, DataError, DataInfo, SequenceData, cached, choose, data_root, missing, split_indices, take_options
+from .common import (
+    ArrayDataset,
+    DataError,
+    DataInfo,
+    SequenceData,
+    cached,
+    choose,
+    data_root,
+    missing,
+    split_indices,
+    take_options,
+)
 
 SOURCE = "It is part of the Long Range Arena release: https://storage.googleapis.com/long-range-arena/lra_release.gz (extract it)."
 LAYOUT = """    pathfinder32/   (or pathfinder64/, pathfinder128/, pathfinder256/)
@@ -40,7 +51,11 @@ LAYOUT = """    pathfinder32/   (or pathfinder64/, pathfinder128/, pathfinder256
             imgs/<k>/sample_<i>.png
             metadata/<k>.npy   (text: "imgs/<k> sample_<i>.png <field> <label> ..." per line)"""
 RESOLUTIONS = (32, 64, 128, 256)
-DIFFICULTIES = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9", "hard": "curv_contour_length_14"}
+DIFFICULTIES = {
+    "easy": "curv_baseline",
+    "intermediate": "curv_contour_length_9",
+    "hard": "curv_contour_length_14",
+}
 DEFAULTS = {"resolution": 32, "difficulty": "hard", "skip_missing": False}
 PATHX_DEFAULTS = {"difficulty": "hard", "skip_missing": False}
 PATHX_RESOLUTION = 128
@@ -53,7 +68,9 @@ def find_pathfinder(data_dir: str | None, resolution: int) -> str:
     name = f"pathfinder{resolution}"
     given = re.fullmatch(r"pathfinder(\d+)", os.path.basename(os.path.normpath(root)))
     if given and int(given.group(1)) != resolution:
-        raise ValueError(f"data_dir {root!r} holds Pathfinder at resolution {given.group(1)}, but resolution {resolution} was asked for")
+        raise ValueError(
+            f"data_dir {root!r} holds Pathfinder at resolution {given.group(1)}, but resolution {resolution} was asked for"
+        )
     if given or any(os.path.isdir(os.path.join(root, d)) for d in DIFFICULTIES.values()):
         if os.path.isdir(root):
             return root
@@ -88,7 +105,9 @@ def read_metadata(folder: str, files: list[str]) -> tuple[list[str], np.ndarray]
             if not fields:
                 continue
             if len(fields) < 4 or fields[3] not in ("0", "1"):
-                raise DataError(f"{path}, line {number}: expected '<image folder> <file name> <field> <label 0/1> ...', got {line!r}")
+                raise DataError(
+                    f"{path}, line {number}: expected '<image folder> <file name> <field> <label 0/1> ...', got {line!r}"
+                )
             paths.append(os.path.join(folder, fields[0], fields[1]))
             labels.append(int(fields[3]))
     if not paths:
@@ -106,7 +125,9 @@ def _decode(paths: list[str], out: np.ndarray, start: int, stop: int, resolution
                 if size == (resolution, resolution):
                     out[i] = np.frombuffer((im if im.mode == "L" else im.convert("L")).tobytes(), np.uint8)
         except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
-            raise DataError(f"{paths[i]}: cannot decode the PNG ({e}); the file may be truncated or corrupt") from e
+            raise DataError(
+                f"{paths[i]}: cannot decode the PNG ({e}); the file may be truncated or corrupt"
+            ) from e
         if size != (resolution, resolution):
             raise DataError(f"{paths[i]}: image is {size[0]}x{size[1]}, expected {resolution}x{resolution}")
 
@@ -116,7 +137,10 @@ def decode_images(paths: list[str], resolution: int, threads: int = _THREADS) ->
     out = np.empty((len(paths), resolution * resolution), np.uint8)
     step = 512
     with ThreadPoolExecutor(max(1, min(threads, os.cpu_count() or 1))) as pool:
-        jobs = [pool.submit(_decode, paths, out, i, min(i + step, len(paths)), resolution) for i in range(0, len(paths), step)]
+        jobs = [
+            pool.submit(_decode, paths, out, i, min(i + step, len(paths)), resolution)
+            for i in range(0, len(paths), step)
+        ]
         try:
             for job in jobs:
                 job.result()  # re-raises the first error in file order
@@ -127,20 +151,30 @@ def decode_images(paths: list[str], resolution: int, threads: int = _THREADS) ->
     return out
 
 
-def load_pathfinder(folder: str, files: list[str], resolution: int, skip_missing: bool) -> dict[str, np.ndarray]:
+def load_pathfinder(
+    folder: str, files: list[str], resolution: int, skip_missing: bool
+) -> dict[str, np.ndarray]:
     """x (n, L, 1) uint8, y (n,) int64, per-image pixel moments and the number of skipped missing images."""
     paths, labels = read_metadata(folder, files)
     present = np.fromiter((os.path.isfile(p) for p in paths), dtype=bool, count=len(paths))
     if not present.all():
         first = paths[int(np.argmin(present))]
         if not skip_missing:
-            raise DataError(f"{first}: image listed in the metadata is missing ({(~present).sum()} missing in all); "
-                            "set data.options.skip_missing=true to leave missing images out")  # fmt: skip
+            raise DataError(
+                f"{first}: image listed in the metadata is missing ({(~present).sum()} missing in all); "
+                "set data.options.skip_missing=true to leave missing images out"
+            )
         paths = [p for p, ok in zip(paths, present) if ok]
         labels = labels[present]
     x = decode_images(paths, resolution)[..., None]  # (n, L, 1)
     total, squares = pixel_moments(x)
-    return {"x": x, "y": labels, "pixel_sum": total, "pixel_sumsq": squares, "skipped": np.array([(~present).sum()], np.int64)}
+    return {
+        "x": x,
+        "y": labels,
+        "pixel_sum": total,
+        "pixel_sumsq": squares,
+        "skipped": np.array([(~present).sum()], np.int64),
+    }
 
 
 def _build(spec, resolution: int, difficulty: str, skip_missing: bool, title: str) -> SequenceData:
@@ -150,20 +184,43 @@ def _build(spec, resolution: int, difficulty: str, skip_missing: bool, title: st
     pf = find_pathfinder(spec.data_dir, resolution)
     folder = os.path.join(pf, DIFFICULTIES[difficulty])
     if not os.path.isdir(folder):
-        raise missing(f"Pathfinder-{resolution} difficulty {difficulty!r} ({DIFFICULTIES[difficulty]}/)", folder, LAYOUT, SOURCE)
+        raise missing(
+            f"Pathfinder-{resolution} difficulty {difficulty!r} ({DIFFICULTIES[difficulty]}/)",
+            folder,
+            LAYOUT,
+            SOURCE,
+        )
     files = metadata_files(folder)
     options = {"resolution": resolution, "difficulty": difficulty, "skip_missing": skip_missing}
     sources = [os.path.join(folder, "metadata"), os.path.join(folder, "imgs")]
-    a = cached(pf, f"pathfinder{resolution}-{DIFFICULTIES[difficulty]}", sources, options,
-               lambda: load_pathfinder(folder, files, resolution, skip_missing))  # fmt: skip
+    a = cached(
+        pf,
+        f"pathfinder{resolution}-{DIFFICULTIES[difficulty]}",
+        sources,
+        options,
+        lambda: load_pathfinder(folder, files, resolution, skip_missing),
+    )
     length = resolution * resolution
     train_idx, val_idx, test_idx = split_indices(len(a["x"]), spec.val_fraction, spec.test_fraction, seed=0)
     transform = standardizer(a["pixel_sum"], a["pixel_sumsq"], length, train_idx)
-    train, val, test = (ArrayDataset(a["x"], a["y"], index=i, transform=transform) for i in (train_idx, val_idx, test_idx))
-    extra = {"resolution": resolution, "difficulty": difficulty, "folder": folder, "skipped_missing": int(a["skipped"][0]),
-             "pixel_mean": float(transform.mean[0]) * 255, "pixel_std": float(transform.std[0]) * 255}  # fmt: skip
+    train, val, test = (
+        ArrayDataset(a["x"], a["y"], index=i, transform=transform) for i in (train_idx, val_idx, test_idx)
+    )
+    extra = {
+        "resolution": resolution,
+        "difficulty": difficulty,
+        "folder": folder,
+        "skipped_missing": int(a["skipped"][0]),
+        "pixel_mean": float(transform.mean[0]) * 255,
+        "pixel_std": float(transform.std[0]) * 255,
+    }
     description = f"{title}: {length}-step pixel sequences, 1 channel, {len(train)}/{len(val)}/{len(test)}"
-    return SequenceData(train, val, test, DataInfo(d_input=1, d_output=2, task="classification", description=description, extra=extra))
+    return SequenceData(
+        train,
+        val,
+        test,
+        DataInfo(d_input=1, d_output=2, task="classification", description=description, extra=extra),
+    )
 
 
 def build_pathfinder(spec) -> SequenceData:

@@ -29,18 +29,36 @@ import wave
 
 import numpy as np
 
-from .common import ArrayDataset, DataError, DataInfo, SequenceData, Standardize, cached, choose, data_root, missing, take_options, tokens
+from .common import (
+    ArrayDataset,
+    DataError,
+    DataInfo,
+    SequenceData,
+    Standardize,
+    cached,
+    choose,
+    data_root,
+    missing,
+    take_options,
+    tokens,
+)
 
 SAMPLE_RATE = 16000
 CLIP_LENGTH = 16000  # 1 s at 16 kHz; shorter clips are zero-padded to this length
 SC10 = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
-SC35 = tuple(sorted("backward bed bird cat dog down eight five follow forward four go happy house learn left marvin nine no off on "
-                    "one right seven sheila six stop three tree two up visual wow yes zero".split()))  # fmt: skip
+SC35 = tuple(
+    sorted(
+        "backward bed bird cat dog down eight five follow forward four go happy house learn left marvin nine no off on "
+        "one right seven sheila six stop three tree two up visual wow yes zero".split()
+    )
+)
 LISTS = {"val": "validation_list.txt", "test": "testing_list.txt"}
 SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 DEFAULTS = {"classes": 10, "test_rate": 8000}
-SOURCE = ("Get the official archive https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz "
-          "and extract it (tar xzf) into that folder.")  # fmt: skip
+SOURCE = (
+    "Get the official archive https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz "
+    "and extract it (tar xzf) into that folder."
+)
 LAYOUT = """    validation_list.txt   testing_list.txt
     backward/*.wav  bed/*.wav  ...  zero/*.wav   (35 word folders of 16 kHz mono 16-bit WAVs)
     _background_noise_/   (ignored)"""
@@ -54,13 +72,17 @@ def read_wav(path: str) -> np.ndarray:
         with wave.open(path, "rb") as w:
             channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             if (channels, width, rate) != (1, 2, SAMPLE_RATE):
-                raise DataError(f"{path}: expected 1 channel of 2-byte samples at {SAMPLE_RATE} Hz (16-bit PCM mono), "
-                                f"found {channels} channel(s), {width}-byte samples at {rate} Hz")  # fmt: skip
+                raise DataError(
+                    f"{path}: expected 1 channel of 2-byte samples at {SAMPLE_RATE} Hz (16-bit PCM mono), "
+                    f"found {channels} channel(s), {width}-byte samples at {rate} Hz"
+                )
             raw = w.readframes(n)
     except (wave.Error, EOFError, OSError) as e:
         raise DataError(f"{path}: cannot read as a WAV file ({e}); it may be truncated or corrupt") from e
     if len(raw) != 2 * n:
-        raise DataError(f"{path}: the header announces {n} samples but the file holds {len(raw) // 2} (truncated or corrupt)")
+        raise DataError(
+            f"{path}: the header announces {n} samples but the file holds {len(raw) // 2} (truncated or corrupt)"
+        )
     return np.frombuffer(raw, dtype="<i2").astype(np.int16)
 
 
@@ -83,7 +105,9 @@ def _read_list(path: str) -> list[str]:
                 continue
             parts = entry.split("/")
             if len(parts) != 2 or not parts[0] or not parts[1]:
-                raise DataError(f"{path} line {lineno}: expected a relative path like 'right/bb05582b_nohash_0.wav', got {entry!r}")
+                raise DataError(
+                    f"{path} line {lineno}: expected a relative path like 'right/bb05582b_nohash_0.wav', got {entry!r}"
+                )
             out.append(entry)
     return out
 
@@ -106,10 +130,14 @@ def _parse(root: str, words: tuple[str, ...]) -> dict[str, np.ndarray]:
         path = os.path.join(root, *rel.split("/"))
         clip = read_wav(path)
         if len(clip) > CLIP_LENGTH:
-            raise DataError(f"{path}: {len(clip)} samples, longer than the {CLIP_LENGTH} (1 s) of Speech Commands clips")
+            raise DataError(
+                f"{path}: {len(clip)} samples, longer than the {CLIP_LENGTH} (1 s) of Speech Commands clips"
+            )
         audio[i, : len(clip)] = clip
         lengths[i], labels[i] = len(clip), label
-        split[i] = SPLIT_CODE["val"] if rel in val else SPLIT_CODE["test"] if rel in test else SPLIT_CODE["train"]
+        split[i] = (
+            SPLIT_CODE["val"] if rel in val else SPLIT_CODE["test"] if rel in test else SPLIT_CODE["train"]
+        )
     return {"audio": audio, "lengths": lengths, "labels": labels, "split": split}
 
 
@@ -131,7 +159,9 @@ def _test_rate(value) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < SAMPLE_RATE:
-        raise ValueError(f"data.options.test_rate must be null or a sampling rate in Hz below {SAMPLE_RATE} (e.g. 8000), got {value!r}")
+        raise ValueError(
+            f"data.options.test_rate must be null or a sampling rate in Hz below {SAMPLE_RATE} (e.g. 8000), got {value!r}"
+        )
     return value
 
 
@@ -147,11 +177,17 @@ def build_speech_commands(spec) -> SequenceData:
     lists = [os.path.join(root, LISTS[s]) for s in ("val", "test")]
     for path in lists:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"Speech Commands split list {os.path.basename(path)} not found at {path!r}; it is part of "
-                                    f"the official archive. Expected layout:\n{LAYOUT}\n{SOURCE}")  # fmt: skip
+            raise FileNotFoundError(
+                f"Speech Commands split list {os.path.basename(path)} not found at {path!r}; it is part of "
+                f"the official archive. Expected layout:\n{LAYOUT}\n{SOURCE}"
+            )
     absent = [w for w in words if not os.path.isdir(os.path.join(root, w))]
     if absent:
-        hint = " (v0.01 has only 30 words; use v0.02 or classes: 10)" if classes == 35 and len(absent) <= 5 else ""
+        hint = (
+            " (v0.01 has only 30 words; use v0.02 or classes: 10)"
+            if classes == 35 and len(absent) <= 5
+            else ""
+        )
         raise missing(f"Speech Commands word folder(s) {', '.join(absent)}{hint}", root, LAYOUT, SOURCE)
     sources = [os.path.join(root, w) for w in words] + lists
     key = f"speech_commands_sc{classes}"
@@ -159,21 +195,36 @@ def build_speech_commands(spec) -> SequenceData:
     split = np.asarray(a["split"])
     tr, va, te = (np.flatnonzero(split == SPLIT_CODE[s]) for s in ("train", "val", "test"))
     norm = Standardize(0.0, 1.0, scale=1 / 32768)  # int16 -> [-1, 1)
-    full = ArrayDataset(a["audio"][..., None], a["labels"], transform=norm, target_transform=tokens)  # x (n, 16000, 1) int16
+    full = ArrayDataset(
+        a["audio"][..., None], a["labels"], transform=norm, target_transform=tokens
+    )  # x (n, 16000, 1) int16
     name = "SC10" if classes == 10 else "35 classes"
     description = f"Speech Commands v0.02 ({name}): raw 16 kHz audio, 16000 steps, 1 channel, {len(tr)}/{len(va)}/{len(te)}"
     official = dict(OFFICIAL_35) if classes == 35 else {}  # SC10 subset sizes: not published with the release
     extra_tests = {}
     if test_rate is not None:
-        low = cached(root, f"{key}-{test_rate}hz", sources, {"classes": classes, "test_rate": test_rate},
-                     lambda: {"audio": resample(a["audio"][te], test_rate)})  # fmt: skip
+        low = cached(
+            root,
+            f"{key}-{test_rate}hz",
+            sources,
+            {"classes": classes, "test_rate": test_rate},
+            lambda: {"audio": resample(a["audio"][te], test_rate)},
+        )
         rate, label = SAMPLE_RATE / test_rate, f"test_{test_rate / 1000:g}khz"
-        low_set = ArrayDataset(low["audio"][..., None], np.asarray(a["labels"])[te], transform=norm, target_transform=tokens)
+        low_set = ArrayDataset(
+            low["audio"][..., None], np.asarray(a["labels"])[te], transform=norm, target_transform=tokens
+        )
         extra_tests[label] = (low_set, rate)
-        description += f"; zero-shot test at {test_rate / 1000:g} kHz ({low['audio'].shape[1]} steps, rate {rate:g})"
+        description += (
+            f"; zero-shot test at {test_rate / 1000:g} kHz ({low['audio'].shape[1]} steps, rate {rate:g})"
+        )
         if official:
             official[label] = official["test"]
-    info = DataInfo(d_input=1, d_output=classes, description=description,
-                    extra={"classes": list(words), "sample_rate": SAMPLE_RATE, "test_rate": test_rate})  # fmt: skip
+    info = DataInfo(
+        d_input=1,
+        d_output=classes,
+        description=description,
+        extra={"classes": list(words), "sample_rate": SAMPLE_RATE, "test_rate": test_rate},
+    )
     sets = [full.subset(tr), full.subset(va) if len(va) else None, full.subset(te) if len(te) else None]
     return SequenceData(*sets, info=info, extra_tests=extra_tests, official=official)

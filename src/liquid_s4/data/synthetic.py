@@ -73,7 +73,9 @@ def copying(n: int, length: int = 10, delay: int = 100, alphabet: int = 8, seed=
     L = 2 * length + delay (see the module docstring). `seed`: an int, a sequence of ints or a
     numpy Generator."""
     if length < 1 or delay < 1 or alphabet < 2:
-        raise ValueError(f"copying needs length >= 1, delay >= 1 and alphabet >= 2, got {length}, {delay}, {alphabet}")
+        raise ValueError(
+            f"copying needs length >= 1, delay >= 1 and alphabet >= 2, got {length}, {delay}, {alphabet}"
+        )
     rng = np.random.default_rng(seed)
     L = 2 * length + delay
     symbols = rng.integers(1, alphabet + 1, size=(n, length))  # (n, length)
@@ -108,7 +110,9 @@ def delay(n: int, length: int = 200, delay: int = 50, alphabet: int = 8, seed=0)
     """`n` delay sequences: x (n, length) tokens 1..alphabet, y (n, length) int64 with
     y[:, t] = x[:, t - delay] - 1 for t >= delay and IGNORE_INDEX before."""
     if alphabet < 2 or not 0 <= delay < length:
-        raise ValueError(f"delay needs alphabet >= 2 and 0 <= delay < length, got alphabet {alphabet}, delay {delay}, length {length}")
+        raise ValueError(
+            f"delay needs alphabet >= 2 and 0 <= delay < length, got alphabet {alphabet}, delay {delay}, length {length}"
+        )
     rng = np.random.default_rng(seed)
     x = rng.integers(1, alphabet + 1, size=(n, length)).astype(_token_dtype(alphabet + 1))  # (n, L)
     y = np.full((n, length), IGNORE_INDEX, dtype=np.int64)
@@ -147,15 +151,22 @@ def build_copying(spec) -> SequenceData:
     length, gap = _int(o, "length", 1, "copying"), _int(o, "delay", 1, "copying")
     alphabet = _int(o, "alphabet", 2, "copying", high=32000)
     if not isinstance(o["score_all"], bool):
-        raise ValueError(f"data.options.score_all for dataset 'copying' must be true or false, got {o['score_all']!r}")
-    splits = _splits(lambda n, s: copying(n, length, gap, alphabet, s, o["score_all"]), sizes, o["seed"], tokens, tokens)
+        raise ValueError(
+            f"data.options.score_all for dataset 'copying' must be true or false, got {o['score_all']!r}"
+        )
+    splits = _splits(
+        lambda n, s: copying(n, length, gap, alphabet, s, o["score_all"]), sizes, o["seed"], tokens, tokens
+    )
     L = 2 * length + gap
     info = DataInfo(
-        d_input=1, d_output=alphabet + 1, task="classification", vocab_size=alphabet + 2,
+        d_input=1,
+        d_output=alphabet + 1,
+        task="classification",
+        vocab_size=alphabet + 2,
         description=f"Copying: {length} symbols (alphabet {alphabet}) recalled after a {gap}-step delay, {L}-step token "
-                    f"sequences, {_counts(sizes, o['seed'])}",
+        f"sequences, {_counts(sizes, o['seed'])}",
         extra={"pool": "none", "sequence_length": L, "chance_loss": math.log(alphabet)},
-    )  # fmt: skip
+    )
     return SequenceData(*splits, info=info)
 
 
@@ -166,11 +177,13 @@ def build_adding(spec) -> SequenceData:
     length = _int(o, "length", 2, "adding")
     splits = _splits(lambda n, s: adding(n, length, s), sizes, o["seed"])
     info = DataInfo(
-        d_input=2, d_output=1, task="regression",
+        d_input=2,
+        d_output=1,
+        task="regression",
         description=f"Adding problem: {length}-step sequences of (value, marker), target the sum of the 2 marked values, "
-                    f"{_counts(sizes, o['seed'])}",
+        f"{_counts(sizes, o['seed'])}",
         extra={"pool": "mean", "sequence_length": length, "baseline_mse": 1 / 6},
-    )  # fmt: skip
+    )
     return SequenceData(*splits, info=info)
 
 
@@ -181,13 +194,18 @@ def build_delay(spec) -> SequenceData:
     length = _int(o, "length", 1, "delay")
     gap = _int(o, "delay", 0, "delay")
     if gap >= length:
-        raise ValueError(f"data.options.delay for dataset 'delay' must be smaller than length ({length}), got {gap}")
+        raise ValueError(
+            f"data.options.delay for dataset 'delay' must be smaller than length ({length}), got {gap}"
+        )
     alphabet = _int(o, "alphabet", 2, "delay", high=32000)
     splits = _splits(lambda n, s: delay(n, length, gap, alphabet, s), sizes, o["seed"], tokens, tokens)
     info = DataInfo(
-        d_input=1, d_output=alphabet, task="classification", vocab_size=alphabet + 1,
+        d_input=1,
+        d_output=alphabet,
+        task="classification",
+        vocab_size=alphabet + 1,
         description=f"Delay: output the token seen {gap} steps earlier, {length}-step token sequences (alphabet {alphabet}), "
-                    f"{_counts(sizes, o['seed'])}",
+        f"{_counts(sizes, o['seed'])}",
         extra={"pool": "none", "sequence_length": length, "chance_loss": math.log(alphabet)},
-    )  # fmt: skip
+    )
     return SequenceData(*splits, info=info)

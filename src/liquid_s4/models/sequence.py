@@ -21,8 +21,8 @@ import torch.nn as nn
 
 from ..fileio import atomic_write, atomic_write_json
 from ..modules import LSSL, S4, S4D, LiquidS4
-from ..modules.base import SSMLayer, _hooked, upgrade_A_real
-from ..utils import is_positive_int, lengths_mask
+from ..modules.base import SSMLayer, upgrade_state_dict
+from ..utils import has_forward_hooks, is_positive_int, lengths_mask
 
 LAYERS = {"s4": S4, "s4d": S4D, "lssl": LSSL, "liquid_s4": LiquidS4}
 NORMS = ("layer", "batch")
@@ -72,11 +72,15 @@ class ModelConfig:
             positive("vocab_size")
         for name, allowed in (("layer", tuple(LAYERS)), ("norm", NORMS), ("pool", POOLS), ("head", HEADS)):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"ModelConfig: unknown {name} {getattr(self, name)!r}; expected one of {allowed}")
+                raise ValueError(
+                    f"ModelConfig: unknown {name} {getattr(self, name)!r}; expected one of {allowed}"
+                )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig: dropout must be in [0, 1), got {self.dropout}")
         if self.head == "retrieval" and self.pool == "none":
-            raise ValueError("ModelConfig: the retrieval head compares pooled vectors; use pool='mean' or 'last'")
+            raise ValueError(
+                "ModelConfig: the retrieval head compares pooled vectors; use pool='mean' or 'last'"
+            )
         for key in ("d_model", "transposed"):
             if key in self.layer_args:
                 raise ValueError(f"ModelConfig: layer_args may not set {key!r} (the model sets it)")
@@ -123,8 +127,10 @@ def masked_batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor) -
         return bn(x) * m
     n = mask.sum()
     if int(n) <= 1:
-        raise ValueError(f"BatchNorm needs more than 1 valid position per channel when training, got {int(n)}; "
-                         "train with longer or more sequences per batch, or call model.eval()")
+        raise ValueError(
+            f"BatchNorm needs more than 1 valid position per channel when training, got {int(n)}; "
+            "train with longer or more sequences per batch, or call model.eval()"
+        )
     mean = (x * m).sum((0, 2)) / n  # (H,)
     xc = (x - mean[:, None]) * m
     var = (xc * xc).sum((0, 2)) / n  # biased, as BatchNorm normalizes with
@@ -133,7 +139,9 @@ def masked_batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor) -
             bn.num_batches_tracked.add_(1)
             f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
             bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), f)
-            bn.running_var.lerp_((var * n / (n - 1)).to(bn.running_var.dtype), f)  # unbiased, as BatchNorm stores
+            bn.running_var.lerp_(
+                (var * n / (n - 1)).to(bn.running_var.dtype), f
+            )  # unbiased, as BatchNorm stores
     scale = torch.rsqrt(var + bn.eps)
     if not bn.affine:
         return xc * scale[:, None]
@@ -150,7 +158,9 @@ class ResidualBlock(nn.Module):
         try:
             self.layer = cls(config.d_model, transposed=True, **config.layer_args)
         except TypeError as e:
-            raise ValueError(f"ModelConfig: bad layer_args for layer {config.layer!r} ({cls.__name__}): {e}") from e
+            raise ValueError(
+                f"ModelConfig: bad layer_args for layer {config.layer!r} ({cls.__name__}): {e}"
+            ) from e
         self.norm = Norm(config.norm, config.d_model)
         self.prenorm, self.p, self.tie = config.prenorm, config.dropout, config.tie_dropout
 
@@ -194,11 +204,15 @@ class SequenceModel(nn.Module):
         elif kwargs:
             raise TypeError("SequenceModel: pass either a ModelConfig or keyword arguments, not both")
         self.config = c = config
-        self.encoder = nn.Embedding(c.vocab_size, c.d_model) if c.vocab_size else nn.Linear(c.d_input, c.d_model)
+        self.encoder = (
+            nn.Embedding(c.vocab_size, c.d_model) if c.vocab_size else nn.Linear(c.d_input, c.d_model)
+        )
         self.blocks = nn.ModuleList(ResidualBlock(c) for _ in range(c.n_layers))
         self.final_norm = Norm(c.norm, c.d_model) if c.prenorm else nn.Identity()
         if c.head == "retrieval":
-            self.decoder = nn.Sequential(nn.Linear(4 * c.d_model, c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_output))
+            self.decoder = nn.Sequential(
+                nn.Linear(4 * c.d_model, c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_output)
+            )
         else:
             self.decoder = nn.Linear(c.d_model, c.d_output)
 
@@ -209,12 +223,18 @@ class SequenceModel(nn.Module):
         c = self.config
         if c.vocab_size:
             if x.dim() != 2 or x.is_floating_point() or x.is_complex():
-                raise ValueError(f"SequenceModel: token inputs must be an integer tensor (B, L), got {x.dtype} {tuple(x.shape)}")
+                raise ValueError(
+                    f"SequenceModel: token inputs must be an integer tensor (B, L), got {x.dtype} {tuple(x.shape)}"
+                )
             if x.numel() and (int(x.min()) < 0 or int(x.max()) >= c.vocab_size):
-                raise ValueError(f"SequenceModel: token ids must lie in [0, {c.vocab_size}), got [{int(x.min())}, {int(x.max())}]")
+                raise ValueError(
+                    f"SequenceModel: token ids must lie in [0, {c.vocab_size}), got [{int(x.min())}, {int(x.max())}]"
+                )
             return x
         if not x.is_floating_point():
-            raise TypeError(f"SequenceModel: expected float inputs (B, L, {c.d_input}), got {x.dtype}; for tokens set vocab_size")
+            raise TypeError(
+                f"SequenceModel: expected float inputs (B, L, {c.d_input}), got {x.dtype}; for tokens set vocab_size"
+            )
         if x.dim() == 2 and c.d_input == 1:
             x = x[..., None]
         if x.dim() != 3 or x.shape[-1] != c.d_input:
@@ -228,7 +248,7 @@ class SequenceModel(nn.Module):
         """`_encode` in the blocks' layout (B, d_model, L). The plain linear encoder is one batched
         product W x^T + b, which writes channels-first directly."""
         x, enc = self._check_inputs(x), self.encoder
-        if self.config.vocab_size or type(enc) is not nn.Linear or _hooked(enc):
+        if self.config.vocab_size or type(enc) is not nn.Linear or has_forward_hooks(enc):
             return enc(x).transpose(1, 2).contiguous()
         return torch.baddbmm(enc.bias[:, None], enc.weight.expand(x.shape[0], -1, -1), x.transpose(1, 2))
 
@@ -240,7 +260,9 @@ class SequenceModel(nn.Module):
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=h.device)
             if lengths.shape != (B,) or lengths.is_floating_point():
-                raise ValueError(f"SequenceModel: lengths must be an integer tensor of shape ({B},), got {tuple(lengths.shape)}")
+                raise ValueError(
+                    f"SequenceModel: lengths must be an integer tensor of shape ({B},), got {tuple(lengths.shape)}"
+                )
             mask = lengths_mask(lengths, L)  # (B, L)
             h = h * mask[:, None]
         for block in self.blocks:
@@ -258,14 +280,24 @@ class SequenceModel(nn.Module):
         B, _, L = h.shape
         if self.config.pool == "none":
             return h.transpose(1, 2)
-        n = torch.full((B,), L, device=h.device) if lengths is None else torch.as_tensor(lengths, device=h.device)
+        n = (
+            torch.full((B,), L, device=h.device)
+            if lengths is None
+            else torch.as_tensor(lengths, device=h.device)
+        )
         if self.config.pool == "mean":  # a product with ones, not sum(2): its backward is a contiguous
             # (B, H, L) gradient instead of an expanded one, which the final norm's backward reads 3-4x slower
             return (h @ h.new_ones(L)) / n.clamp(min=1)[:, None].to(h.dtype)
         return h[torch.arange(B, device=h.device), :, (n - 1).clamp(min=0)]  # last valid step
 
-    def forward(self, x: torch.Tensor, lengths=None, x2: torch.Tensor | None = None, lengths2=None,
-                rate: float | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths=None,
+        x2: torch.Tensor | None = None,
+        lengths2=None,
+        rate: float | None = None,
+    ) -> torch.Tensor:
         a = self._pool(self._features(x, lengths, rate), lengths)
         if self.config.head == "retrieval":
             if x2 is None:
@@ -280,7 +312,9 @@ class SequenceModel(nn.Module):
     def default_state(self, batch_size: int) -> dict[str, Any]:
         """Per-layer states plus the running sum and count used by mean pooling."""
         if self.config.head == "retrieval":
-            raise RuntimeError("SequenceModel: the retrieval head compares two whole sequences; it has no step mode")
+            raise RuntimeError(
+                "SequenceModel: the retrieval head compares two whole sequences; it has no step mode"
+            )
         p = self.decoder.weight
         return {
             "layers": [blk.layer.default_state(batch_size) for blk in self.blocks],
@@ -291,7 +325,9 @@ class SequenceModel(nn.Module):
     def step(self, x_t: torch.Tensor, state: dict[str, Any]):
         """x_t: (B, d_input) (or (B,) tokens / scalars). Returns (y_t, state)."""
         if self.training and self.config.norm == "batch":
-            raise RuntimeError("SequenceModel.step: BatchNorm needs eval mode for stepping; call model.eval()")
+            raise RuntimeError(
+                "SequenceModel.step: BatchNorm needs eval mode for stepping; call model.eval()"
+            )
         h = self._encode(x_t[:, None])[:, 0]  # (B, d_model)
         layers = []
         for block, s in zip(self.blocks, state["layers"], strict=True):
@@ -312,14 +348,22 @@ class SequenceModel(nn.Module):
         from .. import __version__
 
         os.makedirs(directory, exist_ok=True)
-        meta = {"format_version": FORMAT_VERSION, "liquid_s4_version": __version__, "model": self.config.to_dict()}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "liquid_s4_version": __version__,
+            "model": self.config.to_dict(),
+        }
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         sums = {"weights_sha256": weights_sha256(tensors), "config_sha256": config_sha256(meta["model"])}
-        atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(tensors, path, metadata=sums))
+        atomic_write(
+            os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(tensors, path, metadata=sums)
+        )
         atomic_write_json(os.path.join(directory, CONFIG_NAME), meta)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides) -> SequenceModel:
+    def from_pretrained(
+        cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides
+    ) -> SequenceModel:
         """Rebuild a model saved by `save_pretrained`, in the dtype it was saved in. `overrides` replace
         config entries (e.g. dropout); the weights must still fit, else a ValueError names the
         mismatching tensors. The checksums in the safetensors header are verified (a ValueError when the
@@ -331,8 +375,10 @@ class SequenceModel(nn.Module):
         cfg_path, w_path = os.path.join(directory, CONFIG_NAME), os.path.join(directory, WEIGHTS_NAME)
         for path in (cfg_path, w_path):
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path} not found: a pretrained directory holds {CONFIG_NAME} and {WEIGHTS_NAME} "
-                                        "(written by save_pretrained)")
+                raise FileNotFoundError(
+                    f"{path} not found: a pretrained directory holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+                    "(written by save_pretrained)"
+                )
         try:
             with open(cfg_path) as f:
                 meta = json.load(f)
@@ -340,14 +386,18 @@ class SequenceModel(nn.Module):
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{cfg_path} is not a liquid_s4 model config ({e})") from e
         if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{cfg_path} has format version {meta['format_version']}; "
-                             f"this liquid_s4 reads <= {FORMAT_VERSION}: upgrade liquid_s4")
+            raise ValueError(
+                f"{cfg_path} has format version {meta['format_version']}; "
+                f"this liquid_s4 reads <= {FORMAT_VERSION}: upgrade liquid_s4"
+            )
         try:
             weights = load_file(w_path, device="cpu")
             with safe_open(w_path, "pt") as f:
                 sums = f.metadata() or {}
         except (SafetensorError, OSError) as e:
-            raise ValueError(f"{w_path} is not a readable safetensors file ({e}); it may be truncated or corrupt") from e
+            raise ValueError(
+                f"{w_path} is not a readable safetensors file ({e}); it may be truncated or corrupt"
+            ) from e
         _check_sums(sums, weights, model_cfg, w_path, cfg_path)
         model = cls(ModelConfig.from_dict({**model_cfg, **overrides}))
         dtype = _saved_dtype(weights)
@@ -358,26 +408,30 @@ class SequenceModel(nn.Module):
 
     def load_weights(self, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
         """load_state_dict with an error that lists missing, unexpected and mis-shaped tensors. Weights
-        saved by earlier versions are converted first (an SSM layer's `log_A_real`: see `upgrade_A_real`)."""
+        saved by earlier versions are converted first (see `upgrade_state_dict`)."""
         weights = dict(weights)
         for name, m in self.named_modules():
             if isinstance(m, SSMLayer):
-                upgrade_A_real(weights, f"{name}." if name else "")
+                upgrade_state_dict(weights, f"{name}." if name else "")
         own = self.state_dict()
         missing = sorted(set(own) - set(weights))
         unexpected = sorted(set(weights) - set(own))
-        shapes = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in weights and weights[k].shape != own[k].shape]  # fmt: skip
+        shapes = [
+            f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in own
+            if k in weights and weights[k].shape != own[k].shape
+        ]
         if missing or unexpected or shapes:
-            parts = [f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}" if missing else "",
-                     f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}" if unexpected else "",
-                     f"shape mismatch {shapes[:8]}" if shapes else ""]  # fmt: skip
+            parts = [
+                f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}" if missing else "",
+                f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}" if unexpected else "",
+                f"shape mismatch {shapes[:8]}" if shapes else "",
+            ]
             raise ValueError(
                 f"{source} does not fit this model config ({'; '.join(p for p in parts if p)}). "
                 "Build the model with the config the checkpoint was saved with (from_pretrained does this)."
             )
         self.load_state_dict(weights)
-
 
 
 def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -395,7 +449,13 @@ def config_sha256(model_config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(model_config, sort_keys=True).encode()).hexdigest()
 
 
-def _check_sums(sums: dict[str, str], weights: dict[str, torch.Tensor], model_cfg: dict[str, Any], w_path: str, cfg_path: str) -> None:
+def _check_sums(
+    sums: dict[str, str],
+    weights: dict[str, torch.Tensor],
+    model_cfg: dict[str, Any],
+    w_path: str,
+    cfg_path: str,
+) -> None:
     """Compare the checksums save_pretrained stored in the safetensors header (absent: not checked)."""
     if "weights_sha256" in sums and sums["weights_sha256"] != weights_sha256(weights):
         raise ValueError(

@@ -8,23 +8,15 @@ import math
 
 import torch
 import torch.nn as nn
-from torch.nn.modules import module as _module_hooks
 
 from ..ops.fftconv import anticausal_kernel, bidirectional_kernel, fftconv_sum
 from ..ops.liquid import SQUASHES, anticorrelations, correlations, delayed, last_inputs, product_skip
 from ..ops.recurrence import DiagonalRecurrence, _real
 from ..ops.state import DiscreteSSM
-from ..utils import is_positive_int, lengths_mask
+from ..utils import has_forward_hooks, is_positive_int, lengths_mask
 from .snapshot import TensorSnapshot
 
 _NO_CONTEXT = contextlib.nullcontext()
-
-
-def _hooked(*modules: nn.Module) -> bool:
-    """Whether forward hooks (global or on one of `modules`) would see a module call."""
-    if _module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks:
-        return True
-    return any(x._forward_hooks or x._forward_pre_hooks for x in modules)
 
 
 def _activation_step(act: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -34,7 +26,13 @@ def _activation_step(act: nn.Module, y: torch.Tensor) -> torch.Tensor:
     transposed) it runs that kernel: the same function, `nn.functional.gelu(y)` itself, ~3x faster
     at batch 1. Nothing process-wide is touched (other threads' oneDNN use is unaffected). Other
     activations, and sizes without such a view, are called as they are."""
-    if type(act) is nn.GELU and y.device.type == "cpu" and y.is_contiguous() and y.numel() % 2 == 0 and y.numel() >= 4:
+    if (
+        type(act) is nn.GELU
+        and y.device.type == "cpu"
+        and y.is_contiguous()
+        and y.numel() % 2 == 0
+        and y.numel() >= 4
+    ):
         return nn.functional.gelu(y.view(2, -1).t(), approximate=act.approximate).t().reshape(y.shape)
     return act(y)
 
@@ -66,6 +64,12 @@ def upgrade_A_real(state_dict: dict, prefix: str) -> None:
         x = state_dict.pop(old)
         gap = torch.log((torch.exp(x.double()) - A_REAL_BOUND).clamp(min=1e-7))
         state_dict[new] = gap.to(x.dtype)
+
+
+def upgrade_state_dict(state_dict: dict, prefix: str) -> None:
+    """Convert, in place, the entries of an SSM layer saved by an earlier version of the library
+    (under `prefix`) to the current layout; entries already current are left as they are."""
+    upgrade_A_real(state_dict, prefix)
 
 
 ACTIVATIONS = {
@@ -137,22 +141,36 @@ class SSMLayer(nn.Module):
         if disc not in self.discs:
             raise ValueError(f"{name}: unsupported disc {disc!r}; expected one of {self.discs}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"{name}: unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}")
+            raise ValueError(
+                f"{name}: unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}"
+            )
         if postact not in POSTACTS:
             raise ValueError(f"{name}: unknown postact {postact!r}; expected one of {POSTACTS}")
         if postact is None and channels != 1:
-            raise ValueError(f"{name}: channels={channels} needs an output projection; set postact='linear' or 'glu'")
+            raise ValueError(
+                f"{name}: channels={channels} needs an output projection; set postact='linear' or 'glu'"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
         if liquid_kernel not in LIQUID_KERNELS:
-            raise ValueError(f"{name}: unknown liquid_kernel {liquid_kernel!r}; expected one of {LIQUID_KERNELS}")
+            raise ValueError(
+                f"{name}: unknown liquid_kernel {liquid_kernel!r}; expected one of {LIQUID_KERNELS}"
+            )
         if liquid_kernel is not None and not self.supports_liquid:
-            raise ValueError(f"{name}: liquid kernels are defined for S4 and S4D (state in diagonal coordinates); use one of those")
+            raise ValueError(
+                f"{name}: liquid kernels are defined for S4 and S4D (state in diagonal coordinates); use one of those"
+            )
         if not isinstance(liquid_degree, int) or isinstance(liquid_degree, bool) or liquid_degree < 2:
-            raise ValueError(f"{name}: liquid_degree must be an integer >= 2 (the highest input product), got {liquid_degree!r}")
+            raise ValueError(
+                f"{name}: liquid_degree must be an integer >= 2 (the highest input product), got {liquid_degree!r}"
+            )
         if liquid_squash not in SQUASHES:
             raise ValueError(f"{name}: unknown liquid_squash {liquid_squash!r}; expected one of {SQUASHES}")
-        self.liquid_kernel, self.liquid_degree, self.liquid_squash = liquid_kernel, liquid_degree, liquid_squash
+        self.liquid_kernel, self.liquid_degree, self.liquid_squash = (
+            liquid_kernel,
+            liquid_degree,
+            liquid_squash,
+        )
         self.d_model, self.d_state, self.l_max, self.channels = d_model, d_state, l_max, channels
         self.dt_min, self.dt_max, self.init, self.disc = dt_min, dt_max, init, disc
         self.bidirectional, self.transposed, self.lr = bidirectional, transposed, lr
@@ -164,7 +182,9 @@ class SSMLayer(nn.Module):
         self._init_ssm()
         unknown = set(self.freeze) - set(self.ssm_parameter_names)
         if unknown:
-            raise ValueError(f"{name}: cannot freeze {sorted(unknown)}; freezable: {self.ssm_parameter_names}")
+            raise ValueError(
+                f"{name}: cannot freeze {sorted(unknown)}; freezable: {self.ssm_parameter_names}"
+            )
 
         self.D = nn.Parameter(torch.randn(channels, d_model))
         self.activation = ACTIVATIONS[activation]()
@@ -173,9 +193,13 @@ class SSMLayer(nn.Module):
             self.output_linear = nn.Identity()
         else:
             out = 2 * d_model if postact == "glu" else d_model
-            self.output_linear = nn.Sequential(nn.Linear(channels * d_model, out), nn.GLU(-1) if postact == "glu" else nn.Identity())
+            self.output_linear = nn.Sequential(
+                nn.Linear(channels * d_model, out), nn.GLU(-1) if postact == "glu" else nn.Identity()
+            )
         # the plain output block, for `_output_step` (a tuple: not registered as submodules)
-        self._out_plain = (self.output_linear, self.output_linear[0], postact == "glu") if postact else (None, None, False)
+        self._out_plain = (
+            (self.output_linear, self.output_linear[0], postact == "glu") if postact else (None, None, False)
+        )
 
     def clear_cache(self) -> None:
         """Free the cached step setup and inference kernels (rebuilt on the next use). The kernel
@@ -195,7 +219,7 @@ class SSMLayer(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Also loads weights saved before the parameter `log_A_real` became `log_A_real_gap`
         (converted, see `upgrade_A_real`)."""
-        upgrade_A_real(state_dict, prefix)
+        upgrade_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- rate --------------------------------------------------------------------------------
@@ -228,7 +252,9 @@ class SSMLayer(nn.Module):
         new device), and the SSM part (kernels, FFT convolution, state) runs in float32 while D, the
         output block and the outputs take the new dtype. Half-precision complex FFTs and discretization
         would lose the SSM's long memory, and are not implemented on CPU."""
-        before = {n: t.detach() for n, t in self._ssm_tensors() if t.is_floating_point()}  # the values, not the objects
+        before = {
+            n: t.detach() for n, t in self._ssm_tensors() if t.is_floating_point()
+        }  # the values, not the objects
         out = super()._apply(fn, *args, **kwargs)
         for name, old in before.items():
             t = getattr(self, name)
@@ -321,7 +347,11 @@ class SSMLayer(nn.Module):
             return cache[2]
         self._kernel_cache = None  # free the old kernels before computing new ones
         out = self._kernels(L, rate, powers, L_powers)
-        self._kernel_cache = (args, self._tensor_key(), out)  # keyed after the call: S4 may rescale C~ on a longer L
+        self._kernel_cache = (
+            args,
+            self._tensor_key(),
+            out,
+        )  # keyed after the call: S4 may rescale C~ on a longer L
         return out
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
@@ -335,13 +365,23 @@ class SSMLayer(nn.Module):
         if not isinstance(u, torch.Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor of shape {layout}, got {type(u).__name__}")
         if not u.is_floating_point():
-            raise TypeError(f"{name}: expected a floating-point input, got dtype {u.dtype}; convert it with u.float()")
+            raise TypeError(
+                f"{name}: expected a floating-point input, got dtype {u.dtype}; convert it with u.float()"
+            )
         if u.dim() != 3:
-            raise ValueError(f"{name}: expected a 3-d input {layout} (transposed={self.transposed}), got shape {tuple(u.shape)}")
+            raise ValueError(
+                f"{name}: expected a 3-d input {layout} (transposed={self.transposed}), got shape {tuple(u.shape)}"
+            )
         H = u.shape[1] if self.transposed else u.shape[2]
         if H != self.d_model:
-            hint = " (is `transposed` set right?)" if (u.shape[2] if self.transposed else u.shape[1]) == self.d_model else ""
-            raise ValueError(f"{name}: expected {self.d_model} channels in input of layout {layout}, got shape {tuple(u.shape)}{hint}")
+            hint = (
+                " (is `transposed` set right?)"
+                if (u.shape[2] if self.transposed else u.shape[1]) == self.d_model
+                else ""
+            )
+            raise ValueError(
+                f"{name}: expected {self.d_model} channels in input of layout {layout}, got shape {tuple(u.shape)}{hint}"
+            )
         # (B, L, H) inputs are copied to (B, H, L) rows once: the FFT reads them as rows anyway, and the
         # liquid terms read them again (strided passes cost 2-4x more than contiguous ones)
         u = u if self.transposed else u.transpose(1, 2).contiguous()
@@ -349,7 +389,9 @@ class SSMLayer(nn.Module):
         if L < 1:
             raise ValueError(f"{name}: empty sequence (L = 0)")
         if self.l_max is not None and L > self.l_max:
-            raise ValueError(f"{name}: sequence length {L} exceeds l_max={self.l_max}; build the layer with a larger l_max or l_max=None")
+            raise ValueError(
+                f"{name}: sequence length {L} exceeds l_max={self.l_max}; build the layer with a larger l_max or l_max=None"
+            )
         return u.to(self._dtype)  # (B, H, L)
 
     def _state_size(self) -> int:
@@ -358,7 +400,11 @@ class SSMLayer(nn.Module):
 
     def _check_state(self, state: torch.Tensor, batch: int) -> None:
         shape = (batch, self.d_model, self._state_size())
-        if not isinstance(state, torch.Tensor) or tuple(state.shape) != shape or state.is_complex() != self.even_state:
+        if (
+            not isinstance(state, torch.Tensor)
+            or tuple(state.shape) != shape
+            or state.is_complex() != self.even_state
+        ):
             got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
             kind = "complex" if self.even_state else "real"
             raise ValueError(
@@ -377,7 +423,9 @@ class SSMLayer(nn.Module):
         return lengths.to(torch.long)
 
     # ---- convolution mode --------------------------------------------------------------------
-    def forward(self, u: torch.Tensor, state: torch.Tensor | None = None, lengths=None, rate: float | None = None):
+    def forward(
+        self, u: torch.Tensor, state: torch.Tensor | None = None, lengths=None, rate: float | None = None
+    ):
         """u: (B, L, H), or (B, H, L) if transposed. Returns (y, next_state), y shaped like u.
 
         state: continue from a previous chunk (start a stream with `default_state`); next_state is
@@ -404,13 +452,17 @@ class SSMLayer(nn.Module):
         hist = None
         if state is not None:
             if self.bidirectional:
-                raise ValueError(f"{type(self).__name__}: state passing needs a causal layer; this one is bidirectional")
+                raise ValueError(
+                    f"{type(self).__name__}: state passing needs a causal layer; this one is bidirectional"
+                )
             self._check_state(state, B)
             state, hist = self._split_state(state)
         # the SSM part (kernels, FFTs, complex math, state) always runs in the layer's own precision,
         # also under torch.autocast; the output projection below follows autocast
         with torch.autocast(device_type=x.device.type, enabled=False):
-            v = skip = None  # KB correlation signals (for the next state); input-dependent skip of the PB kernel
+            v = skip = (
+                None  # KB correlation signals (for the next state); input-dependent skip of the PB kernel
+            )
             if self.liquid_kernel is None:
                 k = self._cached_kernels(L, rate)[0]  # (C or 2C, H, L)
                 y = fftconv_sum([x], [self._main_kernel(self._with_skip(k))])  # (B, C, H, L), D u included
@@ -423,7 +475,9 @@ class SSMLayer(nn.Module):
                 extra = (sys.liquid_B, v) if v is not None else None
                 next_state = sys.next_state(x, state, lengths, extra)
                 if self.liquid_kernel is not None:
-                    next_state = self._join_state(next_state, last_inputs(x, self.liquid_degree - 1, hist, lengths))
+                    next_state = self._join_state(
+                        next_state, last_inputs(x, self.liquid_degree - 1, hist, lengths)
+                    )
         y = self._output(y, x, skip)  # (B, L, H), or (B, H, L) if transposed
         if mask is not None:
             y = y * (mask[:, None] if self.transposed else mask[..., None])
@@ -435,14 +489,18 @@ class SSMLayer(nn.Module):
     def _with_skip(self, k: torch.Tensor) -> torch.Tensor:
         """k (n_c, H, L) with D added at lag 0 of the forward kernels: conv(u, k) + D u as one
         convolution, so the skip costs no (B, C, H, L) pass forward or backward."""
-        return k + nn.functional.pad(self.D.to(k.dtype)[..., None], (0, k.shape[-1] - 1, 0, 0, 0, k.shape[0] - self.channels))
+        return k + nn.functional.pad(
+            self.D.to(k.dtype)[..., None], (0, k.shape[-1] - 1, 0, 0, 0, k.shape[0] - self.channels)
+        )
 
     def _liquid_conv(self, x: torch.Tensor, hist: torch.Tensor | None, L: int, rate: float):
         """Convolution (with the D skip) plus liquid terms. x (B, H, L) -> (y (B, C, H, L), v, g): v the
         causal correlation signals [(B, H, L)] * (P-1) when the next state needs them (KB), else None;
         g (B, C, H, L) an input-dependent skip carrying the causal PB terms (y + g u), or None."""
         P, C, kb = self.liquid_degree, self.channels, self.liquid_kernel == "kb"
-        k, kp = self._cached_kernels(L, rate, tuple(range(2, P + 1)), L if kb else 1)  # (n_c, H, L), (P-1, n_c, H, .)
+        k, kp = self._cached_kernels(
+            L, rate, tuple(range(2, P + 1)), L if kb else 1
+        )  # (n_c, H, L), (P-1, n_c, H, .)
         w = anticorrelations(x, P, self.liquid_squash) if self.bidirectional else None
         if kb:  # every liquid signal gets its own kernel; all are summed before one inverse FFT
             v = correlations(x, P, hist, self.liquid_squash)
@@ -499,7 +557,7 @@ class SSMLayer(nn.Module):
         """(Linear, glu) of the layer's own output block, to apply functionally; None when there is
         none (postact=None), or it was replaced or has forward hooks (then it is called as a module)."""
         seq, lin, glu = self._out_plain
-        if seq is None or self._modules["output_linear"] is not seq or _hooked(seq, lin):
+        if seq is None or self._modules["output_linear"] is not seq or has_forward_hooks(seq, lin):
             return None
         return lin, glu
 
@@ -508,7 +566,11 @@ class SSMLayer(nn.Module):
         """Zero state (batch_size, H, N') where N' = N/2 complex entries (the stored half of conjugate
         pairs) for S4/S4D, N real entries for LSSL. Liquid layers append the last P-1 inputs (as real
         parts): N' = N/2 + P - 1."""
-        dtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(self._dtype) if self.even_state else self._dtype
+        dtype = (
+            {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(self._dtype)
+            if self.even_state
+            else self._dtype
+        )
         return torch.zeros(batch_size, self.d_model, self._state_size(), dtype=dtype, device=self.D.device)
 
     def _split_state(self, state: torch.Tensor):
@@ -550,7 +612,10 @@ class SSMLayer(nn.Module):
                 sys = self._system(rate)
                 pb = [c.reshape(-1) for c in sys.liquid_coef] if self.liquid_kernel == "pb" else None
                 dtype = self._dtype
-                self._step_cache = (key, (sys, self._recurrence(sys, rate), self.D.reshape(-1).to(dtype), pb, dtype))
+                self._step_cache = (
+                    key,
+                    (sys, self._recurrence(sys, rate), self.D.reshape(-1).to(dtype), pb, dtype),
+                )
         return self._step_cache[1]
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float | None = None):
@@ -575,7 +640,11 @@ class SSMLayer(nn.Module):
         D = self.D
         rate = self._rate if rate is None else self._check_rate(rate)
         # the SSM part runs in the SSM tensors' precision, also under autocast (as in forward)
-        with torch.autocast(device_type=u_t.device.type, enabled=False) if torch.is_autocast_enabled(u_t.device.type) else _NO_CONTEXT:
+        with (
+            torch.autocast(device_type=u_t.device.type, enabled=False)
+            if torch.is_autocast_enabled(u_t.device.type)
+            else _NO_CONTEXT
+        ):
             if self._needs_graph():
                 sys, rec, dtype = self._system(rate), None, self._dtype  # differentiable, not cached
             else:
@@ -668,6 +737,10 @@ class SSMLayer(nn.Module):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, l_max={self.l_max}, channels={self.channels}, "
             f"init={self.init!r}, disc={self.disc!r}, bidirectional={self.bidirectional}"
-            + (f", liquid_kernel={self.liquid_kernel!r}, liquid_degree={self.liquid_degree}" if self.liquid_kernel else "")
+            + (
+                f", liquid_kernel={self.liquid_kernel!r}, liquid_degree={self.liquid_degree}"
+                if self.liquid_kernel
+                else ""
+            )
             + (f", liquid_squash={self.liquid_squash!r}" if self.liquid_squash else "")
         )

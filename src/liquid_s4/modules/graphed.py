@@ -27,15 +27,28 @@ class CUDAGraphStep:
     returns the graph's output buffer itself (overwritten by the next call).
     """
 
-    def __init__(self, layer: SSMLayer, batch_size: int, state: torch.Tensor | None = None, clone_output: bool = True, warmup: int = 3):
+    def __init__(
+        self,
+        layer: SSMLayer,
+        batch_size: int,
+        state: torch.Tensor | None = None,
+        clone_output: bool = True,
+        warmup: int = 3,
+    ):
         if not isinstance(layer, SSMLayer):
-            raise TypeError(f"CUDAGraphStep: expected an SSM layer (S4D, S4, LSSL, LiquidS4), got {type(layer).__name__}")
+            raise TypeError(
+                f"CUDAGraphStep: expected an SSM layer (S4D, S4, LSSL, LiquidS4), got {type(layer).__name__}"
+            )
         device = layer.D.device
         if device.type != "cuda":
-            raise ValueError(f"CUDAGraphStep: CUDA graphs need the layer on a CUDA device, it is on {device}; "
-                             "move it with layer.cuda(), or call layer.step() directly on CPU")  # fmt: skip
+            raise ValueError(
+                f"CUDAGraphStep: CUDA graphs need the layer on a CUDA device, it is on {device}; "
+                "move it with layer.cuda(), or call layer.step() directly on CPU"
+            )
         if layer.training:
-            raise ValueError("CUDAGraphStep: put the layer in eval mode first (layer.eval()): a graph replays one fixed dropout mask")
+            raise ValueError(
+                "CUDAGraphStep: put the layer in eval mode first (layer.eval()): a graph replays one fixed dropout mask"
+            )
         if not is_positive_int(batch_size):
             raise ValueError(f"CUDAGraphStep: batch_size must be a positive integer, got {batch_size!r}")
         self.layer, self.clone_output = layer, clone_output
@@ -43,7 +56,9 @@ class CUDAGraphStep:
         self.state = layer.default_state(batch_size)  # the graph's state buffer, updated in place
         if state is not None:
             self.reset(state)
-        side = torch.cuda.Stream(device)  # warm-up (builds the step cache) off the capture stream, as CUDA graphs require
+        side = torch.cuda.Stream(
+            device
+        )  # warm-up (builds the step cache) off the capture stream, as CUDA graphs require
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), torch.no_grad():
             for _ in range(warmup):
@@ -67,10 +82,14 @@ class CUDAGraphStep:
     def __call__(self, u_t: torch.Tensor) -> torch.Tensor:
         """One step: u_t (B, H) -> y_t (B, H); the state advances inside."""
         if not self.layer._same_tensors(self._key):
-            raise RuntimeError("CUDAGraphStep: the layer's parameters changed since the graph was captured; build a new CUDAGraphStep")
+            raise RuntimeError(
+                "CUDAGraphStep: the layer's parameters changed since the graph was captured; build a new CUDAGraphStep"
+            )
         if tuple(u_t.shape) != tuple(self._u.shape):
-            raise ValueError(f"CUDAGraphStep: expected input of shape {tuple(self._u.shape)} (the captured batch size), "
-                             f"got {tuple(u_t.shape)}; build another CUDAGraphStep for another batch size")
+            raise ValueError(
+                f"CUDAGraphStep: expected input of shape {tuple(self._u.shape)} (the captured batch size), "
+                f"got {tuple(u_t.shape)}; build another CUDAGraphStep for another batch size"
+            )
         self._u.copy_(u_t)
         self._graph.replay()
         return self._y.clone() if self.clone_output else self._y

@@ -52,7 +52,9 @@ class LiquidS4(S4):
     liquid_squash (None or "tanh"). Any S4 or S4D layer takes the same three arguments.
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, liquid_kernel: str = "pb", liquid_degree: int = 2, **kwargs):
+    def __init__(
+        self, d_model: int, d_state: int = 64, liquid_kernel: str = "pb", liquid_degree: int = 2, **kwargs
+    ):
         if liquid_kernel is None:
             raise ValueError("LiquidS4: liquid_kernel must be 'pb' or 'kb' (for the plain layer use S4)")
         super().__init__(d_model, d_state, liquid_kernel=liquid_kernel, liquid_degree=liquid_degree, **kwargs)

@@ -71,7 +71,12 @@ class S4(SSMLayer):
         lam, dt = self._Lambda(), self._dt(rate)
         P, B = torch.view_as_complex(self.P), torch.view_as_complex(self.B)
         if wide:
-            lam, P, B, dt = lam.to(torch.complex128), P.to(torch.complex128), B.to(torch.complex128), dt.double()
+            lam, P, B, dt = (
+                lam.to(torch.complex128),
+                P.to(torch.complex128),
+                B.to(torch.complex128),
+                dt.double(),
+            )
         lam, P, B = (torch.cat([x, x.conj()], -1) for x in (lam, P, B))
         A = torch.diag_embed(lam) - torch.einsum("rhn,rhm->hnm", P, P.conj())
         return discretize_gbt(A, B, dt)

@@ -16,7 +16,9 @@ from .base import SSMLayer, real_part, real_part_parameter
 S4D_INITS = ("lin", "inv", "legs", "real", "random")
 
 
-def s4d_init(init: str, N: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def s4d_init(
+    init: str, N: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Diagonal A and B (each (N/2,) complex128) for d_state N, mode n = 0..N/2-1.
 
     lin: A_n = -1/2 + i pi n        inv: A_n = -1/2 + i (N/pi)(N/(2n+1) - 1)

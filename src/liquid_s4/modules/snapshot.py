@@ -48,7 +48,10 @@ class TensorSnapshot:
     def __init__(self, tensors):
         tensors = tuple(tensors)
         self._meta = tuple((t, (t.data_ptr(), t._version, t.shape, t.stride(), t.dtype)) for t in tensors)
-        raw, other = [], []  # contiguous CPU tensors: (index, live pointer, copy, copy pointer, bytes); others: index
+        raw, other = (
+            [],
+            [],
+        )  # contiguous CPU tensors: (index, live pointer, copy, copy pointer, bytes); others: index
         for i, t in enumerate(tensors):
             if _MEMCMP is not None and t.is_cpu and t.is_contiguous():
                 c = t.detach().clone()
@@ -66,11 +69,19 @@ class TensorSnapshot:
         for t, (obj, key) in zip(tensors, meta):
             if t is not obj or (t.data_ptr(), t._version, t.shape, t.stride(), t.dtype) != key:
                 return False
-        for i, ptr, _, copy_ptr, n in self._raw:  # same pointer and layout as at the snapshot: compare the bytes
+        for (
+            i,
+            ptr,
+            _,
+            copy_ptr,
+            n,
+        ) in self._raw:  # same pointer and layout as at the snapshot: compare the bytes
             if not tensors[i].is_cpu or (n and _MEMCMP(ptr, copy_ptr, n)):
                 return False
         return self._flat is None or torch.equal(self._other_bytes(tensors), self._flat)
 
     def _other_bytes(self, tensors) -> torch.Tensor:
         parts = [_bytes(tensors[i]) for i in self._other]
-        return torch.cat(parts) if len({p.device for p in parts}) == 1 else torch.cat([p.cpu() for p in parts])
+        return (
+            torch.cat(parts) if len({p.device for p in parts}) == 1 else torch.cat([p.cpu() for p in parts])
+        )

@@ -28,7 +28,9 @@ def discretize_zoh(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor) -> tuple[
     return dA, torch.expm1(dtA) / A * B
 
 
-def discretize_bilinear(A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def discretize_bilinear(
+    A: torch.Tensor, B: torch.Tensor, dt: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Bilinear (Tustin) transform for diagonal A. Shapes broadcast: A, B (..., N), dt (..., 1)."""
     inv = 1.0 / (1.0 - dt / 2 * A)
     return (1.0 + dt / 2 * A) * inv, dt * B * inv
@@ -90,9 +92,13 @@ def dplr_bilinear_B(Lambda: torch.Tensor, P: torch.Tensor, B: torch.Tensor, dt: 
     return y - Dinv * torch.einsum("rhn,...rh->...hn", P, coef.to(P.dtype))
 
 
-def dplr_bilinear_B_inverse(Lambda: torch.Tensor, P: torch.Tensor, dB: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+def dplr_bilinear_B_inverse(
+    Lambda: torch.Tensor, P: torch.Tensor, dB: torch.Tensor, dt: torch.Tensor
+) -> torch.Tensor:
     """The continuous B with `dplr_bilinear_B(Lambda, P, B, dt) == dB`: B = (1/dt) (I - dt/2 A) B_bar.
 
     (I - dt/2 A) x = (1 - dt/2 Lambda) x + dt/2 P (P^* x). Shapes as `dplr_bilinear_B`."""
-    Mx = (1.0 - dt[:, None] / 2 * Lambda) * dB + dt[:, None] / 2 * torch.einsum("rhn,...rh->...hn", P, _pstar(P, dB).to(P.dtype))
+    Mx = (1.0 - dt[:, None] / 2 * Lambda) * dB + dt[:, None] / 2 * torch.einsum(
+        "rhn,...rh->...hn", P, _pstar(P, dB).to(P.dtype)
+    )
     return Mx / dt[:, None]

@@ -82,14 +82,24 @@ class _FFTConvSum(torch.autograd.Function):
         count, L, n = ctx.count, ctx.L, ctx.n
         saved = ctx.saved_tensors
         Us, Ks = saved[:count], saved[count:]
-        G = torch.fft.rfft(g.contiguous(), n=n)  # (B, C, H, n/2+1); the cropped outputs had no gradient: zero padding
+        G = torch.fft.rfft(
+            g.contiguous(), n=n
+        )  # (B, C, H, n/2+1); the cropped outputs had no gradient: zero padding
         grads = []
         for i, K in enumerate(Ks):
             need = ctx.needs_input_grad[1 + i]
-            grads.append(_crop(torch.fft.irfft(_sum_conj_products(G.unbind(1), K.conj().unbind(0)), n=n), L) if need else None)
+            grads.append(
+                _crop(torch.fft.irfft(_sum_conj_products(G.unbind(1), K.conj().unbind(0)), n=n), L)
+                if need
+                else None
+            )
         for i, (U, m) in enumerate(zip(Us, ctx.k_lengths)):
             need = ctx.needs_input_grad[1 + count + i]
-            grads.append(_gather(torch.fft.irfft(_sum_conj_products(G.unbind(0), U.conj().unbind(0)), n=n), L, m, n) if need else None)
+            grads.append(
+                _gather(torch.fft.irfft(_sum_conj_products(G.unbind(0), U.conj().unbind(0)), n=n), L, m, n)
+                if need
+                else None
+            )
         return (None, *grads)
 
 
@@ -119,7 +129,9 @@ def fftconv_sum(us, ks) -> torch.Tensor:
     same computation left to autograd."""
     us, ks = list(us), list(ks)
     if len(us) != len(ks) or not us:
-        raise ValueError(f"fftconv_sum: need as many kernels as signals (at least one), got {len(us)} and {len(ks)}")
+        raise ValueError(
+            f"fftconv_sum: need as many kernels as signals (at least one), got {len(us)} and {len(ks)}"
+        )
     return _FFTConvSum.apply(len(us), *us, *ks)
 
 

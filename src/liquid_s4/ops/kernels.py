@@ -270,7 +270,9 @@ def kernel_dplr_hat(Lambda, P, B, C, dt, L: int) -> torch.Tensor:
     F = L // 2 + 1
     Fr = F - 1 if L % 2 == 0 else F  # bins with z != -1
     half = math.pi * torch.arange(Fr, device=Lambda.device, dtype=torch.float64) / L  # theta / 2, in float64:
-    g = (2.0 / dt)[:, None] * torch.tan(half).to(dt.dtype)  # (H, Fr)       tan and 1 + z lose precision near pi
+    g = (2.0 / dt)[:, None] * torch.tan(half).to(
+        dt.dtype
+    )  # (H, Fr)       tan and 1 + z lose precision near pi
     two_over_b = (torch.polar(torch.ones_like(half), half) / torch.cos(half)).to(Lambda.dtype)  # 2 / (1 + z)
     left = torch.cat([C, P.conj()])  # (Ch + r, H, N/2)
     right = torch.cat([B, P])  # (Kb + r, H, N/2)

@@ -34,7 +34,9 @@ def delayed(u: torch.Tensor, i: int, history: torch.Tensor | None = None) -> tor
     return F.pad(u, (i, -i)) if abs(i) < L else torch.zeros_like(u)
 
 
-def correlations(u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None) -> list[torch.Tensor]:
+def correlations(
+    u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None
+) -> list[torch.Tensor]:
     """[v^(2), ..., v^(degree)], v^(p)_k = u_k u_{k-1} ... u_{k-p+1}, each (B, H, L).
 
     u: (B, H, L). history: (B, H, degree - 1) inputs that preceded u, oldest first (zeros if None).
@@ -46,7 +48,9 @@ def correlations(u: torch.Tensor, degree: int, history: torch.Tensor | None = No
     return [torch.tanh(t) for t in out] if squash == "tanh" else out
 
 
-def correlation(u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None) -> torch.Tensor:
+def correlation(
+    u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None
+) -> torch.Tensor:
     """`correlations` stacked: (B, degree - 1, H, L)."""
     return torch.stack(correlations(u, degree, history, squash), 1)
 
@@ -65,7 +69,9 @@ def anticorrelation(u: torch.Tensor, degree: int, squash: str | None = None) -> 
     return torch.stack(anticorrelations(u, degree, squash), 1)
 
 
-def last_inputs(u: torch.Tensor, n: int, history: torch.Tensor | None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+def last_inputs(
+    u: torch.Tensor, n: int, history: torch.Tensor | None, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
     """The n most recent inputs (oldest first) after reading u (B, H, L) on top of `history` (B, H, n),
     each sequence up to its own length. Returns (B, H, n)."""
     past = u.new_zeros(*u.shape[:-1], n) if history is None else history.to(u.dtype)
@@ -95,7 +101,9 @@ class _ProductSkip(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         u, c, v, history = ctx.saved_tensors
-        gs = g.unbind(1)  # per output channel (B, H, L); the sums below run over them without a (B, C, H, L) product
+        gs = g.unbind(
+            1
+        )  # per output channel (B, H, L); the sums below run over them without a (B, C, H, L) product
         grad_c = None
         if ctx.needs_input_grad[2]:  # sum_{b, l} g v, as dot products along the contiguous L axis
             grad_c = torch.stack([torch.linalg.vecdot(gc, v).sum(0) for gc in gs])  # (C, H)
@@ -105,7 +113,9 @@ class _ProductSkip(torch.autograd.Function):
             for gc, cc in zip(gs[1:], c[1:]):
                 gv.addcmul_(gc, cc[:, None])
             if ctx.needs_input_grad[1]:  # dv_k/du_k = u_{k-1}, dv_{k+1}/du_k = u_{k+1}
-                grad_u = u.new_empty(u.shape)  # contiguous, like the convolution's input gradient it is added to
+                grad_u = u.new_empty(
+                    u.shape
+                )  # contiguous, like the convolution's input gradient it is added to
                 torch.mul(gv[..., 1:], u[..., :-1], out=grad_u[..., 1:])
                 grad_u[..., 0] = 0 if history is None else gv[..., 0] * history[..., -1].to(u.dtype)
                 grad_u[..., :-1].addcmul_(gv[..., 1:], u[..., 1:])
@@ -115,7 +125,9 @@ class _ProductSkip(torch.autograd.Function):
         return g, grad_u, grad_c, grad_h
 
 
-def product_skip(y: torch.Tensor, u: torch.Tensor, c: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+def product_skip(
+    y: torch.Tensor, u: torch.Tensor, c: torch.Tensor, history: torch.Tensor | None = None
+) -> torch.Tensor:
     """y + c v^(2): the degree-2 PB term read out at once, y (B, C, H, L) + c (C, H) times
     v^(2)_k = u_k u_{k-1} of u (B, H, L) (history (B, H, n >= 1): the inputs before u, oldest first;
     zeros if None). Two passes forward and about five backward, against about three and eight for the
@@ -123,15 +135,23 @@ def product_skip(y: torch.Tensor, u: torch.Tensor, c: torch.Tensor, history: tor
     return _ProductSkip.apply(y, u, c, history)
 
 
-def product_skip_ref(y: torch.Tensor, u: torch.Tensor, c: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+def product_skip_ref(
+    y: torch.Tensor, u: torch.Tensor, c: torch.Tensor, history: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reference for `product_skip`, differentiated by autograd."""
     return y + c[..., None] * (u * delayed(u, 1, history))[:, None]
 
 
-def correlation_ref(u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None) -> torch.Tensor:
+def correlation_ref(
+    u: torch.Tensor, degree: int, history: torch.Tensor | None = None, squash: str | None = None
+) -> torch.Tensor:
     """Loop reference for `correlation`: one explicit product per (p, k)."""
     B, H, L = u.shape
-    seq = [history[..., i] for i in range(degree - 1)] if history is not None else [torch.zeros_like(u[..., 0])] * (degree - 1)
+    seq = (
+        [history[..., i] for i in range(degree - 1)]
+        if history is not None
+        else [torch.zeros_like(u[..., 0])] * (degree - 1)
+    )
     seq = seq + [u[..., k] for k in range(L)]
     out = torch.zeros(B, degree - 1, H, L, dtype=u.dtype, device=u.device)
     for p in range(2, degree + 1):

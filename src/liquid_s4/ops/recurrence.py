@@ -62,7 +62,9 @@ class DiagonalRecurrence:
     # product-and-sum pass: equal up to batch 8, ahead from 16 (batch 64, H = 256, N = 64: ~12%).
     advance_from_batch: int | None = 16
 
-    def __init__(self, dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, extra_B: torch.Tensor | None = None):
+    def __init__(
+        self, dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, extra_B: torch.Tensor | None = None
+    ):
         self.dA = dA.contiguous()
         self.dB = _real(dB.contiguous())  # (H, 2n)
         W = _real(2 * C.conj().contiguous())  # (Ch, H, 2n): <W, x> = 2 Re(C x)
@@ -70,7 +72,11 @@ class DiagonalRecurrence:
         self.extra_B = None if extra_B is None else _real(extra_B.contiguous())  # (S, H, 2n)
         if type(self) is DiagonalRecurrence:
             wide = torch.complex128
-            self._prepare_advance(dA.to(wide), [dB.to(wide), *([] if extra_B is None else extra_B.to(wide))], 2 * C.conj().to(wide))
+            self._prepare_advance(
+                dA.to(wide),
+                [dB.to(wide), *([] if extra_B is None else extra_B.to(wide))],
+                2 * C.conj().to(wide),
+            )
 
     def _prepare_advance(self, alpha, ups, Wc, P=None):
         """Set up `advance` (in float64; stored in the state's precision). The step is
@@ -86,10 +92,14 @@ class DiagonalRecurrence:
         self._V = torch.stack([_real(d) for d in dots], 1).to(rdtype)  # (H, R, 2n): read from x
         self._U = torch.stack([_real(c) for c in ups], 1).to(rdtype)  # (H, K, 2n): added to alpha x
         self._My = _gram(Wc, ups).to(rdtype)  # (H, Ch, K, 1): y = <Wc, alpha x> + sum_k c_k <Wc, ups[k]>
-        if r:  # <P_i, w> with w = alpha x + gamma u + sum_j beta_j <P_j, x>: ups[0] = gamma, ups[1:1+r] = beta
+        if (
+            r
+        ):  # <P_i, w> with w = alpha x + gamma u + sum_j beta_j <P_j, x>: ups[0] = gamma, ups[1:1+r] = beta
             self._Mp = _gram(P, ups[: 1 + r]).to(rdtype)  # (H, r, 1 + r, 1)
 
-    def advance(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None, out: torch.Tensor | None = None):
+    def advance(
+        self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None, out: torch.Tensor | None = None
+    ):
         """`step` and `output` together, for batched streams: (next x, y = output(next x)).
 
         All dot products come from x in one batched matrix product and all updates go in as a second
@@ -108,7 +118,9 @@ class DiagonalRecurrence:
             cols += [px, pw]
         if v is not None:
             cols.append(v.permute(2, 1, 0))  # (H, S, B)
-        coef = cols[0].contiguous() if len(cols) == 1 else torch.cat(cols, 1)  # (H, K, B); contiguous: the batched
+        coef = (
+            cols[0].contiguous() if len(cols) == 1 else torch.cat(cols, 1)
+        )  # (H, K, B); contiguous: the batched
         # products below take a slow path (~15x) when the batch (H) axis has unit stride, as u.t() has
         y = Z[:, 2 * r :] + (self._My * coef[:, None]).sum(2)  # (H, Ch, B)
         if out is None:
@@ -120,7 +132,9 @@ class DiagonalRecurrence:
             w = torch.addcmul(upd.view(x.dtype), self._alpha, xt, out=out)
         return w.transpose(0, 1), y.permute(2, 1, 0).reshape(B, -1)
 
-    def step(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None, out: torch.Tensor | None = None):
+    def step(
+        self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None, out: torch.Tensor | None = None
+    ):
         """x (B, H, n) complex, u (B, H) real, v (B, S, H) real extra inputs -> next x (written to `out` if given)."""
         x = torch.mul(self.dA, x, out=out)  # (B, H, n)
         xr = _real(x)

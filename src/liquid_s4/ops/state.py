@@ -121,7 +121,9 @@ class DiscreteSSM:
             x = self.dA * x + self.dB * u[..., None]
         else:
             rows = self.dA[:, : self.N]  # only the stored half of the new state is needed
-            Ax = torch.bmm(self._full(x).transpose(0, 1), rows.mT).transpose(0, 1)  # (B, H, N): one (B x M)(M x N) product per channel
+            Ax = torch.bmm(self._full(x).transpose(0, 1), rows.mT).transpose(
+                0, 1
+            )  # (B, H, N): one (B x M)(M x N) product per channel
             x = torch.addcmul(Ax, self._stored(self.dB), u[..., None])
         if extra is not None:
             Bp, v = extra

@@ -75,7 +75,9 @@ def _load_checked(path: str, load) -> dict:
         raise CheckpointError("it is not a training checkpoint written by liquid-s4 train (no state_dict)")
     stored = ckpt.pop(CHECKSUM_KEY, None)
     if stored is not None and stored != state_digest(ckpt):
-        raise CheckpointError("its contents do not match the sha256 stored when it was written (bytes were changed or lost)")
+        raise CheckpointError(
+            "its contents do not match the sha256 stored when it was written (bytes were changed or lost)"
+        )
     return ckpt
 
 
@@ -110,13 +112,17 @@ def _advice(path: str) -> str:
     intact, damaged = sort_intact(p for p in checkpoint_files(os.path.dirname(own)) if p != own)
     damaged = [os.path.basename(p) for p in damaged]
     if intact:
-        described = (f"{os.path.basename(p)} (epoch {c.get('epoch')}, step {c.get('global_step')})" for p, c in intact)
+        described = (
+            f"{os.path.basename(p)} (epoch {c.get('epoch')}, step {c.get('global_step')})" for p, c in intact
+        )
         other, found = intact[0][0], f"Intact: {', '.join(described)}."
         if os.path.basename(path) == "last.ckpt":
             return f"{found} To continue from there, copy it over last.ckpt (cp {other} {path}) and --resume, or start a new run."
         return f"{found} Use that one instead (e.g. liquid-s4 eval {other})."
     if damaged:
-        return f"The other checkpoints in that folder are damaged too ({', '.join(damaged)}): start a new run."
+        return (
+            f"The other checkpoints in that folder are damaged too ({', '.join(damaged)}): start a new run."
+        )
     return "There is no other checkpoint in that folder: start a new run."
 
 
@@ -149,7 +155,9 @@ class AtomicCheckpointIO(L.pytorch.plugins.io.TorchCheckpointIO):
         data = {**checkpoint, CHECKSUM_KEY: state_digest(checkpoint)}
 
         def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:  # a file object: a full disk raises OSError(ENOSPC), not a RuntimeError
+            with open(
+                tmp, "wb"
+            ) as f:  # a file object: a full disk raises OSError(ENOSPC), not a RuntimeError
                 torch.save(data, f)
 
         try:
@@ -159,7 +167,9 @@ class AtomicCheckpointIO(L.pytorch.plugins.io.TorchCheckpointIO):
             raise _write_error(path, e) from e
 
     def load_checkpoint(self, path, *args, **kwargs):
-        return load_checkpoint(path, lambda p: super(AtomicCheckpointIO, self).load_checkpoint(p, *args, **kwargs))
+        return load_checkpoint(
+            path, lambda p: super(AtomicCheckpointIO, self).load_checkpoint(p, *args, **kwargs)
+        )
 
 
 def _write_error(path: str, e: OSError) -> CheckpointWriteError:

@@ -41,7 +41,9 @@ def check_model(config: RunConfig) -> None:
     cls = LAYERS[mc.layer]
     unknown = sorted(set(mc.layer_args) - set(layer_keys(cls)))
     if unknown:
-        raise ValueError(f"unknown model.layer_args {unknown} for layer {mc.layer!r} ({cls.__name__}); valid keys: {layer_keys(cls)}")
+        raise ValueError(
+            f"unknown model.layer_args {unknown} for layer {mc.layer!r} ({cls.__name__}); valid keys: {layer_keys(cls)}"
+        )
     try:
         ResidualBlock(mc)
     except (TypeError, ValueError) as e:
@@ -56,7 +58,11 @@ def layer_keys(cls) -> list[str]:
         if "__init__" not in vars(klass):
             continue
         params = inspect.signature(klass.__init__).parameters.values()
-        keys += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in keys]
+        keys += [
+            p.name
+            for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in keys
+        ]
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
     return [k for k in keys if k not in ("self", "d_model", "transposed")]
@@ -68,13 +74,19 @@ def check_devices(config: RunConfig) -> None:
     t = config.trainer
     acc, devices = str(t.accelerator), t.devices
     if acc in ("gpu", "cuda") and not torch.cuda.is_available():
-        build = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible to it"
+        build = (
+            "this torch build has no CUDA support"
+            if torch.version.cuda is None
+            else "no GPU is visible to it"
+        )
         raise ValueError(
             f"--accelerator {acc}: torch {torch.__version__} finds no CUDA GPU (torch.cuda.is_available() is False; {build}). "
             "Use --accelerator cpu (or auto), or run on a machine with a GPU and a CUDA build of torch"
         )
     if acc == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--accelerator mps: the Apple GPU (MPS) is not available here; use --accelerator cpu (or auto)")
+        raise ValueError(
+            "--accelerator mps: the Apple GPU (MPS) is not available here; use --accelerator cpu (or auto)"
+        )
     on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
     indices = devices if isinstance(devices, list) else None
     if isinstance(devices, str) and devices != "auto":
@@ -87,7 +99,13 @@ def check_devices(config: RunConfig) -> None:
             )
         return
     n = torch.cuda.device_count()
-    wanted = indices if indices is not None else list(range(devices)) if isinstance(devices, int) and devices > 0 else []
+    wanted = (
+        indices
+        if indices is not None
+        else list(range(devices))
+        if isinstance(devices, int) and devices > 0
+        else []
+    )
     if any(i >= n for i in wanted):
         raise ValueError(
             f"trainer.devices={devices!r} needs more GPUs than the {n} visible here (GPU indices 0..{n - 1}); "
@@ -104,8 +122,12 @@ def check_writable(out: str) -> None:
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise ValueError(f"cannot write the run's files to {out}: {existing} is a file, not a folder; choose another --output-dir")
-    folders = [existing] + [os.path.join(target, d) for d in ("checkpoints", "logs") if os.path.isdir(os.path.join(target, d))]
+        raise ValueError(
+            f"cannot write the run's files to {out}: {existing} is a file, not a folder; choose another --output-dir"
+        )
+    folders = [existing] + [
+        os.path.join(target, d) for d in ("checkpoints", "logs") if os.path.isdir(os.path.join(target, d))
+    ]
     for folder in folders:
         try:
             fd, probe = tempfile.mkstemp(prefix=".tmp-write-check-", dir=folder)

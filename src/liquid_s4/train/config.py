@@ -70,7 +70,9 @@ SECTIONS = {"data": DataConfig, "optim": OptimConfig, "trainer": TrainerConfig}
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig entries except d_input/d_output/vocab_size
+    model: dict[str, Any] = field(
+        default_factory=dict
+    )  # ModelConfig entries except d_input/d_output/vocab_size
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -82,27 +84,39 @@ class RunConfig:
         d = dict(d or {})
         unknown = sorted(set(d) - {"data", "model", "optim", "trainer"})
         if unknown:
-            raise ValueError(f"unknown config sections {unknown}; valid: ['data', 'model', 'optim', 'trainer']")
+            raise ValueError(
+                f"unknown config sections {unknown}; valid: ['data', 'model', 'optim', 'trainer']"
+            )
         kwargs = {}
         for name in ("model", *SECTIONS):
             if not isinstance(d.get(name) or {}, dict):
-                raise ValueError(f"config section {name!r} must be a mapping of key: value entries, got {d[name]!r}")
+                raise ValueError(
+                    f"config section {name!r} must be a mapping of key: value entries, got {d[name]!r}"
+                )
         for name, typ in SECTIONS.items():
             section = dict(d.get(name) or {})
             valid = [f.name for f in dataclasses.fields(typ)]
             bad = sorted(set(section) - set(valid))
             if bad:
-                raise ValueError(f"unknown keys {[f'{name}.{k}' for k in bad]}; valid keys in {name}: {valid}")
+                raise ValueError(
+                    f"unknown keys {[f'{name}.{k}' for k in bad]}; valid keys in {name}: {valid}"
+                )
             for f in dataclasses.fields(typ):
                 if f.name in section:
                     section[f.name] = _check_number(f"{name}.{f.name}", f.type, section[f.name])
             kwargs[name] = typ(**section)
         model = dict(d.get("model") or {})
-        valid_model = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("d_input", "d_output", "vocab_size")]
+        valid_model = [
+            f.name
+            for f in dataclasses.fields(ModelConfig)
+            if f.name not in ("d_input", "d_output", "vocab_size")
+        ]
         bad = sorted(set(model) - set(valid_model))
         if bad:
-            raise ValueError(f"unknown keys {[f'model.{k}' for k in bad]}; valid keys in model: {valid_model} (d_input, d_output "
-                             "and vocab_size come from the data)")  # fmt: skip
+            raise ValueError(
+                f"unknown keys {[f'model.{k}' for k in bad]}; valid keys in model: {valid_model} (d_input, d_output "
+                "and vocab_size come from the data)"
+            )
         cfg = cls(model=model, **kwargs)
         cfg.validate()
         return cfg
@@ -114,7 +128,9 @@ class RunConfig:
         if str(t.precision) not in PRECISIONS:
             raise ValueError(f"unknown trainer.precision {t.precision!r}; expected one of {PRECISIONS}")
         if o.lr <= 0 or o.weight_decay < 0 or o.warmup_steps < 0:
-            raise ValueError(f"need optim.lr > 0, weight_decay >= 0, warmup_steps >= 0; got {o.lr}, {o.weight_decay}, {o.warmup_steps}")
+            raise ValueError(
+                f"need optim.lr > 0, weight_decay >= 0, warmup_steps >= 0; got {o.lr}, {o.weight_decay}, {o.warmup_steps}"
+            )
         from ..data.registry import dataset_names
 
         if self.data.name not in dataset_names():
@@ -135,25 +151,39 @@ class RunConfig:
         for key, flag in (("max_steps", "--max-steps"), ("max_epochs", "--max-epochs")):
             v = getattr(t, key)
             if v is not None and v != -1 and v < 1:
-                raise ValueError(f"trainer.{key} ({flag}) must be a positive integer, or -1 for no limit; got {v}")
+                raise ValueError(
+                    f"trainer.{key} ({flag}) must be a positive integer, or -1 for no limit; got {v}"
+                )
         _check_devices(t.devices)
         if not is_positive_int(t.num_nodes):
-            raise ValueError(f"trainer.num_nodes (--num-nodes) must be a positive integer; got {t.num_nodes!r}")
+            raise ValueError(
+                f"trainer.num_nodes (--num-nodes) must be a positive integer; got {t.num_nodes!r}"
+            )
         if str(t.accelerator) not in ACCELERATORS:
-            raise ValueError(f"unknown trainer.accelerator (--accelerator) {t.accelerator!r}; expected one of {ACCELERATORS}")
+            raise ValueError(
+                f"unknown trainer.accelerator (--accelerator) {t.accelerator!r}; expected one of {ACCELERATORS}"
+            )
         if t.grad_clip < 0 or t.log_every_n_steps < 1:
-            raise ValueError(f"need trainer.grad_clip >= 0 and trainer.log_every_n_steps >= 1; got {t.grad_clip}, {t.log_every_n_steps}")
+            raise ValueError(
+                f"need trainer.grad_clip >= 0 and trainer.log_every_n_steps >= 1; got {t.grad_clip}, {t.log_every_n_steps}"
+            )
 
 
 def _check_devices(v: Any) -> None:
     """trainer.devices as Lightning takes it: "auto", a positive count, -1 (all), or device indices
     (a list such as [0, 1], or the text "0,1")."""
     count = isinstance(v, int) and not isinstance(v, bool) and (v >= 1 or v == -1)
-    indices = isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+    indices = (
+        isinstance(v, list)
+        and v
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+    )
     text = isinstance(v, str) and (v == "auto" or re.fullmatch(r"\d+(,\d+)*,?", v.strip()) is not None)
     if not (count or indices or text):
-        raise ValueError(f"trainer.devices (--devices) must be a positive number of devices (e.g. --devices 2), -1 for all, 'auto', "
-                         f"or a list of device indices such as [0, 1]; got {v!r}")
+        raise ValueError(
+            f"trainer.devices (--devices) must be a positive number of devices (e.g. --devices 2), -1 for all, 'auto', "
+            f"or a list of device indices such as [0, 1]; got {v!r}"
+        )
 
 
 def _check_number(key: str, annotation: str, value: Any) -> Any:
@@ -163,7 +193,9 @@ def _check_number(key: str, annotation: str, value: Any) -> Any:
         return value
     ok = isinstance(value, int) if annotation == "int" else isinstance(value, (int, float))
     if not ok or isinstance(value, bool):
-        raise ValueError(f"{key} must be {'an integer' if annotation == 'int' else 'a number'}, got {value!r}")
+        raise ValueError(
+            f"{key} must be {'an integer' if annotation == 'int' else 'a number'}, got {value!r}"
+        )
     return value
 
 
@@ -181,7 +213,9 @@ def preset_text(name_or_path: str) -> str:
         raise FileNotFoundError(f"preset file {name_or_path} not found")
     path = resources.files("liquid_s4") / "presets" / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown preset {name_or_path!r}; available: {preset_names()} (or pass a path to a YAML file)")
+        raise ValueError(
+            f"unknown preset {name_or_path!r}; available: {preset_names()} (or pass a path to a YAML file)"
+        )
     return path.read_text()
 
 
@@ -191,7 +225,9 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
     source = name if os.path.isfile(name) else f"preset {name!r}"
     d = load_yaml(preset_text(name), source) or {}
     if not isinstance(d, dict):
-        raise ValueError(f"{source}: a config is a mapping of sections (data:, model:, optim:, trainer:), got {type(d).__name__} {d!r}")
+        raise ValueError(
+            f"{source}: a config is a mapping of sections (data:, model:, optim:, trainer:), got {type(d).__name__} {d!r}"
+        )
     return RunConfig.from_dict(apply_overrides(d, overrides))
 
 
@@ -213,8 +249,10 @@ def _yaml_error(source: str, e) -> str:
     problem = getattr(e, "problem", None) or str(e)
     context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
     also = f" ({context} started at line {cmark.line + 1})" if context and cmark is not None else ""
-    return (f"{source} is not valid YAML{where}: {problem}{also}. Fix it (YAML: `key: value`, lists `[a, b]`, mappings `{{k: v}}`)"
-            + (_pointer(mark) if mark is not None else ""))
+    return (
+        f"{source} is not valid YAML{where}: {problem}{also}. Fix it (YAML: `key: value`, lists `[a, b]`, mappings `{{k: v}}`)"
+        + (_pointer(mark) if mark is not None else "")
+    )
 
 
 def _pointer(mark) -> str:
@@ -242,7 +280,9 @@ def apply_overrides(d: dict[str, Any], overrides) -> dict[str, Any]:
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} is not key=value (e.g. optim.lr=0.01 or model.layer_args.d_state=64)")
+            raise ValueError(
+                f"override {item!r} is not key=value (e.g. optim.lr=0.01 or model.layer_args.d_state=64)"
+            )
         parts = key.strip().split(".")
         node = d
         for p in parts[:-1]:

@@ -84,8 +84,13 @@ class SequenceDataModule(_lightning().LightningDataModule):
         if ds is None or len(ds) == 0:
             return None
         sampler = EpochSampler(len(ds), self.seed) if shuffle else self._eval_sampler(ds, split)
-        return DataLoader(ds, batch_size=self.config.batch_size, sampler=sampler, num_workers=self.config.num_workers,
-                          persistent_workers=self.config.num_workers > 0)  # fmt: skip
+        return DataLoader(
+            ds,
+            batch_size=self.config.batch_size,
+            sampler=sampler,
+            num_workers=self.config.num_workers,
+            persistent_workers=self.config.num_workers > 0,
+        )
 
     def _eval_sampler(self, ds: Dataset, split: str) -> Sampler | None:
         """Sequential order; in a multi-process run, this process's unpadded share (EvalShard)."""

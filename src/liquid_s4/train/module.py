@@ -28,10 +28,18 @@ class LitSequenceModel(L.LightningModule):
         i = self.info
         per_step, pool = (i.extra or {}).get("pool") == "none", m.get("pool", "mean")
         if per_step != (pool == "none"):
-            want = "model.pool=none (one output per step)" if per_step else "model.pool=mean or last (one output per sequence)"
-            raise ValueError(f"the dataset's targets are {'per step' if per_step else 'per sequence'}, but model.pool is {pool!r}; "
-                             f"set {want}")  # fmt: skip
-        self.model = SequenceModel(ModelConfig(d_input=i.d_input, d_output=i.d_output, vocab_size=i.vocab_size, **m))
+            want = (
+                "model.pool=none (one output per step)"
+                if per_step
+                else "model.pool=mean or last (one output per sequence)"
+            )
+            raise ValueError(
+                f"the dataset's targets are {'per step' if per_step else 'per sequence'}, but model.pool is {pool!r}; "
+                f"set {want}"
+            )
+        self.model = SequenceModel(
+            ModelConfig(d_input=i.d_input, d_output=i.d_output, vocab_size=i.vocab_size, **m)
+        )
         self.classification = self.info.task == "classification"
         extra = self.info.extra or {}
         self.target_std = float(extra["target_std"]) if extra.get("target_normalized") else None
@@ -40,7 +48,9 @@ class LitSequenceModel(L.LightningModule):
     def forward(self, x, lengths=None, x2=None, lengths2=None, rate=None):
         return self.model(x, lengths=lengths, x2=x2, lengths2=lengths2, rate=rate)
 
-    def _metrics(self, out: torch.Tensor, y: torch.Tensor, lengths) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _metrics(
+        self, out: torch.Tensor, y: torch.Tensor, lengths
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Cross-entropy and accuracy, or MSE and RMSE, of a batch, and the number n of scored units
         they average over: items, or for per-step outputs (B, L, C) the steps whose target is not
         IGNORE_INDEX (classification) or the elements within `lengths` (regression). Summing
@@ -61,7 +71,9 @@ class LitSequenceModel(L.LightningModule):
 
     def _regression_metrics(self, mse: torch.Tensor) -> dict[str, torch.Tensor]:
         metrics = {"loss": mse, "mse": mse, "rmse": mse.detach().sqrt()}
-        if self.target_std is not None:  # targets were standardized by the dataset: RMSE in the original units too
+        if (
+            self.target_std is not None
+        ):  # targets were standardized by the dataset: RMSE in the original units too
             metrics["rmse_orig"] = metrics["rmse"] * self.target_std
         return metrics
 
@@ -76,7 +88,14 @@ class LitSequenceModel(L.LightningModule):
         metrics, _ = self._forward_metrics(batch)
         self._stop_if_not_finite(metrics["loss"], batch_idx)
         for k, v in metrics.items():
-            self.log(f"train/{k}", v, on_step=True, on_epoch=True, prog_bar=k in ("loss", "acc", "rmse"), batch_size=batch[0].shape[0])
+            self.log(
+                f"train/{k}",
+                v,
+                on_step=True,
+                on_epoch=True,
+                prog_bar=k in ("loss", "acc", "rmse"),
+                batch_size=batch[0].shape[0],
+            )
         return metrics["loss"]
 
     # ---- evaluation: exact metrics, also across processes ------------------------------------
@@ -109,7 +128,9 @@ class LitSequenceModel(L.LightningModule):
             metrics = means if self.classification else self._regression_metrics(means["mse"])
             for k, v in metrics.items():
                 # the value is already the same on every process: "max" syncs it without changing it
-                self.log(f"{stage}/{k}", v, prog_bar=k in ("loss", "acc", "rmse"), sync_dist=True, reduce_fx="max")
+                self.log(
+                    f"{stage}/{k}", v, prog_bar=k in ("loss", "acc", "rmse"), sync_dist=True, reduce_fx="max"
+                )
 
     def on_validation_epoch_start(self):
         self._start_sums(["val"])
@@ -178,8 +199,13 @@ class LitSequenceModel(L.LightningModule):
         o = self.run_config.optim
         opt = torch.optim.AdamW(param_groups(self.model, o.lr, o.weight_decay))
         if o.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=o.gamma, patience=o.patience)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch"}}
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=o.gamma, patience=o.patience
+            )
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch"},
+            }
         if o.scheduler == "multistep":
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=o.milestones, gamma=o.gamma)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
@@ -206,5 +232,8 @@ def good_checkpoints(trainer) -> str:
     found = []
     for d in sorted({cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}):
         intact, _ = sort_intact(checkpoint_files(d))
-        found += [f"{path} (saved in epoch {c.get('epoch')} after step {c.get('global_step')})" for path, c in intact]
+        found += [
+            f"{path} (saved in epoch {c.get('epoch')} after step {c.get('global_step')})"
+            for path, c in intact
+        ]
     return ", ".join(found) if found else "none (no checkpoint had been written)"

@@ -1,12 +1,12 @@
 """`train(config)`: one run with Lightning, everything written under its output directory:
 
-    run.json           the run's record: resolved configuration (read by --resume), how far it got
-    config.yaml        the resolved configuration, for reading
-    checkpoints/       last.ckpt and best.ckpt (written atomically; --resume continues from last)
-    logs/              CSV (metrics.csv, every segment's rows) and TensorBoard logs
-    curves.png         training curves
-    metrics.json       final validation and test metrics, parameters, wall time (per segment and total)
-    model/             the best model as config.json + model.safetensors (SequenceModel.from_pretrained)
+run.json           the run's record: resolved configuration (read by --resume), how far it got
+config.yaml        the resolved configuration, for reading
+checkpoints/       last.ckpt and best.ckpt (written atomically; --resume continues from last)
+logs/              CSV (metrics.csv, every segment's rows) and TensorBoard logs
+curves.png         training curves
+metrics.json       final validation and test metrics, parameters, wall time (per segment and total)
+model/             the best model as config.json + model.safetensors (SequenceModel.from_pretrained)
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ class PlateauAtResume(L.Callback):
         self.pending = None
 
 
-def train(config: RunConfig, output_dir: str | None = None, resume: bool = False, quiet: bool = False, callbacks=()) -> dict[str, Any]:
+def train(
+    config: RunConfig, output_dir: str | None = None, resume: bool = False, quiet: bool = False, callbacks=()
+) -> dict[str, Any]:
     """Train, validate and test; returns the metrics written to metrics.json. `callbacks`: extra
     Lightning callbacks.
 
@@ -102,14 +104,18 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
     if process_rank() > 0:  # a process started by a multi-device run: rank 0 checked and created the folder
         out = os.environ.get(RUN_DIR_ENV) or out
         if not out:
-            raise ValueError("a multi-process run needs --output-dir (every process must write to the same folder)")
+            raise ValueError(
+                "a multi-process run needs --output-dir (every process must write to the same folder)"
+            )
     elif resume:
         if not out:
             raise ValueError("--resume needs the run's folder: --output-dir RUN")
         last = os.path.join(out, "checkpoints", "last.ckpt")
         if not os.path.isfile(last):
             raise missing_checkpoint_error(out)
-        verify_checkpoint(last)  # a damaged last.ckpt: a clear error (naming an intact best.ckpt) before anything is written
+        verify_checkpoint(
+            last
+        )  # a damaged last.ckpt: a clear error (naming an intact best.ckpt) before anything is written
         config = check_resume(out, config)
     elif out is not None:
         check_new_output_dir(out)  # before loading data: a refused folder fails fast
@@ -117,7 +123,9 @@ def train(config: RunConfig, output_dir: str | None = None, resume: bool = False
     if t.tune_allocator:
         tune_cpu_allocator()
     L.seed_everything(t.seed, workers=True, verbose=False)
-    dm = build_datamodule(config.data, seed=t.seed)  # first, so a missing dataset leaves no run directory behind
+    dm = build_datamodule(
+        config.data, seed=t.seed
+    )  # first, so a missing dataset leaves no run directory behind
     if process_rank() == 0 and not resume:
         out = create_run_dir(out, config)
     with lightning_quiet():
@@ -137,25 +145,53 @@ def _fit(config: RunConfig, out: str, dm, resume: bool, quiet: bool, callbacks: 
     monitor, mode = ("val/acc", "max") if info.task == "classification" else ("val/loss", "min")
     csv_log, clock = MetricsCSV(os.path.join(out, "logs", "metrics.csv")), RunClock()
     callbacks += [
-        L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor if has_val else None, mode=mode,
-                                            save_top_k=1, enable_version_counter=False),
+        L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor=monitor if has_val else None,
+            mode=mode,
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
         # last.ckpt after every epoch, as the newest by step (Lightning's save_last=True rewrites it
         # only when a best checkpoint is written, so --resume would repeat the epochs since)
-        L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor="step", mode="max",
-                                            save_top_k=1, enable_version_counter=False),
+        L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="last",
+            monitor="step",
+            mode="max",
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
         L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
-        RNGState(), clock, *([ResumeStart(out, config, csv_log)] if resume else []), FlushLogs(csv_log),
+        RNGState(),
+        clock,
+        *([ResumeStart(out, config, csv_log)] if resume else []),
+        FlushLogs(csv_log),
         *([PlateauAtResume()] if config.optim.scheduler == "plateau" else []),
-    ]  # fmt: skip
+    ]
     if t.progress and not quiet:
-        callbacks.append(L.pytorch.callbacks.RichProgressBar() if _has_rich() else L.pytorch.callbacks.TQDMProgressBar())
+        callbacks.append(
+            L.pytorch.callbacks.RichProgressBar() if _has_rich() else L.pytorch.callbacks.TQDMProgressBar()
+        )
     loggers = [L.pytorch.loggers.TensorBoardLogger(out, name="logs", version=""), csv_log]
     trainer = L.Trainer(
-        max_epochs=t.max_epochs, max_steps=t.max_steps, gradient_clip_val=t.grad_clip or None, precision=_precision(t.precision),
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, logger=loggers, callbacks=callbacks,
-        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress and not quiet, enable_model_summary=False,
-        plugins=[AtomicCheckpointIO()], deterministic=False, num_sanity_val_steps=0,
-    )  # fmt: skip
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        gradient_clip_val=t.grad_clip or None,
+        precision=_precision(t.precision),
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        logger=loggers,
+        callbacks=callbacks,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress and not quiet,
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+        deterministic=False,
+        num_sanity_val_steps=0,
+    )
     previous = os.environ.get(RUN_DIR_ENV)
     os.environ[RUN_DIR_ENV] = os.path.abspath(out)  # for the processes a multi-device run starts
     try:
@@ -174,10 +210,15 @@ def _fit(config: RunConfig, out: str, dm, resume: bool, quiet: bool, callbacks: 
         metrics.update(_scalars(trainer.validate(lit, datamodule=dm, ckpt_path=ckpt, verbose=False)))
     if dm.test_sets:
         metrics.update(_scalars(trainer.test(lit, datamodule=dm, ckpt_path=ckpt, verbose=False)))
-    metrics.update(parameters=sum(p.numel() for p in lit.model.parameters()),
-                   wall_time_s=round(sum(s["wall_time_s"] for s in segments), 2), segments=segments,
-                   global_step=trainer.global_step, epochs=trainer.current_epoch, world_size=trainer.world_size,
-                   checkpoint=ckpt)  # fmt: skip
+    metrics.update(
+        parameters=sum(p.numel() for p in lit.model.parameters()),
+        wall_time_s=round(sum(s["wall_time_s"] for s in segments), 2),
+        segments=segments,
+        global_step=trainer.global_step,
+        epochs=trainer.current_epoch,
+        world_size=trainer.world_size,
+        checkpoint=ckpt,
+    )
     if trainer.is_global_zero:
         lit.model.save_pretrained(os.path.join(out, "model"))
         atomic_write_json(os.path.join(out, "metrics.json"), metrics)
@@ -196,7 +237,9 @@ def evaluate(checkpoint: str, data_dir: str | None = None, quiet: bool = False) 
     config = lit.run_config
     config.data.data_dir = data_dir if data_dir is not None else _stored_data_dir(config, checkpoint)
     dm = build_datamodule(config.data, seed=config.trainer.seed)
-    trainer = L.Trainer(logger=False, enable_progress_bar=not quiet, enable_model_summary=False, accelerator="auto", devices=1)
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=not quiet, enable_model_summary=False, accelerator="auto", devices=1
+    )
     with lightning_quiet():
         metrics = _scalars(trainer.test(lit, datamodule=dm, verbose=False))
     if not quiet:
@@ -241,7 +284,9 @@ def _load_for_eval(checkpoint: str) -> LitSequenceModel:
     ckpt = load_checkpoint(checkpoint)
     hp = ckpt.get("hyper_parameters") or {}
     if "config" not in hp or "info" not in hp:
-        raise ValueError(f"{checkpoint} is a checkpoint, but not one written by liquid-s4 train (it holds no run configuration)")
+        raise ValueError(
+            f"{checkpoint} is a checkpoint, but not one written by liquid-s4 train (it holds no run configuration)"
+        )
     lit = LitSequenceModel(hp["config"], hp["info"])
     lit.load_state_dict(ckpt["state_dict"])
     return lit
@@ -279,8 +324,12 @@ def _scalars(results: list[dict]) -> dict[str, float]:
 def summary(metrics: dict[str, Any], task: str, out: str) -> str:
     keys = [k for k in metrics if "/" in k and k.rsplit("/", 1)[1] in ("acc", "loss", "rmse", "rmse_orig")]
     rows = [(k.replace("_epoch", ""), f"{metrics[k]:.4f}") for k in keys]
-    rows += [("parameters", f"{metrics['parameters']:,}"), ("steps", str(metrics["global_step"])),
-             ("wall time", f"{metrics['wall_time_s']:.1f} s"), ("output", out)]  # fmt: skip
+    rows += [
+        ("parameters", f"{metrics['parameters']:,}"),
+        ("steps", str(metrics["global_step"])),
+        ("wall time", f"{metrics['wall_time_s']:.1f} s"),
+        ("output", out),
+    ]
     w = max(len(k) for k, _ in rows)
     return "\n".join(["", "summary", "-" * (w + 20)] + [f"{k.ljust(w)}  {v}" for k, v in rows])
 
@@ -303,7 +352,11 @@ def _plot(csv_path: str, png_path: str) -> None:
     series: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         for k, v in r.items():
-            if v not in ("", None) and (k.endswith("_epoch") or k.startswith("val/")) and r.get("epoch", "") != "":
+            if (
+                v not in ("", None)
+                and (k.endswith("_epoch") or k.startswith("val/"))
+                and r.get("epoch", "") != ""
+            ):
                 series.setdefault(k, []).append((float(r["epoch"]), float(v)))
     if not series:
         return

@@ -73,9 +73,17 @@ def read_record(out: str) -> dict[str, Any] | None:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path} cannot be read ({e}); it records the run's configuration. Restore it, or start a new run") from e
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or not isinstance(record.get("config"), dict):
-        raise ValueError(f"{path} is not a liquid-s4 run record; restore it, or start a new run in another --output-dir")
+        raise ValueError(
+            f"{path} cannot be read ({e}); it records the run's configuration. Restore it, or start a new run"
+        ) from e
+    if (
+        not isinstance(record, dict)
+        or record.get("format") != RECORD_FORMAT
+        or not isinstance(record.get("config"), dict)
+    ):
+        raise ValueError(
+            f"{path} is not a liquid-s4 run record; restore it, or start a new run in another --output-dir"
+        )
     return record
 
 
@@ -86,7 +94,9 @@ def write_record(out: str, record: dict[str, Any]) -> None:
 def write_config_yaml(out: str, config: RunConfig) -> None:
     import yaml
 
-    text = "# the run's resolved configuration, for reading: --resume uses run.json\n" + yaml.safe_dump(config.to_dict(), sort_keys=False)
+    text = "# the run's resolved configuration, for reading: --resume uses run.json\n" + yaml.safe_dump(
+        config.to_dict(), sort_keys=False
+    )
     atomic_write_text(os.path.join(out, "config.yaml"), text)
 
 
@@ -139,7 +149,11 @@ def config_differences(stored: RunConfig, given: RunConfig) -> list[tuple[str, A
     """(key, stored value, given value) for every setting that differs; "<unset>" where one side lacks the key."""
     a, b = _resolved(stored), _resolved(given)
     unset = "<unset>"
-    return [(k, a.get(k, unset), b.get(k, unset)) for k in sorted(set(a) | set(b)) if a.get(k, unset) != b.get(k, unset)]
+    return [
+        (k, a.get(k, unset), b.get(k, unset))
+        for k in sorted(set(a) | set(b))
+        if a.get(k, unset) != b.get(k, unset)
+    ]
 
 
 def check_resume(out: str, given: RunConfig) -> RunConfig:
@@ -176,7 +190,11 @@ def missing_checkpoint_error(out: str) -> FileNotFoundError:
     last = os.path.join(out, "checkpoints", "last.ckpt")
     if os.path.isfile(os.path.join(out, "metrics.json")):
         best = os.path.join(out, "checkpoints", "best.ckpt")
-        how = f"copy {best} to {last} and --resume (it continues from the best epoch), or " if os.path.isfile(best) else ""
+        how = (
+            f"copy {best} to {last} and --resume (it continues from the best epoch), or "
+            if os.path.isfile(best)
+            else ""
+        )
         return FileNotFoundError(
             f"--resume: the run in {out} finished but its {last} is gone; its files were left as they are. "
             f"To train further, {how}start a new run with another --output-dir"
@@ -186,7 +204,9 @@ def missing_checkpoint_error(out: str) -> FileNotFoundError:
             f"--resume: the run in {out} stopped before its first checkpoint ({last}): there is nothing to "
             f"continue. Remove that folder (rm -r {out}) and start the run again"
         )
-    return FileNotFoundError(f"--resume: no checkpoint at {last}; start without --resume or pass the run's --output-dir")
+    return FileNotFoundError(
+        f"--resume: no checkpoint at {last}; start without --resume or pass the run's --output-dir"
+    )
 
 
 # ---- the output folder of a new run ----------------------------------------------------------
@@ -203,7 +223,9 @@ def check_new_output_dir(out: str) -> None:
     last = os.path.join(out, "checkpoints", "last.ckpt")
     if os.path.isfile(last):
         msg = f"{out} already holds a run ({last}); pass --resume to continue it (liquid-s4 train --resume --output-dir {out})"
-    elif os.path.isfile(os.path.join(out, "metrics.json")) and (RUN_RECORD in found or "checkpoints" in found):
+    elif os.path.isfile(os.path.join(out, "metrics.json")) and (
+        RUN_RECORD in found or "checkpoints" in found
+    ):
         msg = (
             f"{out} holds a finished run whose checkpoints/last.ckpt is gone; its files (metrics.json, model/, best.ckpt) "
             "were left as they are"
@@ -227,16 +249,29 @@ def create_run_dir(out: str | None, config: RunConfig) -> str:
         with open(os.path.join(out, RUN_RECORD), "x"):
             pass
     except FileExistsError:
-        raise FileExistsError(f"{out} was claimed by another run started at the same time; choose another --output-dir") from None
+        raise FileExistsError(
+            f"{out} was claimed by another run started at the same time; choose another --output-dir"
+        ) from None
     created = datetime.now().isoformat(timespec="seconds")
-    write_record(out, {"format": RECORD_FORMAT, "version": 1, "created": created, "config": config.to_dict(), "finished": None})
+    write_record(
+        out,
+        {
+            "format": RECORD_FORMAT,
+            "version": 1,
+            "created": created,
+            "config": config.to_dict(),
+            "finished": None,
+        },
+    )
     write_config_yaml(out, config)
     return out
 
 
 def _new_default_dir(name: str) -> str:
     for _ in range(100):
-        out = os.path.join("runs", f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
+        out = os.path.join(
+            "runs", f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        )
         try:
             os.makedirs(out, exist_ok=False)
             return out
@@ -398,7 +433,13 @@ class ResumeStart(L.Callback):
             remove_stale_temporaries(self.out)
             record = read_record(self.out)
             if record is None:  # a run from before run.json: it gets one now
-                record = {"format": RECORD_FORMAT, "version": 1, "created": None, "config": None, "finished": None}
+                record = {
+                    "format": RECORD_FORMAT,
+                    "version": 1,
+                    "created": None,
+                    "config": None,
+                    "finished": None,
+                }
             changed = record["config"] != self.config.to_dict()
             if changed or record.get("finished"):
                 record.update(config=self.config.to_dict(), finished=None)
