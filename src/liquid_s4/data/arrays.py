@@ -58,6 +58,7 @@ from .common import (
     choose,
     split_indices,
     take_options,
+    token_dtype,
     tokens,
 )
 
@@ -286,18 +287,6 @@ def _read_source(path: str, o: dict) -> dict[str, dict[str, np.ndarray]]:
 # ---- checking and converting ------------------------------------------------------------------
 
 
-def _token_dtype(vocab_size: int):
-    return (
-        np.uint8
-        if vocab_size <= 256
-        else np.int16
-        if vocab_size <= 32768
-        else np.int32
-        if vocab_size < 2**31
-        else np.int64
-    )
-
-
 def _check_part(p: dict, name: str, tokens_: bool) -> dict:
     """Shapes, row counts, finiteness and lengths of one part; x (n, L, C) (tokens: (n, L))."""
     x, y = np.asarray(p["x"]), np.asarray(p["y"])
@@ -415,7 +404,7 @@ def _prepare(path: str, o: dict) -> dict[str, np.ndarray]:
     vocab = max(int(p["x"].max()) for p in parts.values()) + 1 if o["tokens"] else None
     out = {}
     for s, p in parts.items():
-        x = p["x"][:, :, 0].astype(_token_dtype(vocab)) if vocab else p["x"].astype(np.float32)
+        x = p["x"][:, :, 0].astype(token_dtype(vocab)) if vocab else p["x"].astype(np.float32)
         out[f"{s}_x"], out[f"{s}_y"] = x, p["y"]
         if padded:
             out[f"{s}_lengths"] = p.get("lengths", np.full(len(x), x.shape[1], dtype=np.int64))

@@ -5,10 +5,11 @@ Every dataset is built by a function `build(spec) -> SequenceData` (see `data/re
 `spec` has the fields of `train.config.DataConfig`: name, data_dir, val_fraction, test_fraction,
 options (a dict of dataset-specific options, checked with `take_options`).
 
-Batches are tuples, in this order:
+Items are tuples, in this order:
     (x, y)                          fixed-length sequences
     (x, y, lengths)                 right-padded sequences with their valid lengths
     (x, y, lengths, x2, lengths2)   two-sequence tasks (the retrieval head)
+and `collate` stacks them into a `Batch`, whose fields are read by name (absent ones are None).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 ENV_VAR = "LIQUID_S4_DATA"
 NO_CACHE_ENV = "LIQUID_S4_NO_CACHE"
@@ -70,6 +71,41 @@ def choose(value, allowed: Iterable, name: str):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
+
+
+# ---- items and batches ------------------------------------------------------------------------
+
+
+class Batch(NamedTuple):
+    """A batch as the model reads it: inputs x and targets y; lengths (B,), the valid lengths of
+    right-padded sequences; x2 and lengths2, the second sequence of two-sequence tasks (the
+    retrieval head). Fields a dataset does not have are None."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    lengths: torch.Tensor | None = None
+    x2: torch.Tensor | None = None
+    lengths2: torch.Tensor | None = None
+
+
+def collate(items: list[tuple]) -> Batch:
+    """The DataLoader's collate_fn: items (x, y), (x, y, lengths) or (x, y, lengths, x2, lengths2)
+    stacked field by field (torch's default_collate, which also uses shared memory in workers)."""
+    return Batch(*default_collate(items))
+
+
+def token_dtype(vocab_size: int):
+    """The smallest numpy integer type that holds the token ids 0 .. vocab_size - 1 (compact storage;
+    `tokens` widens them for the embedding)."""
+    return (
+        np.uint8
+        if vocab_size <= 256
+        else np.int16
+        if vocab_size <= 32768
+        else np.int32
+        if vocab_size < 2**31
+        else np.int64
+    )
 
 
 # ---- compact datasets -------------------------------------------------------------------------

@@ -43,17 +43,13 @@ from numbers import Integral
 
 import numpy as np
 
-from .common import IGNORE_INDEX, ArrayDataset, DataInfo, SequenceData, take_options, tokens
+from .common import IGNORE_INDEX, ArrayDataset, DataInfo, SequenceData, take_options, token_dtype, tokens
 
 SPLITS = ("train", "val", "test")
 SIZES = {"n_train": 10000, "n_val": 1000, "n_test": 1000, "seed": 0}
 COPYING = {"length": 10, "delay": 100, "alphabet": 8, "score_all": False, **SIZES}
 ADDING = {"length": 200, **SIZES}
 DELAY = {"length": 200, "delay": 50, "alphabet": 8, **SIZES}
-
-
-def _token_dtype(vocab_size: int):
-    return np.uint8 if vocab_size <= 256 else np.int16 if vocab_size <= 32768 else np.int32
 
 
 def _int(options: dict, key: str, low: int, dataset: str, high: int | None = None) -> int:
@@ -79,7 +75,7 @@ def copying(n: int, length: int = 10, delay: int = 100, alphabet: int = 8, seed=
     rng = np.random.default_rng(seed)
     L = 2 * length + delay
     symbols = rng.integers(1, alphabet + 1, size=(n, length))  # (n, length)
-    x = np.zeros((n, L), dtype=_token_dtype(alphabet + 2))
+    x = np.zeros((n, L), dtype=token_dtype(alphabet + 2))
     x[:, :length] = symbols
     x[:, length + delay - 1] = alphabet + 1  # the marker
     y = np.full((n, L), 0 if score_all else IGNORE_INDEX, dtype=np.int64)
@@ -114,7 +110,7 @@ def delay(n: int, length: int = 200, delay: int = 50, alphabet: int = 8, seed=0)
             f"delay needs alphabet >= 2 and 0 <= delay < length, got alphabet {alphabet}, delay {delay}, length {length}"
         )
     rng = np.random.default_rng(seed)
-    x = rng.integers(1, alphabet + 1, size=(n, length)).astype(_token_dtype(alphabet + 1))  # (n, L)
+    x = rng.integers(1, alphabet + 1, size=(n, length)).astype(token_dtype(alphabet + 1))  # (n, L)
     y = np.full((n, length), IGNORE_INDEX, dtype=np.int64)
     y[:, delay:] = x[:, : length - delay].astype(np.int64) - 1
     return x, y
