@@ -352,3 +352,20 @@ def test_rate_scales_every_layers_step(layer):
         for block in slow.blocks:
             block.layer.log_dt += math.log(2.0)
     assert torch.allclose(fast, slow(x), atol=1e-10) and not torch.allclose(fast, m(x), atol=1e-3)
+
+
+def test_config_sizes_left_to_the_data():
+    """A config may leave d_input/d_output to the dataset (None); with_data_sizes completes a copy,
+    and a model is built only from a complete config."""
+    partial = ModelConfig(d_input=None, d_output=None, d_model=8, n_layers=1, layer_args={"d_state": 4})
+    with pytest.raises(ValueError, match="d_input and d_output not set"):
+        SequenceModel(partial)
+    full = partial.with_data_sizes(3, 5)
+    assert (full.d_input, full.d_output, full.vocab_size, full.d_model) == (3, 5, None, 8)
+    assert partial.d_input is None and full.layer_args == partial.layer_args
+    assert full.layer_args is not partial.layer_args
+    assert SequenceModel(full)(torch.randn(2, 7, 3)).shape == (2, 5)
+    tokens = partial.with_data_sizes(1, 4, vocab_size=11)
+    assert SequenceModel(tokens)(torch.randint(0, 11, (2, 7))).shape == (2, 4)
+    with pytest.raises(ValueError, match="d_output must be a positive integer"):
+        partial.with_data_sizes(3, 0)

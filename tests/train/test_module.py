@@ -24,7 +24,7 @@ TINY = [
 
 def _lit(overrides, info):
     cfg = load_config(None, TINY + overrides)
-    return LitSequenceModel(cfg.to_dict(), info.__dict__)
+    return LitSequenceModel(cfg, info)
 
 
 def test_per_step_classification_ignores_unscored_steps():
@@ -242,3 +242,34 @@ def test_evaluation_metrics_are_exact_over_uneven_batches(tmp_path, monkeypatch)
     assert metrics["test/loss"] == pytest.approx(ref_loss, rel=1e-5) and metrics["test/acc"] == pytest.approx(
         ref_acc, abs=1e-7
     )
+
+
+def test_the_module_keeps_the_typed_config_and_reads_batches_by_name():
+    """The module works on the RunConfig it is given (no round trip through plain values); the
+    checkpoint's hyperparameters are the plain values. Every loader of the data module yields
+    `Batch`es, and a pair batch is scored with both sequences."""
+    from dataclasses import asdict
+
+    from liquid_s4.data.common import Batch
+    from liquid_s4.train.data import SequenceDataModule
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(1, 9, (10, 12)).astype(np.uint8), rng.integers(1, 9, (10, 12)).astype(np.uint8)
+    la, lb = rng.integers(3, 13, 10), rng.integers(3, 13, 10)
+    ds = ArrayDataset(a, rng.integers(0, 2, 10), la, b, lb, transform=tokens)
+    info = DataInfo(1, 2, vocab_size=9)
+    data = SequenceData(ds.subset(range(6)), ds.subset(range(6, 8)), ds.subset(range(8, 10)), info)
+    cfg = load_config(None, TINY + ["model.head=retrieval", "data.batch_size=3"])
+    lit = LitSequenceModel(cfg, info).eval()
+    assert lit.run_config is cfg and cfg.model.d_input is None  # the run's config is not filled in
+    assert (lit.model.config.vocab_size, lit.model.config.d_output) == (9, 2)
+    assert dict(lit.hparams) == {"config": cfg.to_dict(), "info": asdict(info)}
+    dm = SequenceDataModule(data, cfg.data)
+    loaders = [dm.train_dataloader(), dm.val_dataloader(), *dm.test_dataloader()]
+    batches = [next(iter(loader)) for loader in loaders]
+    assert all(type(batch) is Batch and batch.x2 is not None for batch in batches)
+    batch = batches[-1]
+    with torch.no_grad():
+        metrics, n = lit._forward_metrics(batch)
+        out = lit.model(batch.x, batch.lengths, batch.x2, batch.lengths2)
+    assert n == 2 and torch.allclose(metrics["loss"], torch.nn.functional.cross_entropy(out, batch.y))

@@ -93,8 +93,8 @@ def test_preset_matches_the_paper_table(name):
         degree,
     ) = TABLE[name]
     c = load_config(name)
-    m, a = c.model, c.model["layer_args"]
-    model = (m["d_model"], m["n_layers"], a["d_state"], m["norm"], m["prenorm"], m["dropout"])
+    m, a = c.model, c.model.layer_args
+    model = (m.d_model, m.n_layers, a["d_state"], m.norm, m.prenorm, m.dropout)
     assert model == (d_model, layers, d_state, norm, prenorm, dropout)
     assert (c.optim.lr, c.optim.weight_decay, c.data.batch_size, c.trainer.max_epochs) == (
         lr,
@@ -108,8 +108,8 @@ def test_preset_matches_the_paper_table(name):
         dt_max,
         bidir,
     )
-    assert (m.get("head") if pool == "retrieval" else m["pool"]) == pool
-    assert (m["layer"], a["init"], a["liquid_kernel"], a["liquid_degree"]) == (
+    assert (m.head if pool == "retrieval" else m.pool) == pool
+    assert (m.layer, a["init"], a["liquid_kernel"], a["liquid_degree"]) == (
         "liquid_s4",
         "legs",
         "pb",

@@ -244,7 +244,7 @@ def test_a_run_from_before_run_json_resumes_from_its_checkpoint(tmp_path):
     run = start(tmp_path, epochs=1)
     os.remove(run / "run.json")
     config = rundir.resume_config(str(run), ["trainer.max_epochs=2"])
-    assert config.data.name == "arrays" and config.model["d_model"] == 8
+    assert config.data.name == "arrays" and config.model.d_model == 8
     train(config, output_dir=str(run), resume=True, quiet=True)
     assert (
         torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]

@@ -30,6 +30,7 @@ POOLS = ("mean", "last", "none")
 HEADS = ("linear", "retrieval")
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 FORMAT_VERSION = 1
+DATA_FIELDS = ("d_input", "d_output", "vocab_size")  # the sizes a dataset decides (see ModelConfig)
 
 
 @dataclass
@@ -44,10 +45,14 @@ class ModelConfig:
     dropout: after each SSM layer; tie_dropout: one mask per sequence and channel, shared across length.
     pool: "mean", "last" or "none"; head: "linear", or "retrieval" for two-sequence inputs
     (the pooled vectors a, b are combined as [a, b, a*b, a-b] and passed through an MLP).
+
+    In a training run the dataset decides d_input, d_output and vocab_size (`DATA_FIELDS`): the run's
+    configuration leaves d_input and d_output None, and `with_data_sizes` returns the completed copy
+    a model is built from. Building a `SequenceModel` from a config without them is an error.
     """
 
-    d_input: int = 1
-    d_output: int = 10
+    d_input: int | None = 1
+    d_output: int | None = 10
     vocab_size: int | None = None
     d_model: int = 128
     n_layers: int = 4
@@ -61,15 +66,22 @@ class ModelConfig:
     head: str = "linear"
 
     def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first invalid entry (run at construction; again by
+        `RunConfig.validate`, since the fields may be edited afterwards)."""
+
         def positive(name):
             v = getattr(self, name)
             if not is_positive_int(v):
                 raise ValueError(f"ModelConfig: {name} must be a positive integer, got {v!r}")
 
-        for name in ("d_input", "d_output", "d_model", "n_layers"):
+        for name in ("d_input", "d_output", "vocab_size"):
+            if getattr(self, name) is not None:
+                positive(name)
+        for name in ("d_model", "n_layers"):
             positive(name)
-        if self.vocab_size is not None:
-            positive("vocab_size")
         for name, allowed in (("layer", tuple(LAYERS)), ("norm", NORMS), ("pool", POOLS), ("head", HEADS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -87,6 +99,22 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def with_data_sizes(self, d_input: int, d_output: int, vocab_size: int | None = None) -> ModelConfig:
+        """A copy with the sizes a dataset decides (`DATA_FIELDS`) filled in; the rest unchanged."""
+        return dataclasses.replace(
+            self, d_input=d_input, d_output=d_output, vocab_size=vocab_size, layer_args=dict(self.layer_args)
+        )
+
+    def check_complete(self) -> None:
+        """Raise a ValueError if d_input or d_output is not set (a run's configuration before the
+        dataset filled them in)."""
+        unset = [name for name in ("d_input", "d_output") if getattr(self, name) is None]
+        if unset:
+            raise ValueError(
+                f"ModelConfig: {' and '.join(unset)} not set; in a run's configuration they come from "
+                "the dataset: build the model from config.with_data_sizes(d_input, d_output, vocab_size)"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -203,6 +231,7 @@ class SequenceModel(nn.Module):
             config = ModelConfig(**kwargs)
         elif kwargs:
             raise TypeError("SequenceModel: pass either a ModelConfig or keyword arguments, not both")
+        config.check_complete()
         self.config = c = config
         self.encoder = (
             nn.Embedding(c.vocab_size, c.d_model) if c.vocab_size else nn.Linear(c.d_input, c.d_model)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..fileio import atomic_write
-from .module import L
+from .pl import L
 
 CHECKSUM_KEY = "liquid_s4_sha256"
 

@@ -35,9 +35,9 @@ def check_run(config: RunConfig, out: str | None) -> None:
 def check_model(config: RunConfig) -> None:
     """Build one residual block of the configured model (real d_model and layer_args; the input and
     output sizes come from the data later and do not matter here): bad layer_args fail now."""
-    from ..models.sequence import LAYERS, ModelConfig, ResidualBlock
+    from ..models.sequence import LAYERS, ResidualBlock
 
-    mc = ModelConfig(d_input=1, d_output=2, **config.model)
+    mc = config.model
     cls = LAYERS[mc.layer]
     unknown = sorted(set(mc.layer_args) - set(layer_keys(cls)))
     if unknown:

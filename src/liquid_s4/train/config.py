@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from ..models.sequence import ModelConfig
+from ..models.sequence import DATA_FIELDS, ModelConfig
 from ..utils import is_positive_int
 
 SCHEDULERS = ("cosine", "plateau", "multistep", "constant")
@@ -67,20 +67,32 @@ class TrainerConfig:
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "trainer": TrainerConfig}
 
 
+def run_model_config(**entries: Any) -> ModelConfig:
+    """The model section of a run: a `ModelConfig` whose sizes (d_input, d_output, vocab_size) are
+    left to the dataset (None until `ModelConfig.with_data_sizes` fills them when the model is built).
+    Invalid entries raise the ModelConfig error."""
+    return ModelConfig(**{**entries, **dict.fromkeys(DATA_FIELDS)})
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(
-        default_factory=dict
-    )  # ModelConfig entries except d_input/d_output/vocab_size
+    model: ModelConfig = field(default_factory=run_model_config)  # sizes come from the dataset
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values (run.json, config.yaml, the checkpoints' hyperparameters): every section in
+        full, the model without the sizes the dataset decides."""
+        d = dataclasses.asdict(self)
+        d["model"] = {k: v for k, v in d["model"].items() if k not in DATA_FIELDS}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """A validated RunConfig from plain values: a preset or YAML file with overrides applied, or
+        what `to_dict` wrote (also by earlier versions, whose model section holds only the entries
+        that were set)."""
         d = dict(d or {})
         unknown = sorted(set(d) - {"data", "model", "optim", "trainer"})
         if unknown:
@@ -106,18 +118,14 @@ class RunConfig:
                     section[f.name] = _check_number(f"{name}.{f.name}", f.type, section[f.name])
             kwargs[name] = typ(**section)
         model = dict(d.get("model") or {})
-        valid_model = [
-            f.name
-            for f in dataclasses.fields(ModelConfig)
-            if f.name not in ("d_input", "d_output", "vocab_size")
-        ]
+        valid_model = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in DATA_FIELDS]
         bad = sorted(set(model) - set(valid_model))
         if bad:
             raise ValueError(
-                f"unknown keys {[f'model.{k}' for k in bad]}; valid keys in model: {valid_model} (d_input, d_output "
-                "and vocab_size come from the data)"
+                f"unknown keys {[f'model.{k}' for k in bad]}; valid keys in model: {valid_model} "
+                "(d_input, d_output and vocab_size come from the data)"
             )
-        cfg = cls(model=model, **kwargs)
+        cfg = cls(model=run_model_config(**model), **kwargs)
         cfg.validate()
         return cfg
 
@@ -141,7 +149,9 @@ class RunConfig:
             raise ValueError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
         if not (0 <= self.data.val_fraction < 1 and 0 <= self.data.test_fraction < 1):
             raise ValueError("data.val_fraction and data.test_fraction must lie in [0, 1)")
-        ModelConfig(d_input=1, d_output=2, **self.model)  # the model options are checked by ModelConfig
+        if not isinstance(self.model, ModelConfig):
+            raise ValueError(f"model must be a ModelConfig, got {type(self.model).__name__}")
+        self.model.validate()
         self.trainer_checks()
 
     def trainer_checks(self) -> None:

@@ -1,8 +1,9 @@
 """The datasets of `liquid_s4.data` as Lightning DataModules, with seeded, resumable shuffling.
 
-Batches are (x, y), (x, y, lengths) or (x, y, lengths, x2, lengths2) (see `liquid_s4.data.common`);
-`info` tells the model its input and output sizes and the task. Extra test sets (e.g. Speech
-Commands at 8 kHz) are evaluated after the main one, each at its own sampling `rate`.
+Batches are `Batch` named tuples (x, y, lengths, x2, lengths2; the fields a dataset does not have
+are None), stacked from the dataset's items by `liquid_s4.data.common.collate`; `info` tells the
+model its input and output sizes and the task. Extra test sets (e.g. Speech Commands at 8 kHz) are
+evaluated after the main one, each at its own sampling `rate`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,20 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..data.common import DataInfo, SequenceData, split_indices
+from ..data.common import Batch, DataInfo, SequenceData, collate, split_indices
 from ..data.registry import build_dataset
 from .config import DataConfig
+from .pl import L
 
-__all__ = ["DataInfo", "EpochSampler", "EvalShard", "SequenceDataModule", "build_datamodule", "split_indices"]
+__all__ = [
+    "Batch",
+    "DataInfo",
+    "EpochSampler",
+    "EvalShard",
+    "SequenceDataModule",
+    "build_datamodule",
+    "split_indices",
+]
 
 
 class EpochSampler(Sampler[int]):
@@ -58,15 +68,7 @@ class EvalShard(DistributedSampler):
         return len(self.indices)
 
 
-def _lightning():
-    try:
-        import lightning as L
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("training needs the 'train' extra: pip install 'liquid-s4[train]'") from e
-    return L
-
-
-class SequenceDataModule(_lightning().LightningDataModule):
+class SequenceDataModule(L.LightningDataModule):
     """Train/val/test datasets of a `SequenceData`. `test_names`/`test_rates`: the name under which
     each test loader's metrics are logged ("test", then the extra test sets) and the model's rate."""
 
@@ -88,6 +90,7 @@ class SequenceDataModule(_lightning().LightningDataModule):
             ds,
             batch_size=self.config.batch_size,
             sampler=sampler,
+            collate_fn=collate,
             num_workers=self.config.num_workers,
             persistent_workers=self.config.num_workers > 0,
         )

@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..data.common import IGNORE_INDEX
-from ..models.sequence import ModelConfig, SequenceModel
+from ..data.common import IGNORE_INDEX, Batch
+from ..models.sequence import SequenceModel
 from ..optim import param_groups
 from ..utils import lengths_mask
 from .checks import NonFiniteLossError
 from .config import RunConfig
-from .data import DataInfo, _lightning
-
-L = _lightning()
+from .data import DataInfo
+from .pl import L
 
 
 class LitSequenceModel(L.LightningModule):
-    def __init__(self, config: dict, info: dict):
+    """The model of a run (`config.model`, with the sizes of the dataset described by `info`) with its
+    training, validation and test steps, which read `Batch` fields by name.
+
+    The checkpoint's hyperparameters hold the configuration and the data info as plain values
+    ("config": `RunConfig.to_dict()`, "info": the DataInfo fields); `from_hyperparameters` rebuilds
+    the module from them (`liquid-s4 eval`, --resume of runs without run.json)."""
+
+    def __init__(self, config: RunConfig, info: DataInfo):
         super().__init__()
-        self.save_hyperparameters()
-        self.run_config = RunConfig.from_dict(config)
-        self.info = DataInfo(**info)
-        m = self.run_config.model
-        i = self.info
-        per_step, pool = (i.extra or {}).get("pool") == "none", m.get("pool", "mean")
+        self.save_hyperparameters({"config": config.to_dict(), "info": dataclasses.asdict(info)})
+        self.run_config, self.info = config, info
+        per_step, pool = (info.extra or {}).get("pool") == "none", config.model.pool
         if per_step != (pool == "none"):
             want = (
                 "model.pool=none (one output per step)"
@@ -34,16 +39,20 @@ class LitSequenceModel(L.LightningModule):
                 else "model.pool=mean or last (one output per sequence)"
             )
             raise ValueError(
-                f"the dataset's targets are {'per step' if per_step else 'per sequence'}, but model.pool is {pool!r}; "
-                f"set {want}"
+                f"the dataset's targets are {'per step' if per_step else 'per sequence'}, "
+                f"but model.pool is {pool!r}; set {want}"
             )
-        self.model = SequenceModel(
-            ModelConfig(d_input=i.d_input, d_output=i.d_output, vocab_size=i.vocab_size, **m)
-        )
-        self.classification = self.info.task == "classification"
-        extra = self.info.extra or {}
+        self.model = SequenceModel(config.model.with_data_sizes(info.d_input, info.d_output, info.vocab_size))
+        self.classification = info.task == "classification"
+        extra = info.extra or {}
         self.target_std = float(extra["target_std"]) if extra.get("target_normalized") else None
         self._sums: dict[str, torch.Tensor] = {}  # evaluation sums of the current epoch, per split
+
+    @classmethod
+    def from_hyperparameters(cls, hparams: dict[str, Any]) -> LitSequenceModel:
+        """The module described by a checkpoint's hyperparameters (also those written by earlier
+        versions, whose model section holds only the entries that were set)."""
+        return cls(RunConfig.from_dict(hparams["config"]), DataInfo(**hparams["info"]))
 
     def forward(self, x, lengths=None, x2=None, lengths2=None, rate=None):
         return self.model(x, lengths=lengths, x2=x2, lengths2=lengths2, rate=rate)
@@ -77,14 +86,11 @@ class LitSequenceModel(L.LightningModule):
             metrics["rmse_orig"] = metrics["rmse"] * self.target_std
         return metrics
 
-    def _forward_metrics(self, batch, rate: float | None = None):
-        x, y, *rest = batch
-        lengths = rest[0] if rest else None
-        x2, lengths2 = (rest[1], rest[2]) if len(rest) == 3 else (None, None)
-        out = self(x, lengths, x2, lengths2, rate=rate)
-        return self._metrics(out, y, lengths)
+    def _forward_metrics(self, batch: Batch, rate: float | None = None):
+        out = self(batch.x, batch.lengths, batch.x2, batch.lengths2, rate=rate)
+        return self._metrics(out, batch.y, batch.lengths)
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: Batch, batch_idx):
         metrics, _ = self._forward_metrics(batch)
         self._stop_if_not_finite(metrics["loss"], batch_idx)
         for k, v in metrics.items():
@@ -94,7 +100,7 @@ class LitSequenceModel(L.LightningModule):
                 on_step=True,
                 on_epoch=True,
                 prog_bar=k in ("loss", "acc", "rmse"),
-                batch_size=batch[0].shape[0],
+                batch_size=batch.x.shape[0],
             )
         return metrics["loss"]
 
@@ -135,7 +141,7 @@ class LitSequenceModel(L.LightningModule):
     def on_validation_epoch_start(self):
         self._start_sums(["val"])
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Batch, batch_idx):
         self._accumulate("val", *self._forward_metrics(batch))
 
     def on_validation_epoch_end(self):
@@ -150,7 +156,7 @@ class LitSequenceModel(L.LightningModule):
     def on_test_epoch_start(self):
         self._start_sums(self._test_sets()[0])
 
-    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+    def test_step(self, batch: Batch, batch_idx, dataloader_idx: int = 0):
         names, rates = self._test_sets()
         name = names[dataloader_idx] if dataloader_idx < len(names) else "test"
         rate = rates[dataloader_idx] if dataloader_idx < len(rates) else 1.0
@@ -186,7 +192,7 @@ class LitSequenceModel(L.LightningModule):
 
     def _advice(self) -> str:
         c = self.run_config
-        lr = (c.model.get("layer_args") or {}).get("lr", "its default")
+        lr = c.model.layer_args.get("lr", "its default")
         now = max((g["lr"] for opt in self.trainer.optimizers for g in opt.param_groups), default=c.optim.lr)
         return (
             f"Last good checkpoint(s): {good_checkpoints(self.trainer)}. metrics.json was not written. The usual causes: a learning rate "

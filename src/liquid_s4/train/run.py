@@ -26,7 +26,8 @@ from .checkpoint import AtomicCheckpointIO, load_checkpoint, verify_checkpoint
 from .checks import check_run
 from .config import RunConfig
 from .data import build_datamodule
-from .module import L, LitSequenceModel
+from .module import LitSequenceModel
+from .pl import L
 from .rundir import (
     RUN_DIR_ENV,
     FlushLogs,
@@ -136,7 +137,7 @@ def _fit(config: RunConfig, out: str, dm, resume: bool, quiet: bool, callbacks: 
     t, info = config.trainer, dm.info
     ckpt_dir = os.path.join(out, "checkpoints")
     last = os.path.join(ckpt_dir, "last.ckpt")
-    lit = LitSequenceModel(config.to_dict(), info.__dict__)
+    lit = LitSequenceModel(config, info)
     if not quiet:
         print(dm.data.summary())
         m, n = lit.model.config, sum(p.numel() for p in lit.model.parameters())
@@ -287,7 +288,7 @@ def _load_for_eval(checkpoint: str) -> LitSequenceModel:
         raise ValueError(
             f"{checkpoint} is a checkpoint, but not one written by liquid-s4 train (it holds no run configuration)"
         )
-    lit = LitSequenceModel(hp["config"], hp["info"])
+    lit = LitSequenceModel.from_hyperparameters(hp)
     lit.load_state_dict(ckpt["state_dict"])
     return lit
 

@@ -26,9 +26,8 @@ from datetime import datetime
 from typing import Any
 
 from ..fileio import atomic_write_json, atomic_write_text
-from ..models.sequence import ModelConfig
 from .config import RunConfig, apply_overrides, load_config
-from .module import L
+from .pl import L
 
 RUN_RECORD = "run.json"
 RUN_FILES = (RUN_RECORD, "config.yaml", "checkpoints", "logs", "curves.png", "metrics.json", "model")
@@ -58,7 +57,7 @@ def absolute_paths(config: RunConfig) -> RunConfig:
     d = config.to_dict()
     if d["data"]["data_dir"]:
         d["data"]["data_dir"] = os.path.abspath(os.path.expanduser(str(d["data"]["data_dir"])))
-    return RunConfig.from_dict(d)
+    return RunConfig.from_dict(d)  # also validates a config built in code
 
 
 # ---- the run record -------------------------------------------------------------------------
@@ -139,10 +138,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _resolved(config: RunConfig) -> dict[str, Any]:
     """config as a flat dict, with the model's defaults filled in (an entry given explicitly with its
     default value is no difference)."""
-    d = config.to_dict()
-    model = ModelConfig(d_input=1, d_output=2, **d["model"]).__dict__
-    d["model"] = {k: v for k, v in model.items() if k not in ("d_input", "d_output", "vocab_size")}
-    return _flat(d)
+    return _flat(config.to_dict())
 
 
 def config_differences(stored: RunConfig, given: RunConfig) -> list[tuple[str, Any, Any]]:
