@@ -160,54 +160,24 @@ def _data_overrides(args) -> list[str]:
     return ["data.name=arrays", f"data.data_dir={args.data}"]
 
 
-def official_differences(data) -> list[tuple[str, int, int]]:
-    """(split, found, official) where a split's size differs from the official release. "train" counts
-    train + val when the release has no validation split (validation is then carved from train)."""
-    sizes, official, out = data.sizes(), data.official, []
-    for split, n in official.items():
-        if split == "all":
-            have = sizes["train"] + sizes["val"] + sizes["test"]
-        elif split == "train" and "val" not in official:
-            have = sizes["train"] + sizes["val"]
-        else:
-            have = sizes.get(split, 0)
-        if have != n:
-            out.append((split, have, n))
-    return out
-
-
 def _data(args) -> int:
-    """`data list`, or `data check`: build the dataset (parsing and caching every file) and report
-    split sizes and shapes against the official release, without training."""
-    from .data.registry import build_dataset, dataset_names
-    from .train.config import load_config
+    """`data list`, or `data check` (see `liquid_s4.data.check`)."""
+    from .data.registry import dataset_names
 
     if args.action == "list":
         print("\n".join(dataset_names()))
         return 0
     if not args.preset and not args.data:
         raise ValueError("data check needs a PRESET (see `liquid-s4 presets`) or --data PATH")
+    from .data.check import check_dataset
+    from .train.config import load_config
+
     overrides = (
         list(args.overrides)
         + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
         + _data_overrides(args)
     )
-    config = load_config(args.preset or "digits", overrides)
-    data = build_dataset(config.data)
-    print(f"dataset {config.data.name!r}" + (f" from {config.data.data_dir}" if config.data.data_dir else ""))
-    print(data.summary())
-    problems = []
-    for split, have, n in official_differences(data):
-        problems.append(f"{split}: {have} items, the official release has {n}")
-    for ds in [data.train, data.val, data.test] + [d for d, _ in data.extra_tests.values()]:
-        if ds is not None and len(ds):
-            ds[0], ds[len(ds) - 1]  # noqa: B018 - reads the first and last item of every split
-    if problems:
-        print(
-            "differs from the official release (fine for a subset, otherwise an incomplete copy):\n  "
-            + "\n  ".join(problems)
-        )
-    print("ok: every split was read" + ("" if not problems else " (with the differences above)"))
+    check_dataset(load_config(args.preset or "digits", overrides).data)
     return 0
 
 

@@ -185,7 +185,7 @@ def test_array_dataset_items_and_subsets():
 
 
 def test_summary_and_official_sizes():
-    from liquid_s4.cli import official_differences
+    from liquid_s4.data.check import official_differences
 
     ds = ArrayDataset(np.zeros((10, 5, 2), np.float32), np.zeros(10, np.int64))
     data = SequenceData(
@@ -222,3 +222,39 @@ def test_registry_lists_every_preset_dataset():
         build_dataset(types.SimpleNamespace(name="nope"))
     with pytest.raises(ValueError, match=r"unknown data.name 'nope'"):
         load_config(None, ["data.name=nope"])
+
+
+def test_collate_gives_batches_with_named_fields():
+    """Every item form becomes a Batch whose absent fields are None."""
+    from torch.utils.data import DataLoader
+
+    from liquid_s4.data.common import Batch, collate
+
+    x, y, n = np.zeros((4, 5, 2), np.float32), np.arange(4), np.array([5, 4, 3, 2])
+    forms = {
+        "fixed": ArrayDataset(x, y),
+        "padded": ArrayDataset(x, y, lengths=n),
+        "pairs": ArrayDataset(x, y, lengths=n, x2=x + 1, lengths2=n - 1),
+    }
+    for name, ds in forms.items():
+        batch = next(iter(DataLoader(ds, batch_size=3, collate_fn=collate)))
+        assert type(batch) is Batch, name
+        assert batch.x.shape == (3, 5, 2) and batch.y.tolist() == [0, 1, 2]
+        assert (batch.lengths is None) == (name == "fixed")
+        assert (batch.x2 is None) == (batch.lengths2 is None) == (name != "pairs")
+    assert batch.lengths.tolist() == [5, 4, 3] and batch.lengths2.tolist() == [4, 3, 2]
+    assert torch.equal(batch.x2, batch.x + 1)
+
+
+def test_token_dtype_is_the_smallest_that_holds_the_ids():
+    from liquid_s4.data.common import token_dtype
+
+    assert [token_dtype(v) for v in (2, 256, 257, 32768, 32769, 2**31 - 1, 2**31)] == [
+        np.uint8,
+        np.uint8,
+        np.int16,
+        np.int16,
+        np.int32,
+        np.int32,
+        np.int64,
+    ]
