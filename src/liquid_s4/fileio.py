@@ -1,10 +1,13 @@
 """Writing files without ever leaving a partial one: every file the library writes (checkpoints, saved
-models, configs, metrics, caches) goes through `atomic_write`."""
+models, configs, metrics) goes through `atomic_write`, and every folder written as a whole (the
+preprocessing cache entries) through `atomic_directory`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -43,3 +46,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """`atomic_write` of `obj` as indented JSON with a final newline."""
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, prefix: str = ".tmp-"):
+    """Yield a new temporary folder (named `prefix`...) next to `path` to fill; when the block ends
+    without an error, any existing `path` is removed and the folder renamed to `path`, so a reader
+    finds the whole folder or none. On an error the temporary folder is removed and the exception
+    propagates."""
+    path = os.fspath(path)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

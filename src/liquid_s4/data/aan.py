@@ -26,6 +26,7 @@ from .common import (
     SequenceData,
     cached,
     data_root,
+    int_option,
     missing,
     take_options,
     tokens,
@@ -104,10 +105,7 @@ def read_pairs(path: str, max_length: int) -> dict[str, np.ndarray]:
 def build_aan(spec) -> SequenceData:
     """LRA Retrieval (AAN). Items: (x1 int64 (max_length,), y int64 0/1, lengths1, x2, lengths2)."""
     opts = take_options(spec.options, {"max_length": 4000}, "aan")
-    max_length = opts["max_length"]
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
-        raise ValueError(f"aan option max_length must be an integer >= 1, got {max_length!r}")
-    max_length = int(max_length)
+    max_length = int_option(opts["max_length"], "aan option max_length")
     folder = lra_folder(spec.data_dir, FOLDER, list(SPLITS.values()))
     if folder is None:
         raise missing("LRA AAN retrieval folder", data_root(spec.data_dir, FOLDER), LAYOUT, SOURCE)

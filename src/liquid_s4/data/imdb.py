@@ -31,6 +31,7 @@ from .common import (
     SequenceData,
     cached,
     data_root,
+    int_option,
     missing,
     split_indices,
     take_options,
@@ -135,9 +136,7 @@ def build_imdb(spec) -> SequenceData:
     """LRA Text (IMDB, byte level). Items: x int64 (max_length,) byte tokens, y int64 (neg 0 / pos 1),
     lengths. Splits: train minus val_fraction of it (seed 0) / that validation part / official test."""
     opts = take_options(spec.options, {"max_length": 4096}, "imdb")
-    max_length = opts["max_length"]
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
-        raise ValueError(f"imdb option max_length must be an integer >= 1, got {max_length!r}")
+    max_length = int_option(opts["max_length"], "imdb option max_length")
     root = _imdb_folder(spec.data_dir)
     folders = [os.path.join(root, s, c) for s in SPLITS for c in CLASSES]
     for folder in folders:

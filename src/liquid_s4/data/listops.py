@@ -32,6 +32,7 @@ from .common import (
     SequenceData,
     cached,
     data_root,
+    int_option,
     missing,
     take_options,
     tokens,
@@ -147,12 +148,6 @@ def read_tsv(path: str, max_length: int) -> dict[str, np.ndarray]:
     return {"x": x, "y": np.asarray(labels, dtype=np.int64), "lengths": lengths}
 
 
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _datasets(arrays: dict[str, dict[str, np.ndarray]]) -> list[ArrayDataset]:
     return [ArrayDataset(a["x"], a["y"], lengths=a["lengths"], transform=tokens) for a in arrays.values()]
 
@@ -161,7 +156,7 @@ def build_listops(spec) -> SequenceData:
     """LRA ListOps from the official TSV files (official train/val/test splits; val_fraction and
     test_fraction are not used). Items: x int64 (max_length,) token ids, y int64 in 0..9, lengths."""
     opts = take_options(spec.options, {"max_length": 2048}, "listops")
-    max_length = _positive_int(opts["max_length"], "listops option max_length")
+    max_length = int_option(opts["max_length"], "listops option max_length")
     folder = lra_folder(spec.data_dir, FOLDER, list(SPLITS.values()))
     if folder is None:
         raise missing("LRA ListOps folder", data_root(spec.data_dir, FOLDER), LAYOUT, SOURCE)
@@ -302,7 +297,7 @@ def build_listops_generated(spec) -> SequenceData:
     splits never share an expression; x is padded to max_length with the official reader's vocabulary."""
     o = take_options(spec.options, GENERATED_DEFAULTS, "listops-generated")
     for k in ("n_val", "n_test", "seed"):
-        _positive_int(o[k], f"listops-generated option {k}", minimum=0)
+        int_option(o[k], f"listops-generated option {k}", low=0)
     for k, minimum in (
         ("n_train", 1),
         ("min_length", 1),
@@ -310,7 +305,7 @@ def build_listops_generated(spec) -> SequenceData:
         ("max_depth", 1),
         ("max_args", 2),
     ):
-        _positive_int(o[k], f"listops-generated option {k}", minimum)
+        int_option(o[k], f"listops-generated option {k}", minimum)
     sizes = [o["n_train"], o["n_val"], o["n_test"]]
     data = generate_listops(
         sum(sizes), o["seed"], o["min_length"], o["max_length"], o["max_depth"], o["max_args"]

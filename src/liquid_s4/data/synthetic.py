@@ -39,11 +39,19 @@ baseline with pool="last"; copying and delay reach ~100% accuracy with pool="non
 from __future__ import annotations
 
 import math
-from numbers import Integral
 
 import numpy as np
 
-from .common import IGNORE_INDEX, ArrayDataset, DataInfo, SequenceData, take_options, token_dtype, tokens
+from .common import (
+    IGNORE_INDEX,
+    ArrayDataset,
+    DataInfo,
+    SequenceData,
+    int_option,
+    take_options,
+    token_dtype,
+    tokens,
+)
 
 SPLITS = ("train", "val", "test")
 SIZES = {"n_train": 10000, "n_val": 1000, "n_test": 1000, "seed": 0}
@@ -54,11 +62,7 @@ DELAY = {"length": 200, "delay": 50, "alphabet": 8, **SIZES}
 
 def _int(options: dict, key: str, low: int, dataset: str, high: int | None = None) -> int:
     """options[key] as an int in [low, high], else a ValueError naming the option and the range."""
-    v = options[key]
-    if isinstance(v, bool) or not isinstance(v, Integral) or v < low or (high is not None and v > high):
-        expected = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "")
-        raise ValueError(f"data.options.{key} for dataset {dataset!r} must be {expected}, got {v!r}")
-    return int(v)
+    return int_option(options[key], f"data.options.{key} for dataset {dataset!r}", low, high)
 
 
 # ---- the generators ---------------------------------------------------------------------------

@@ -182,7 +182,7 @@ class RunConfig:
 def _check_devices(v: Any) -> None:
     """trainer.devices as Lightning takes it: "auto", a positive count, -1 (all), or device indices
     (a list such as [0, 1], or the text "0,1")."""
-    count = isinstance(v, int) and not isinstance(v, bool) and (v >= 1 or v == -1)
+    count = is_positive_int(v) or (isinstance(v, int) and v == -1)
     indices = (
         isinstance(v, list)
         and v
