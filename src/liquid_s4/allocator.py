@@ -2,9 +2,9 @@
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh mmap and returns
 it to the system on free, so each large temporary of a forward/backward pass is page-faulted in again
-on every call: at (B, H, N, L) = (2, 128, 64, 16384) that is about a third of an S4 layer's time. Keeping
-freed memory in the heap instead (as PyTorch's GPU caching allocator does) removes those faults. The
-cost: the process keeps its peak memory instead of giving it back between steps.
+on every call, which for long sequences is a large share of an S4 layer's time. Keeping freed memory
+in the heap instead (as PyTorch's GPU caching allocator does) removes those faults. The cost: the
+process keeps its peak memory instead of giving it back between steps.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ def tune_cpu_allocator() -> bool:
     """Make glibc's malloc serve large blocks from the heap and keep freed memory for reuse
     (mallopt M_MMAP_MAX = 0, and M_TRIM_THRESHOLD = -1: never trim the heap), for the whole process
     and from now on. A finite trim threshold (mallopt takes at most 2 GiB) is not enough: a training
-    step whose peak exceeds it gives the top of the heap back and faults it in again on the next step
-    (~50,000 faults per step of the 4-layer raw-audio model).
+    step whose peak exceeds it gives the top of the heap back and faults it in again on the next step.
 
     Like starting Python with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1099511627776 (1 TiB). Returns
     True when applied, False where it does not apply (not Linux/glibc). `liquid-s4 train` calls it

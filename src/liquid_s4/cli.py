@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue the run in --output-dir from its last checkpoint, with the "
-        "run's own configuration; other flags may only extend it (--max-epochs, --max-steps) or change how it "
+        "run's own configuration; other flags may only extend it (--max-epochs, --max-steps) or change how "
+        "it "
         "runs (--accelerator, --quiet, trainer.progress, trainer.log_every_n_steps, data.num_workers)",
     )
     t.add_argument("--devices", help="number of devices (trainer.devices)")

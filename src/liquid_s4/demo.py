@@ -103,7 +103,8 @@ def main(argv=None) -> None:
         f"test mse {(pred - y).square().mean().item():.4f}  (predicting zero: {y.square().mean().item():.4f})"
     )
     print(
-        f"streaming (step) vs convolution max |diff| {(streamed - pred[:64]).abs().max().item():.2e}, {rate:,.0f} sample-steps/s"
+        f"streaming (step) vs convolution max |diff| {(streamed - pred[:64]).abs().max().item():.2e}, "
+        f"{rate:,.0f} sample-steps/s"
     )
 
 

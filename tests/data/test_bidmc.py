@@ -12,7 +12,8 @@ from liquid_s4.data.bidmc import read_ts
 from liquid_s4.data.common import CACHE_DIR, DataError, split_indices
 from liquid_s4.data.registry import build_dataset
 
-HEADER = """#The goal of this dataset is to estimate {what} using PPG and ECG data. This dataset is part of the Monash,
+HEADER = """\
+#The goal of this dataset is to estimate {what} using PPG and ECG data. This dataset is part of the Monash,
 #UEA & UCR time series regression repository. http://tseregression.org/
 #The data comes from the BIDMC PPG and Respiration dataset https://physionet.org/content/bidmc/1.0.0/
 @problemName {name}
@@ -98,7 +99,10 @@ def test_read_ts_round_trip(tmp_path):
 
 def test_read_ts_header_variants(tmp_path):
     x, y = make_cases(3, dims=2, length=7)
-    header = "# comment\n@problemname Other\n@TIMESTAMPS false\n\n@Dimension 2\n@serieslength 7\n@TargetLabel True\n@DATA   \n# among cases"
+    header = (
+        "# comment\n@problemname Other\n@TIMESTAMPS false\n\n@Dimension 2\n@serieslength 7\n@TargetLabel "
+        "True\n@DATA   \n# among cases"
+    )
     write_ts(tmp_path / "a.ts", x, y, header=header, newline="\r\n")
     xs, ys = read_ts(str(tmp_path / "a.ts"))
     assert np.array_equal(xs, x.transpose(0, 2, 1).astype(np.float32)) and np.array_equal(
@@ -324,7 +328,8 @@ def test_bidmc_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
 def test_bidmc_errors(tmp_path):
     with pytest.raises(
         FileNotFoundError,
-        match="(?s)BIDMC data folder not found.*Expected layout:.*BIDMC32HR/BIDMC32HR_TRAIN.ts.*tseregression",
+        match="(?s)BIDMC data folder not found.*Expected layout:.*BIDMC32HR/BIDMC32HR_TRAIN.ts"
+        ".*tseregression",
     ):
         build_dataset(spec(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="BIDMC file BIDMC32HR/BIDMC32HR_TRAIN.ts not found"):

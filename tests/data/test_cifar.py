@@ -24,7 +24,8 @@ def dump_official(path, obj):
 
 
 def write_cifar(root, per_batch=6, n_test=4, meta=True, seed=0):
-    """cifar-10-batches-py/ under root with 5 training batches and a test batch; returns the arrays written."""
+    """cifar-10-batches-py/ under root with 5 training batches and a test batch; returns the arrays
+    written."""
     rng = np.random.default_rng(seed)
     folder = os.path.join(root, "cifar-10-batches-py")
     os.makedirs(folder, exist_ok=True)

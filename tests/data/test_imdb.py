@@ -32,7 +32,8 @@ def write_review(root, split, cls, id_, rating, text: bytes):
 
 def write_imdb(root, seed=0):
     """aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt plus the files the reader must ignore (unsup/,
-    .feat, urls, vocab). Returns {split: [(text, label)]} in the expected order: neg then pos, by numeric id."""
+    .feat, urls, vocab). Returns {split: [(text, label)]} in the expected order: neg then pos, by
+    numeric id."""
     rng = np.random.default_rng(seed)
     expected = {}
     for split, ids in (("train", [10, 2, 0, 7, 1]), ("test", [3, 11, 0])):

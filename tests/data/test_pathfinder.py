@@ -17,7 +17,8 @@ FOLDERS = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9", "ha
 
 def write_pathfinder(root, resolution=32, difficulty="hard", groups=(0, 2, 10), per_group=4, seed=0):
     """root/lra_release/lra_release/pathfinder<res>/<difficulty>/{imgs/<k>/sample_<i>.png, metadata/<k>.npy}.
-    Returns the folder and the images (n, res, res) uint8 and labels (n,) in metadata order (k numerically)."""
+    Returns the folder and the images (n, res, res) uint8 and labels (n,) in metadata order
+    (k numerically)."""
     rng = np.random.default_rng(seed + resolution)
     folder = os.path.join(root, "lra_release", "lra_release", f"pathfinder{resolution}", FOLDERS[difficulty])
     os.makedirs(os.path.join(folder, "metadata"), exist_ok=True)
@@ -208,7 +209,10 @@ def test_missing_image(tmp_path):
     os.remove(os.path.join(folder, "imgs", "1", "sample_2.png"))
     with pytest.raises(
         DataError,
-        match=r"imgs.1.sample_2\.png: image listed in the metadata is missing \(1 missing in all\); set data.options.skip",
+        match=(
+            r"imgs.1.sample_2\.png: image listed in the metadata is missing \(1 missing in all\); set "
+            r"data.options.skip"
+        ),
     ):
         pathfinder.build_pathfinder(spec(tmp_path))
     d = pathfinder.build_pathfinder(spec(tmp_path, skip_missing=True))
@@ -221,7 +225,10 @@ def test_missing_image(tmp_path):
 def test_missing_folders(tmp_path):
     with pytest.raises(
         FileNotFoundError,
-        match=r"LRA Pathfinder folder pathfinder32/ not found(.|\n)*curv_contour_length_14(.|\n)*lra_release\.gz",
+        match=(
+            r"LRA Pathfinder folder pathfinder32/ not "
+            r"found(.|\n)*curv_contour_length_14(.|\n)*lra_release\.gz"
+        ),
     ):
         pathfinder.build_pathfinder(spec(tmp_path / "nowhere"))
     folder, _, _ = write_pathfinder(tmp_path, groups=(0,))
@@ -250,7 +257,10 @@ def test_bad_metadata_line(tmp_path, line):
         f.write(line + "\n")
     with pytest.raises(
         DataError,
-        match=rf"metadata.5\.npy, line 5: expected '<image folder> <file name> <field> <label 0/1> ...', got '{line}'",
+        match=(
+            r"metadata.5\.npy, line 5: expected '<image folder> <file name> <field> <label 0/1> ...', got "
+            rf"'{line}'"
+        ),
     ):
         pathfinder.build_pathfinder(spec(tmp_path))
     with open(os.path.join(folder, "metadata", "5.npy"), "wb") as f:

@@ -1,4 +1,5 @@
-"""Speech Commands v0.02 reader on fixture folders written in the official layout (16-bit WAVs + split lists)."""
+"""Speech Commands v0.02 reader on fixture folders written in the official layout (16-bit WAVs +
+split lists)."""
 
 import os
 import types
@@ -23,8 +24,9 @@ def write_wav(path, samples, channels=1, width=2, rate=16000):
 
 
 def write_speech_commands(root, words=sc.SC35, per_word=3, lengths=(16000, 700, 50), seed=0):
-    """The official layout: one folder per word (file names like 0a7c2a8d_nohash_0.wav), the background-noise
-    folder, and the two split lists (which also name clips of every word). Returns {relative path: samples}."""
+    """The official layout: one folder per word (file names like 0a7c2a8d_nohash_0.wav), the
+    background-noise folder, and the two split lists (which also name clips of every word). Returns
+    {relative path: samples}."""
     rng = np.random.default_rng(seed)
     clips = {}
     for w, word in enumerate(words):
@@ -54,7 +56,8 @@ def spec(root, **options):
 
 
 def expected_split(clips, words, split):
-    """(samples, label) in the reader's order: label order, then sorted file names; split from the lists' rule above."""
+    """(samples, label) in the reader's order: label order, then sorted file names; split from the
+    lists' rule above."""
     suffix = {"train": "_nohash_0.wav", "val": "_nohash_1.wav", "test": "_nohash_2.wav"}[split]
     chosen = [rel for rel in clips if rel.split("/")[0] in words and rel.endswith(suffix)]
     return [

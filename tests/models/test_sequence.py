@@ -117,7 +117,8 @@ def test_masked_batch_norm_equals_norm_of_the_gathered_valid_positions(momentum)
 
 
 def test_norms_run_channels_first():
-    """Norm takes the blocks' (B, H, L) layout: the same as LayerNorm / BatchNorm1d over the channels of (B, L, H)."""
+    """Norm takes the blocks' (B, H, L) layout: the same as LayerNorm / BatchNorm1d over the channels
+    of (B, L, H)."""
     torch.manual_seed(0)
     x = torch.randn(2, 6, 9, dtype=torch.float64)
     ln = Norm("layer", 6).double()

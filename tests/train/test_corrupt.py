@@ -220,7 +220,8 @@ def test_full_disk_during_training_names_the_path_and_keeps_the_last_checkpoint(
     assert main(cli_args(tmp_path)) == 2
     err = capsys.readouterr().err
     assert re.search(
-        rf"could not write checkpoint {tmp_path / 'run' / 'checkpoints'}/(best|last).ckpt \(No space left on device\); "
+        rf"could not write checkpoint {tmp_path / 'run' / 'checkpoints'}/(best|last).ckpt \(No space left "
+        r"on device\); "
         r"the previous checkpoints there \(best.ckpt, last.ckpt\) are intact",
         err,
     )

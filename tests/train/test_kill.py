@@ -116,7 +116,8 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_result(tmp_path):
     run = tmp_path / "run"
     steps = lambda: torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]  # noqa: E731
     # (kill, last.ckpt's step afterwards): mid-epoch 1; the first last.ckpt half written (epoch 1's:
-    # the old one stays); epoch 1's written, epoch 2's killed before its rename; epoch 2's renamed, then killed
+    # the old one stays); epoch 1's written, epoch 2's killed before its rename; epoch 2's renamed, then
+    # killed
     for i, (kill, after) in enumerate(
         [("step:6", STEPS), ("write:1", STEPS), ("before:2", 2 * STEPS), ("after:1", 3 * STEPS)]
     ):

@@ -172,7 +172,10 @@ def test_nan_in_the_training_data_stops_at_its_batch(tmp_path, monkeypatch):
     )
     monkeypatch.setattr("liquid_s4.train.data.build_dataset", _fake_build(data))
     monkeypatch.setattr("liquid_s4.train.data.EpochSampler.__iter__", lambda self: iter(range(self.n)))
-    expected = r"the training loss is nan in epoch 0 at step 2 \(batch 1 of the epoch\).*Last good checkpoint\(s\): none \(no checkpoint"
+    expected = (
+        r"the training loss is nan in epoch 0 at step 2 \(batch 1 of the epoch\).*Last good "
+        r"checkpoint\(s\): none \(no checkpoint"
+    )
     with pytest.raises(NonFiniteLossError, match=expected):
         train(
             load_config(None, TINY + ["data.batch_size=4", "trainer.max_steps=-1"]),

@@ -5,7 +5,8 @@ import pytest
 
 from liquid_s4.train.config import load_config, preset_names
 
-# preset: d_model, layers, d_state, norm, prenorm, dropout, lr, wd, batch, epochs, ssm lr, dt_min, dt_max, bidir, pool/head, degree
+# preset: d_model, layers, d_state, norm, prenorm, dropout, lr, wd, batch, epochs, ssm lr, dt_min, dt_max,
+# bidir, pool/head, degree
 TABLE = {
     "lra-listops": (128, 9, 8, "batch", True, 0.01, 0.002, 0.03, 12, 40, 9e-4, 0.002, 0.2, False, "mean", 3),
     "lra-text": (128, 4, 8, "batch", True, 0.1, 0.003, 0.01, 8, 50, 9e-4, 0.002, 0.2, False, "mean", 2),

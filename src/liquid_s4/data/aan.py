@@ -89,7 +89,8 @@ def read_pairs(path: str, max_length: int) -> dict[str, np.ndarray]:
             fields = line.split(b"\t")
             if len(fields) != 5:
                 raise DataError(
-                    f"{path}, line {lineno}: expected 5 tab-separated columns (label, id1, id2, text1, text2), "
+                    f"{path}, line {lineno}: expected 5 tab-separated columns (label, id1, id2, text1, "
+                    "text2), "
                     f"found {len(fields)}"
                 )
             labels[n] = _label(fields[0], path, lineno)
@@ -125,7 +126,9 @@ def build_aan(spec) -> SequenceData:
         d_input=1,
         d_output=2,
         vocab_size=BYTE_VOCAB,
-        description=f"AAN (LRA Retrieval): byte-level document pairs up to {max_length} bytes each, 2 classes, "
-        f"{len(train)}/{len(val)}/{len(test)}",
+        description=(
+            f"AAN (LRA Retrieval): byte-level document pairs up to {max_length} bytes each, 2 classes, "
+            f"{len(train)}/{len(val)}/{len(test)}"
+        ),
     )
     return SequenceData(train, val, test, info, official=dict(OFFICIAL))

@@ -73,7 +73,8 @@ DEFAULTS = {
 TABLE_OPTIONS = ("label_column", "id_column", "time_column", "feature_columns")
 TABLES = (".csv", ".parquet", ".pq")
 SPLITS = ("train", "val", "test")
-FORMS = """    PATH.npz                            arrays x (n, L) or (n, L, C), y (n,) or (n, d), optional lengths (n,)
+FORMS = """\
+    PATH.npz                            arrays x (n, L) or (n, L, C), y (n,) or (n, d), optional lengths (n,)
     PATH/train.npz [val.npz] [test.npz]  the same arrays, one file per split
     PATH.csv or PATH.parquet            one row per sequence (label column + one column per step),
                                         or one row per step with data.options.id_column set"""
@@ -116,7 +117,8 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
             for k in ("x", "y"):
                 if k not in keys:
                     raise DataError(
-                        f"{path}: no array {k!r} (found {keys or 'no arrays'}); expected x (n, L) or (n, L, C), "
+                        f"{path}: no array {k!r} (found {keys or 'no arrays'}); expected x (n, L) or (n, L, "
+                        "C), "
                         "y (n,) or (n, d) and optionally lengths (n,)"
                     )
             return {k: f[k] for k in ("x", "y", "lengths") if k in keys}
@@ -150,7 +152,8 @@ def _label_column(df, path: str, o: dict) -> str:
         name = next((c for c in ("y", "label") if c in df.columns), None)
         if name is None:
             raise DataError(
-                f"{path}: no label column 'y' or 'label' (columns: {list(df.columns)}); set data.options.label_column"
+                f"{path}: no label column 'y' or 'label' (columns: {list(df.columns)}); set "
+                "data.options.label_column"
             )
     elif name not in df.columns:
         raise DataError(f"{path}: label_column {name!r} not found (columns: {list(df.columns)})")
@@ -193,7 +196,8 @@ def _read_wide(df, path: str, o: dict) -> dict[str, np.ndarray]:
         if ragged.any():
             row = int(np.flatnonzero(ragged)[0])
             raise DataError(
-                f"{path}: data row {row + 1} has an empty cell inside the sequence (only trailing cells may be empty)"
+                f"{path}: data row {row + 1} has an empty cell inside the sequence (only trailing cells may "
+                "be empty)"
             )
         if (lengths == 0).any():
             raise DataError(f"{path}: data row {int(np.flatnonzero(lengths == 0)[0]) + 1} has no values")
@@ -230,13 +234,15 @@ def _read_long(df, path: str, o: dict) -> dict[str, np.ndarray]:
     values = _numeric(df, features, path, "feature")  # (rows, C)
     if df[idc].isna().any():
         raise DataError(
-            f"{path}: missing id in column {idc!r} (data row {int(np.flatnonzero(df[idc].isna().to_numpy())[0]) + 1})"
+            f"{path}: missing id in column {idc!r} (data row "
+            f"{int(np.flatnonzero(df[idc].isna().to_numpy())[0]) + 1})"
         )
     codes, ids = pd.factorize(df[idc], sort=False)  # sequence number per row, in order of first appearance
     varying = df.groupby(codes, sort=False)[label].nunique()
     if (varying > 1).any():
         raise DataError(
-            f"{path}: the label {label!r} changes within id {_py(ids[int(varying.index[varying.to_numpy() > 1][0])])!r}; "
+            f"{path}: the label {label!r} changes within id "
+            f"{_py(ids[int(varying.index[varying.to_numpy() > 1][0])])!r}; "
             "it must be the same on every row of a sequence"
         )
     if tc is None:
@@ -251,7 +257,8 @@ def _read_long(df, path: str, o: dict) -> dict[str, np.ndarray]:
         same = (np.diff(codes[order]) == 0) & (t[order][1:] == t[order][:-1])
         if same.any():
             raise DataError(
-                f"{path}: id {_py(ids[codes[order][1:][same][0]])!r} has two rows at time {_py(t[order][1:][same][0])!r}"
+                f"{path}: id {_py(ids[codes[order][1:][same][0]])!r} has two rows at time "
+                f"{_py(t[order][1:][same][0])!r}"
             )
     codes, values = codes[order], values[order]
     counts = np.bincount(codes, minlength=len(ids))  # (n,) steps per sequence
@@ -278,7 +285,8 @@ def _read_source(path: str, o: dict) -> dict[str, dict[str, np.ndarray]]:
     saved_index = [c for c in df.columns if str(c).startswith("Unnamed: ")]
     if saved_index:
         raise DataError(
-            f"{path}: unnamed column(s) {saved_index}, probably a saved row index; write the table without it "
+            f"{path}: unnamed column(s) {saved_index}, probably a saved row index; write the table without "
+            "it "
             "(pandas: to_csv(..., index=False)) or give every column a name"
         )
     return {"all": _read_long(df, path, o) if o["id_column"] else _read_wide(df, path, o)}
@@ -339,8 +347,10 @@ def _check_label_kinds(parts: dict, task: str, where: str) -> None:
         return
     found = ", ".join(f"{s}.npz has {p['y'].dtype} ({kinds[s]})" for s, p in parts.items())
     raise DataError(
-        f"{where}: y has different types in different splits: {found}. Integer labels mean classification and "
-        "float labels regression; save y with the same dtype in every file (e.g. y.astype(np.int64) for class "
+        f"{where}: y has different types in different splits: {found}. Integer labels mean classification "
+        "and "
+        "float labels regression; save y with the same dtype in every file (e.g. y.astype(np.int64) for "
+        "class "
         "labels), or set data.options.task to classification or regression"
     )
 
@@ -382,7 +392,8 @@ def _targets(parts: dict, task: str, where: str) -> tuple[dict, np.ndarray | Non
         y = p["y"]
         if y.dtype.kind == "f" and (not np.isfinite(y).all() or (y != np.round(y)).any()):
             raise DataError(
-                f"{where} ({s}): classification needs integer labels, y has non-integer values (use task: regression?)"
+                f"{where} ({s}): classification needs integer labels, y has non-integer values (use task: "
+                "regression?)"
             )
         if len(y) and y.min() < 0:
             raise DataError(f"{where} ({s}): class labels must be >= 0, got {y.min()}")
@@ -391,7 +402,8 @@ def _targets(parts: dict, task: str, where: str) -> tuple[dict, np.ndarray | Non
 
 
 def _prepare(path: str, o: dict) -> dict[str, np.ndarray]:
-    """Read, check and convert the source; flat arrays `<part>_x`, `<part>_y`, `<part>_lengths`, `classes` for the cache."""
+    """Read, check and convert the source; flat arrays `<part>_x`, `<part>_y`, `<part>_lengths`,
+    `classes` for the cache."""
     raw = _read_source(path, o)
     parts = {s: _check_part(p, f"{path} ({s})" if s != "all" else path, o["tokens"]) for s, p in raw.items()}
     channels = {p["x"].shape[2] for p in parts.values()}
@@ -488,7 +500,8 @@ def _check_classes(arrays: dict, split: dict, path: str) -> None:
     train = labels("train")
     if len(train) < 2:
         raise DataError(
-            f"{path}: classification needs at least 2 classes, but every training label is {show(train)[0]!r}. "
+            f"{path}: classification needs at least 2 classes, but every training label is "
+            f"{show(train)[0]!r}. "
             "Add sequences of the other classes; or, if y is a numeric target, store it as floats or set "
             "data.options.task=regression"
         )
@@ -496,7 +509,8 @@ def _check_classes(arrays: dict, split: dict, path: str) -> None:
         unseen = np.setdiff1d(labels(s), train)
         if len(unseen):
             warnings.warn(
-                f"{path}: the {s} split has class(es) {show(unseen[:10])}{' ...' if len(unseen) > 10 else ''} that never "
+                f"{path}: the {s} split has class(es) "
+                f"{show(unseen[:10])}{' ...' if len(unseen) > 10 else ''} that never "
                 "occur in the training split; the model cannot learn them",
                 stacklevel=3,
             )
@@ -554,7 +568,9 @@ def _assemble(arrays: dict, spec, o: dict, path: str) -> SequenceData:
         d_output=d_output,
         task="classification" if classification else "regression",
         vocab_size=vocab,
-        description=f"arrays from {path}: n={n} sequences, {length}, {inputs}, {outputs}; train/val/test {sizes}",
+        description=(
+            f"arrays from {path}: n={n} sequences, {length}, {inputs}, {outputs}; train/val/test {sizes}"
+        ),
         extra=extra,
     )
     return SequenceData(datasets["train"], datasets["val"], datasets["test"], info)

@@ -20,7 +20,8 @@ target as the last `:`-separated field.
 Preprocessing: the TRAIN file is split into train/validation with `split_indices(n, val_fraction, 0,
 seed=0)` (the archive has no validation split); the TEST file is the test set. Inputs are standardized
 per channel and targets (option `normalize_target`, default true) standardized, both with the training
-split's statistics; `info.extra` records target_mean/target_std, so RMSE in original units = RMSE * target_std.
+split's statistics; `info.extra` records target_mean/target_std, so RMSE in original units
+= RMSE * target_std.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ TARGETS = {
 }
 DEFAULTS = {"target": "hr", "normalize_target": True}
 SOURCE = (
-    "Get BIDMC32HR.zip, BIDMC32RR.zip and BIDMC32SpO2.zip of the Monash time series extrinsic regression archive "
+    "Get BIDMC32HR.zip, BIDMC32RR.zip and BIDMC32SpO2.zip of the Monash time series extrinsic regression "
+    "archive "
     "(http://tseregression.org/, Zenodo record 3902651 and neighbours) and unzip them into that folder."
 )
 LAYOUT = "\n".join(f"    {f}/{f}_TRAIN.ts   {f}/{f}_TEST.ts" for f, _, _ in TARGETS.values())
@@ -101,7 +103,8 @@ def _values(path: str, lineno: int, dim: int, text: str, allow_missing: bool) ->
         if token == "?":
             if not allow_missing:
                 raise DataError(
-                    f"{path} line {lineno}, dimension {dim}, value {k + 1}: missing value '?' but @missing false"
+                    f"{path} line {lineno}, dimension {dim}, value {k + 1}: missing value '?' but @missing "
+                    "false"
                 )
             out[k] = np.nan
             continue
@@ -115,14 +118,16 @@ def _values(path: str, lineno: int, dim: int, text: str, allow_missing: bool) ->
 
 
 def _check_header(path: str, header: dict[str, tuple[str, int]]) -> tuple[int | None, int | None, bool]:
-    """(dimensions, series length, missing values allowed) from the header, rejecting what read_ts cannot read."""
+    """(dimensions, series length, missing values allowed) from the header, rejecting what read_ts
+    cannot read."""
     if _flag(path, header, "timestamps"):
         raise DataError(
             f"{path}: time-stamped series (@timeStamps true) are not supported; expected @timeStamps false"
         )
     if _flag(path, header, "classlabel"):
         raise DataError(
-            f"{path}: a classification file (@classLabel true); read_ts reads regression files (@targetLabel true)"
+            f"{path}: a classification file (@classLabel true); read_ts reads regression files "
+            "(@targetLabel true)"
         )
     if _flag(path, header, "targetlabel") is False:
         raise DataError(
@@ -164,14 +169,16 @@ def read_ts(path: str) -> tuple[np.ndarray, np.ndarray]:
             parts = line.split(":")
             if len(parts) < 2:
                 raise DataError(
-                    f"{path} line {lineno}: expected dimensions separated by ':' and a final ':target' field, "
+                    f"{path} line {lineno}: expected dimensions separated by ':' and a final ':target' "
+                    "field, "
                     f"found no ':' (malformed line)"
                 )
             if dims is None:
                 dims = len(parts) - 1  # no @dimensions header: the first case decides
             if len(parts) - 1 != dims:
                 raise DataError(
-                    f"{path} line {lineno}: {len(parts) - 1} dimension(s), expected {dims} (@dimensions or the first case)"
+                    f"{path} line {lineno}: {len(parts) - 1} dimension(s), expected {dims} (@dimensions or "
+                    "the first case)"
                 )
             try:
                 target = float(parts[-1])
@@ -179,7 +186,8 @@ def read_ts(path: str) -> tuple[np.ndarray, np.ndarray]:
                 target = None
             if target is None or np.isnan(target):
                 raise DataError(
-                    f"{path} line {lineno}: the target (last ':' field) {parts[-1].strip()!r} is missing or not a number"
+                    f"{path} line {lineno}: the target (last ':' field) {parts[-1].strip()!r} is missing or "
+                    "not a number"
                 )
             case = [_values(path, lineno, d + 1, text, allow_missing) for d, text in enumerate(parts[:-1])]
             if length is None:
@@ -218,7 +226,8 @@ def _find(root: str, folder: str) -> tuple[str, str]:
                     )
             return train, test
     raise FileNotFoundError(
-        f"BIDMC file {folder}/{folder}_TRAIN.ts not found in {root!r} (nor {folder}_TRAIN.ts directly in it). "
+        f"BIDMC file {folder}/{folder}_TRAIN.ts not found in {root!r} (nor {folder}_TRAIN.ts directly in "
+        "it). "
         f"Expected layout:\n{LAYOUT}\n{SOURCE}"
     )
 
@@ -229,12 +238,14 @@ def _parse(train_path: str, test_path: str) -> dict[str, np.ndarray]:
         x, y = read_ts(path)
         if not np.isfinite(x).all():
             raise DataError(
-                f"{path}: missing or non-finite values in the series; the BIDMC files have none (corrupt copy?)"
+                f"{path}: missing or non-finite values in the series; the BIDMC files have none (corrupt "
+                "copy?)"
             )
         out[f"{split}_x"], out[f"{split}_y"] = x, y
     if out["train_x"].shape[1:] != out["test_x"].shape[1:]:
         raise DataError(
-            f"{test_path}: series of shape {out['test_x'].shape[1:]} (length, channels), but the TRAIN file has "
+            f"{test_path}: series of shape {out['test_x'].shape[1:]} (length, channels), but the TRAIN file "
+            "has "
             f"{out['train_x'].shape[1:]}"
         )
     return out
@@ -270,7 +281,8 @@ def build_bidmc(spec) -> SequenceData:
     test = ArrayDataset(a["test_x"], a["test_y"][:, None], transform=norm, target_transform=target_norm)
     steps, channels = a["train_x"].shape[1:]
     description = (
-        f"{folder} ({what}, {units}): {steps}-step series, {channels} channels, {len(tr)}/{len(va)}/{len(test)}; "
+        f"{folder} ({what}, {units}): {steps}-step series, {channels} channels, "
+        f"{len(tr)}/{len(va)}/{len(test)}; "
         + (
             f"targets standardized (mean {y_mean:.4g}, std {y_std:.4g}): RMSE in {units} = RMSE x {y_std:.4g}"
             if opts["normalize_target"]

@@ -45,7 +45,10 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
-SOURCE = "It is the python version of CIFAR-10: https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract it)."
+SOURCE = (
+    "It is the python version of CIFAR-10: https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract "
+    "it)."
+)
 LAYOUT = (
     f"    {FOLDER}/\n        {' '.join(TRAIN_FILES)}\n        {TEST_FILE}\n        {META_FILE} (optional)"
 )
@@ -115,7 +118,8 @@ def read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     ):
         shape = getattr(data, "shape", None)
         raise DataError(
-            f"{path}: b'data' is {type(data).__name__} {shape} {getattr(data, 'dtype', '')}, expected (n, 3072) uint8"
+            f"{path}: b'data' is {type(data).__name__} {shape} {getattr(data, 'dtype', '')}, expected (n, "
+            "3072) uint8"
         )
     try:
         labels = np.asarray(_get(d, "labels"), dtype=np.int64)

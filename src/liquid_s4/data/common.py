@@ -251,7 +251,10 @@ class SequenceData:
         """Shapes, classes and split sizes, printed before training and by `liquid-s4 data check`."""
         i = self.info
         first = self.train[0]
-        shapes = f"x {tuple(first[0].shape)} {str(first[0].dtype).replace('torch.', '')}, y {tuple(first[1].shape)}"
+        shapes = (
+            f"x {tuple(first[0].shape)} {str(first[0].dtype).replace('torch.', '')}, y "
+            f"{tuple(first[1].shape)}"
+        )
         if len(first) > 2:
             shapes += " (padded; lengths kept)"
         if len(first) > 3:

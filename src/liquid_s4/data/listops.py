@@ -104,7 +104,8 @@ def encode(source: str, where: str = "") -> np.ndarray:
         return np.fromiter(map(VOCAB.__getitem__, words), dtype=np.uint8, count=len(words))
     except KeyError as e:
         raise DataError(
-            f"{where}: unknown ListOps token {e.args[0]!r} (expected digits 0-9, {', '.join(OPERATORS)} or ']')"
+            f"{where}: unknown ListOps token {e.args[0]!r} (expected digits 0-9, {', '.join(OPERATORS)} or "
+            "']')"
         ) from None
 
 
@@ -125,7 +126,8 @@ def read_tsv(path: str, max_length: int) -> dict[str, np.ndarray]:
         header = f.readline().rstrip("\r\n").split("\t")
         if header != HEADER:
             raise DataError(
-                f"{path}, line 1: expected the header 'Source<TAB>Target', found {'<TAB>'.join(header)[:80]!r}"
+                f"{path}, line 1: expected the header 'Source<TAB>Target', found "
+                f"{'<TAB>'.join(header)[:80]!r}"
             )
         for lineno, line in enumerate(f, start=2):
             line = line.rstrip("\r\n")
@@ -134,7 +136,8 @@ def read_tsv(path: str, max_length: int) -> dict[str, np.ndarray]:
             fields = line.split("\t")
             if len(fields) != 2:
                 raise DataError(
-                    f"{path}, line {lineno}: expected 2 tab-separated fields (Source, Target), found {len(fields)}"
+                    f"{path}, line {lineno}: expected 2 tab-separated fields (Source, Target), found "
+                    f"{len(fields)}"
                 )
             source, target = fields
             target = target.strip()
@@ -251,7 +254,8 @@ def generate_listops(
     if not 1 <= min_length <= max_length or max_depth < 1 or max_args < 2:
         raise ValueError(
             f"generate_listops: need 1 <= min_length <= max_length, max_depth >= 1, max_args >= 2; "
-            f"got min_length={min_length}, max_length={max_length}, max_depth={max_depth}, max_args={max_args}"
+            f"got min_length={min_length}, max_length={max_length}, max_depth={max_depth}, "
+            f"max_args={max_args}"
         )
     max_tries = 1000 * n + 100_000 if max_tries is None else max_tries
     out, seen = [], set()
@@ -271,7 +275,8 @@ def generate_listops(
             out.append((text, value))
     if len(out) < n:
         raise ValueError(
-            f"generate_listops: only {len(out)} of {n} distinct expressions with length in [{min_length}, {max_length}] "
+            f"generate_listops: only {len(out)} of {n} distinct expressions with length in [{min_length}, "
+            f"{max_length}] "
             f"after {max_tries} draws; widen the length window or raise max_depth/max_args"
         )
     return out
@@ -292,7 +297,7 @@ GENERATED_DEFAULTS = {
 def build_listops_generated(spec) -> SequenceData:
     """ListOps generated in memory with `generate_listops` (no files; val_fraction/test_fraction unused).
     Options: n_train/n_val/n_test (default 2000/500/500), min_length/max_length (default 50/500 tokens,
-    a few seconds to generate; the LRA release used 500/2000), max_depth/max_args (10/10, as LRA) and
+    quick to generate; the LRA release used 500/2000), max_depth/max_args (10/10, as LRA) and
     seed. One stream of distinct expressions is drawn and split in order (train, val, test), so the
     splits never share an expression; x is padded to max_length with the official reader's vocabulary."""
     o = take_options(spec.options, GENERATED_DEFAULTS, "listops-generated")
@@ -322,7 +327,9 @@ def build_listops_generated(spec) -> SequenceData:
         d_output=10,
         vocab_size=VOCAB_SIZE,
         extra={"vocab": dict(VOCAB)},
-        description=f"ListOps (generated, seed {o['seed']}): {o['min_length']}-{o['max_length']} tokens, 10 classes, "
-        f"{sizes[0]}/{sizes[1]}/{sizes[2]}",
+        description=(
+            f"ListOps (generated, seed {o['seed']}): {o['min_length']}-{o['max_length']} tokens, "
+            f"10 classes, {sizes[0]}/{sizes[1]}/{sizes[2]}"
+        ),
     )
     return SequenceData(sets[0], sets[1] if sizes[1] else None, sets[2] if sizes[2] else None, info)

@@ -57,7 +57,8 @@ def read_idx(path: str) -> np.ndarray:
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(
-            f"{path}: expected {expected} data bytes for shape {tuple(dims)}, found {len(raw) - header} (truncated or corrupt)"
+            f"{path}: expected {expected} data bytes for shape {tuple(dims)}, found {len(raw) - header} "
+            "(truncated or corrupt)"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
@@ -79,7 +80,8 @@ def load_mnist(root: str) -> dict[str, torch.Tensor]:
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(
-                f"MNIST {split}: images {x.shape} and labels {y.shape} do not match (expected (n, 28, 28) and (n,))"
+                f"MNIST {split}: images {x.shape} and labels {y.shape} do not match (expected (n, 28, 28) "
+                "and (n,))"
             )
         out[f"{split}_x"] = torch.from_numpy(x.copy())
         out[f"{split}_y"] = torch.from_numpy(y.astype(np.int64))

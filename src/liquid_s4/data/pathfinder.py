@@ -10,7 +10,8 @@ archive's `lra_release/lra_release/` nesting, or data_dir pointing at one pathfi
         curv_contour_length_14/     "hard" (the LRA task)
             imgs/0/sample_0.png ... grayscale PNGs, resolution x resolution
             metadata/0.npy ...      despite the extension, text: one line per image,
-                                    "<image folder> <file name> <field> <label 0/1> ..." e.g. "imgs/0 sample_0.png 0 1 ..."
+                                    "<image folder> <file name> <field> <label 0/1> ..."
+                                    e.g. "imgs/0 sample_0.png 0 1 ..."
 
 Samples are taken in the order of the metadata files (sorted numerically: 0, 1, ..., 10, ...) and of
 their lines. A missing image is an error unless `skip_missing: true` (then it is left out and counted
@@ -45,7 +46,10 @@ from .common import (
     take_options,
 )
 
-SOURCE = "It is part of the Long Range Arena release: https://storage.googleapis.com/long-range-arena/lra_release.gz (extract it)."
+SOURCE = (
+    "It is part of the Long Range Arena release: "
+    "https://storage.googleapis.com/long-range-arena/lra_release.gz (extract it)."
+)
 LAYOUT = """    pathfinder32/   (or pathfinder64/, pathfinder128/, pathfinder256/)
         curv_baseline/ | curv_contour_length_9/ | curv_contour_length_14/
             imgs/<k>/sample_<i>.png
@@ -69,7 +73,8 @@ def find_pathfinder(data_dir: str | None, resolution: int) -> str:
     given = re.fullmatch(r"pathfinder(\d+)", os.path.basename(os.path.normpath(root)))
     if given and int(given.group(1)) != resolution:
         raise ValueError(
-            f"data_dir {root!r} holds Pathfinder at resolution {given.group(1)}, but resolution {resolution} was asked for"
+            f"data_dir {root!r} holds Pathfinder at resolution {given.group(1)}, but resolution "
+            f"{resolution} was asked for"
         )
     if given or any(os.path.isdir(os.path.join(root, d)) for d in DIFFICULTIES.values()):
         if os.path.isdir(root):
@@ -106,7 +111,8 @@ def read_metadata(folder: str, files: list[str]) -> tuple[list[str], np.ndarray]
                 continue
             if len(fields) < 4 or fields[3] not in ("0", "1"):
                 raise DataError(
-                    f"{path}, line {number}: expected '<image folder> <file name> <field> <label 0/1> ...', got {line!r}"
+                    f"{path}, line {number}: expected '<image folder> <file name> <field> <label 0/1> ...', "
+                    f"got {line!r}"
                 )
             paths.append(os.path.join(folder, fields[0], fields[1]))
             labels.append(int(fields[3]))
@@ -224,7 +230,8 @@ def _build(spec, resolution: int, difficulty: str, skip_missing: bool, title: st
 
 
 def build_pathfinder(spec) -> SequenceData:
-    """LRA Pathfinder; options resolution (32, 64, 128, 256), difficulty (easy, intermediate, hard), skip_missing."""
+    """LRA Pathfinder; options resolution (32, 64, 128, 256), difficulty (easy, intermediate, hard),
+    skip_missing."""
     opts = take_options(spec.options, DEFAULTS, "pathfinder")
     resolution = choose(opts["resolution"], RESOLUTIONS, "data.options.resolution")
     title = f"Pathfinder-{resolution} ({opts['difficulty']})"
@@ -232,7 +239,8 @@ def build_pathfinder(spec) -> SequenceData:
 
 
 def build_pathx(spec) -> SequenceData:
-    """LRA Path-X: Pathfinder at resolution 128 (16384 steps); options difficulty (default hard), skip_missing."""
+    """LRA Path-X: Pathfinder at resolution 128 (16384 steps); options difficulty (default hard),
+    skip_missing."""
     opts = take_options(spec.options, PATHX_DEFAULTS, "pathx")
     title = f"Path-X (Pathfinder-128, {opts['difficulty']})"
     return _build(spec, PATHX_RESOLUTION, opts["difficulty"], opts["skip_missing"], title)

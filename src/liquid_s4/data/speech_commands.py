@@ -48,7 +48,8 @@ CLIP_LENGTH = 16000  # 1 s at 16 kHz; shorter clips are zero-padded to this leng
 SC10 = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SC35 = tuple(
     sorted(
-        "backward bed bird cat dog down eight five follow forward four go happy house learn left marvin nine no off on "
+        "backward bed bird cat dog down eight five follow forward four go happy house learn left marvin "
+        "nine no off on "
         "one right seven sheila six stop three tree two up visual wow yes zero".split()
     )
 )
@@ -56,7 +57,8 @@ LISTS = {"val": "validation_list.txt", "test": "testing_list.txt"}
 SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 DEFAULTS = {"classes": 10, "test_rate": 8000}
 SOURCE = (
-    "Get the official archive https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz "
+    "Get the official archive "
+    "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz "
     "and extract it (tar xzf) into that folder."
 )
 LAYOUT = """    validation_list.txt   testing_list.txt
@@ -81,7 +83,8 @@ def read_wav(path: str) -> np.ndarray:
         raise DataError(f"{path}: cannot read as a WAV file ({e}); it may be truncated or corrupt") from e
     if len(raw) != 2 * n:
         raise DataError(
-            f"{path}: the header announces {n} samples but the file holds {len(raw) // 2} (truncated or corrupt)"
+            f"{path}: the header announces {n} samples but the file holds {len(raw) // 2} (truncated or "
+            "corrupt)"
         )
     return np.frombuffer(raw, dtype="<i2").astype(np.int16)
 
@@ -106,7 +109,8 @@ def _read_list(path: str) -> list[str]:
             parts = entry.split("/")
             if len(parts) != 2 or not parts[0] or not parts[1]:
                 raise DataError(
-                    f"{path} line {lineno}: expected a relative path like 'right/bb05582b_nohash_0.wav', got {entry!r}"
+                    f"{path} line {lineno}: expected a relative path like 'right/bb05582b_nohash_0.wav', "
+                    f"got {entry!r}"
                 )
             out.append(entry)
     return out
@@ -160,7 +164,8 @@ def _test_rate(value) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < SAMPLE_RATE:
         raise ValueError(
-            f"data.options.test_rate must be null or a sampling rate in Hz below {SAMPLE_RATE} (e.g. 8000), got {value!r}"
+            f"data.options.test_rate must be null or a sampling rate in Hz below {SAMPLE_RATE} (e.g. 8000), "
+            f"got {value!r}"
         )
     return value
 
@@ -199,7 +204,10 @@ def build_speech_commands(spec) -> SequenceData:
         a["audio"][..., None], a["labels"], transform=norm, target_transform=tokens
     )  # x (n, 16000, 1) int16
     name = "SC10" if classes == 10 else "35 classes"
-    description = f"Speech Commands v0.02 ({name}): raw 16 kHz audio, 16000 steps, 1 channel, {len(tr)}/{len(va)}/{len(te)}"
+    description = (
+        f"Speech Commands v0.02 ({name}): raw 16 kHz audio, 16000 steps, 1 channel, "
+        f"{len(tr)}/{len(va)}/{len(te)}"
+    )
     official = dict(OFFICIAL_35) if classes == 35 else {}  # SC10 subset sizes: not published with the release
     extra_tests = {}
     if test_rate is not None:

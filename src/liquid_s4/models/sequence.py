@@ -253,16 +253,19 @@ class SequenceModel(nn.Module):
         if c.vocab_size:
             if x.dim() != 2 or x.is_floating_point() or x.is_complex():
                 raise ValueError(
-                    f"SequenceModel: token inputs must be an integer tensor (B, L), got {x.dtype} {tuple(x.shape)}"
+                    f"SequenceModel: token inputs must be an integer tensor (B, L), got {x.dtype} "
+                    f"{tuple(x.shape)}"
                 )
             if x.numel() and (int(x.min()) < 0 or int(x.max()) >= c.vocab_size):
                 raise ValueError(
-                    f"SequenceModel: token ids must lie in [0, {c.vocab_size}), got [{int(x.min())}, {int(x.max())}]"
+                    f"SequenceModel: token ids must lie in [0, {c.vocab_size}), got [{int(x.min())}, "
+                    f"{int(x.max())}]"
                 )
             return x
         if not x.is_floating_point():
             raise TypeError(
-                f"SequenceModel: expected float inputs (B, L, {c.d_input}), got {x.dtype}; for tokens set vocab_size"
+                f"SequenceModel: expected float inputs (B, L, {c.d_input}), got {x.dtype}; for tokens set "
+                "vocab_size"
             )
         if x.dim() == 2 and c.d_input == 1:
             x = x[..., None]
@@ -290,7 +293,8 @@ class SequenceModel(nn.Module):
             lengths = torch.as_tensor(lengths, device=h.device)
             if lengths.shape != (B,) or lengths.is_floating_point():
                 raise ValueError(
-                    f"SequenceModel: lengths must be an integer tensor of shape ({B},), got {tuple(lengths.shape)}"
+                    f"SequenceModel: lengths must be an integer tensor of shape ({B},), got "
+                    f"{tuple(lengths.shape)}"
                 )
             mask = lengths_mask(lengths, L)  # (B, L)
             h = h * mask[:, None]
@@ -314,8 +318,9 @@ class SequenceModel(nn.Module):
             if lengths is None
             else torch.as_tensor(lengths, device=h.device)
         )
-        if self.config.pool == "mean":  # a product with ones, not sum(2): its backward is a contiguous
-            # (B, H, L) gradient instead of an expanded one, which the final norm's backward reads 3-4x slower
+        if self.config.pool == "mean":
+            # a product with ones, not sum(2): its backward is a contiguous (B, H, L) gradient instead
+            # of an expanded one, which the final norm's backward reads much more slowly
             return (h @ h.new_ones(L)) / n.clamp(min=1)[:, None].to(h.dtype)
         return h[torch.arange(B, device=h.device), :, (n - 1).clamp(min=0)]  # last valid step
 

@@ -117,7 +117,10 @@ def _advice(path: str) -> str:
         )
         other, found = intact[0][0], f"Intact: {', '.join(described)}."
         if os.path.basename(path) == "last.ckpt":
-            return f"{found} To continue from there, copy it over last.ckpt (cp {other} {path}) and --resume, or start a new run."
+            return (
+                f"{found} To continue from there, copy it over last.ckpt (cp {other} {path}) and --resume, "
+                "or start a new run."
+            )
         return f"{found} Use that one instead (e.g. liquid-s4 eval {other})."
     if damaged:
         return (
@@ -182,5 +185,6 @@ def _write_error(path: str, e: OSError) -> CheckpointWriteError:
         state, then = "no earlier checkpoint was written there", "start the run again"
     return CheckpointWriteError(
         e.errno,
-        f"could not write checkpoint {path} ({e.strerror or e}); {state}. Free disk space or make {directory} writable, then {then}",
+        f"could not write checkpoint {path} ({e.strerror or e}); {state}. Free disk space or make "
+        f"{directory} writable, then {then}",
     )

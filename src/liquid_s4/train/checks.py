@@ -42,7 +42,8 @@ def check_model(config: RunConfig) -> None:
     unknown = sorted(set(mc.layer_args) - set(layer_keys(cls)))
     if unknown:
         raise ValueError(
-            f"unknown model.layer_args {unknown} for layer {mc.layer!r} ({cls.__name__}); valid keys: {layer_keys(cls)}"
+            f"unknown model.layer_args {unknown} for layer {mc.layer!r} ({cls.__name__}); valid keys: "
+            f"{layer_keys(cls)}"
         )
     try:
         ResidualBlock(mc)
@@ -80,7 +81,8 @@ def check_devices(config: RunConfig) -> None:
             else "no GPU is visible to it"
         )
         raise ValueError(
-            f"--accelerator {acc}: torch {torch.__version__} finds no CUDA GPU (torch.cuda.is_available() is False; {build}). "
+            f"--accelerator {acc}: torch {torch.__version__} finds no CUDA GPU (torch.cuda.is_available() "
+            f"is False; {build}). "
             "Use --accelerator cpu (or auto), or run on a machine with a GPU and a CUDA build of torch"
         )
     if acc == "mps" and not torch.backends.mps.is_available():
@@ -108,7 +110,8 @@ def check_devices(config: RunConfig) -> None:
     )
     if any(i >= n for i in wanted):
         raise ValueError(
-            f"trainer.devices={devices!r} needs more GPUs than the {n} visible here (GPU indices 0..{n - 1}); "
+            f"trainer.devices={devices!r} needs more GPUs than the {n} visible here (GPU indices "
+            f"0..{n - 1}); "
             "pass --devices with at most that many"
         )
 
@@ -123,7 +126,8 @@ def check_writable(out: str) -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise ValueError(
-            f"cannot write the run's files to {out}: {existing} is a file, not a folder; choose another --output-dir"
+            f"cannot write the run's files to {out}: {existing} is a file, not a folder; choose another "
+            "--output-dir"
         )
     folders = [existing] + [
         os.path.join(target, d) for d in ("checkpoints", "logs") if os.path.isdir(os.path.join(target, d))

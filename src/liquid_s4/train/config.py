@@ -137,7 +137,8 @@ class RunConfig:
             raise ValueError(f"unknown trainer.precision {t.precision!r}; expected one of {PRECISIONS}")
         if o.lr <= 0 or o.weight_decay < 0 or o.warmup_steps < 0:
             raise ValueError(
-                f"need optim.lr > 0, weight_decay >= 0, warmup_steps >= 0; got {o.lr}, {o.weight_decay}, {o.warmup_steps}"
+                f"need optim.lr > 0, weight_decay >= 0, warmup_steps >= 0; got {o.lr}, {o.weight_decay}, "
+                f"{o.warmup_steps}"
             )
         from ..data.registry import dataset_names
 
@@ -171,11 +172,13 @@ class RunConfig:
             )
         if str(t.accelerator) not in ACCELERATORS:
             raise ValueError(
-                f"unknown trainer.accelerator (--accelerator) {t.accelerator!r}; expected one of {ACCELERATORS}"
+                f"unknown trainer.accelerator (--accelerator) {t.accelerator!r}; expected one of "
+                f"{ACCELERATORS}"
             )
         if t.grad_clip < 0 or t.log_every_n_steps < 1:
             raise ValueError(
-                f"need trainer.grad_clip >= 0 and trainer.log_every_n_steps >= 1; got {t.grad_clip}, {t.log_every_n_steps}"
+                f"need trainer.grad_clip >= 0 and trainer.log_every_n_steps >= 1; got {t.grad_clip}, "
+                f"{t.log_every_n_steps}"
             )
 
 
@@ -191,7 +194,8 @@ def _check_devices(v: Any) -> None:
     text = isinstance(v, str) and (v == "auto" or re.fullmatch(r"\d+(,\d+)*,?", v.strip()) is not None)
     if not (count or indices or text):
         raise ValueError(
-            f"trainer.devices (--devices) must be a positive number of devices (e.g. --devices 2), -1 for all, 'auto', "
+            "trainer.devices (--devices) must be a positive number of devices (e.g. --devices 2), -1 for "
+            "all, 'auto', "
             f"or a list of device indices such as [0, 1]; got {v!r}"
         )
 
@@ -236,7 +240,8 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
     d = load_yaml(preset_text(name), source) or {}
     if not isinstance(d, dict):
         raise ValueError(
-            f"{source}: a config is a mapping of sections (data:, model:, optim:, trainer:), got {type(d).__name__} {d!r}"
+            f"{source}: a config is a mapping of sections (data:, model:, optim:, trainer:), got "
+            f"{type(d).__name__} {d!r}"
         )
     return RunConfig.from_dict(apply_overrides(d, overrides))
 
@@ -260,8 +265,8 @@ def _yaml_error(source: str, e) -> str:
     context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
     also = f" ({context} started at line {cmark.line + 1})" if context and cmark is not None else ""
     return (
-        f"{source} is not valid YAML{where}: {problem}{also}. Fix it (YAML: `key: value`, lists `[a, b]`, mappings `{{k: v}}`)"
-        + (_pointer(mark) if mark is not None else "")
+        f"{source} is not valid YAML{where}: {problem}{also}. Fix it (YAML: `key: value`, lists `[a, b]`, "
+        f"mappings `{{k: v}}`)" + (_pointer(mark) if mark is not None else "")
     )
 
 

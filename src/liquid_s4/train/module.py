@@ -177,7 +177,8 @@ class LitSequenceModel(L.LightningModule):
             return
         value = f"{loss.item()}" if not finite else "not finite in another process"
         raise NonFiniteLossError(
-            f"training stopped: the training loss is {value} in epoch {self.current_epoch} at step {self.global_step + 1} "
+            f"training stopped: the training loss is {value} in epoch {self.current_epoch} at step "
+            f"{self.global_step + 1} "
             f"(batch {batch_idx} of the epoch); that step's update was not applied. {self._advice()}"
         )
 
@@ -186,8 +187,10 @@ class LitSequenceModel(L.LightningModule):
         if loss is None or bool(torch.isfinite(loss)):
             return
         raise NonFiniteLossError(
-            f"training stopped: the validation loss is {loss.item()} after epoch {self.current_epoch} (step {self.global_step}): "
-            f"the model's outputs on the validation set are not finite, and no checkpoint of this epoch was written. {self._advice()}"
+            f"training stopped: the validation loss is {loss.item()} after epoch {self.current_epoch} (step "
+            f"{self.global_step}): "
+            "the model's outputs on the validation set are not finite, and no checkpoint of this epoch was "
+            f"written. {self._advice()}"
         )
 
     def _advice(self) -> str:
@@ -195,9 +198,12 @@ class LitSequenceModel(L.LightningModule):
         lr = c.model.layer_args.get("lr", "its default")
         now = max((g["lr"] for opt in self.trainer.optimizers for g in opt.param_groups), default=c.optim.lr)
         return (
-            f"Last good checkpoint(s): {good_checkpoints(self.trainer)}. metrics.json was not written. The usual causes: a learning rate "
-            f"too high (optim.lr={c.optim.lr}, model.layer_args.lr={lr}; the largest learning rate was {now:.3g} at that point), no "
-            f"gradient clipping (trainer.grad_clip={c.trainer.grad_clip}), or NaN/inf values in the data (`liquid-s4 data check`). "
+            f"Last good checkpoint(s): {good_checkpoints(self.trainer)}. metrics.json was not written. The "
+            "usual causes: a learning rate "
+            f"too high (optim.lr={c.optim.lr}, model.layer_args.lr={lr}; the largest learning rate was "
+            f"{now:.3g} at that point), no "
+            f"gradient clipping (trainer.grad_clip={c.trainer.grad_clip}), or NaN/inf values in the data "
+            "(`liquid-s4 data check`). "
             "Change them and start a new run"
         )
 

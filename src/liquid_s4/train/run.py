@@ -279,14 +279,16 @@ def _load_for_eval(checkpoint: str) -> LitSequenceModel:
     with open(checkpoint, "rb") as f:
         if f.read(4) != b"PK\x03\x04":  # torch.save's zip format
             raise ValueError(
-                f"{checkpoint} is not a training checkpoint (not in the format torch.save writes; if it was one, it is damaged). "
+                f"{checkpoint} is not a training checkpoint (not in the format torch.save writes; if it was "
+                "one, it is damaged). "
                 "Pass a .ckpt file written by liquid-s4 train, e.g. RUN/checkpoints/best.ckpt"
             )
     ckpt = load_checkpoint(checkpoint)
     hp = ckpt.get("hyper_parameters") or {}
     if "config" not in hp or "info" not in hp:
         raise ValueError(
-            f"{checkpoint} is a checkpoint, but not one written by liquid-s4 train (it holds no run configuration)"
+            f"{checkpoint} is a checkpoint, but not one written by liquid-s4 train (it holds no run "
+            "configuration)"
         )
     lit = LitSequenceModel.from_hyperparameters(hp)
     lit.load_state_dict(ckpt["state_dict"])
@@ -300,8 +302,10 @@ def _stored_data_dir(config: RunConfig, checkpoint: str) -> str | None:
     if stored and not os.path.isabs(stored) and not os.path.exists(stored):
         flag = "--data PATH" if config.data.name == "arrays" else "--data-dir DIR"
         raise FileNotFoundError(
-            f"the run of {checkpoint} read its data from {stored!r}, a path relative to the folder it was started from, and there "
-            f"is no {stored!r} in {os.getcwd()}: run eval from that folder, or pass the data: liquid-s4 eval {checkpoint} {flag}"
+            f"the run of {checkpoint} read its data from {stored!r}, a path relative to the folder it was "
+            "started from, and there "
+            f"is no {stored!r} in {os.getcwd()}: run eval from that folder, or pass the data: liquid-s4 "
+            f"eval {checkpoint} {flag}"
         )
     return stored
 

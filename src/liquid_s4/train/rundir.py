@@ -47,7 +47,8 @@ RUN_DIR_ENV = "LIQUID_S4_RUN_DIR"  # the folder rank 0 chose, for the processes 
 
 
 def process_rank() -> int:
-    """This process's rank in a multi-process run (0 when alone), as Lightning reads it from the environment."""
+    """This process's rank in a multi-process run (0 when alone), as Lightning reads it from the
+    environment."""
     return int(getattr(L.pytorch.utilities.rank_zero_only, "rank", 0) or 0)
 
 
@@ -142,7 +143,8 @@ def _resolved(config: RunConfig) -> dict[str, Any]:
 
 
 def config_differences(stored: RunConfig, given: RunConfig) -> list[tuple[str, Any, Any]]:
-    """(key, stored value, given value) for every setting that differs; "<unset>" where one side lacks the key."""
+    """(key, stored value, given value) for every setting that differs; "<unset>" where one side
+    lacks the key."""
     a, b = _resolved(stored), _resolved(given)
     unset = "<unset>"
     return [
@@ -162,14 +164,16 @@ def check_resume(out: str, given: RunConfig) -> RunConfig:
         lines = "\n".join(f"  {k}: {a!r} (stored) vs {b!r} (given)" for k, a, b in conflicts)
         raise ValueError(
             f"--resume: these settings differ from the run in {out}:\n{lines}\n"
-            f"A resumed run keeps its own configuration: leave them out (`liquid-s4 train --resume --output-dir {out}` "
+            "A resumed run keeps its own configuration: leave them out (`liquid-s4 train --resume "
+            f"--output-dir {out}` "
             f"continues the run as it was) or start a new run. --resume may change only: "
             f"{', '.join(RESUMABLE_KEYS)}."
         )
     finished = (read_record(out) or {}).get("finished")
     if finished and not _trains_further(given.trainer, finished):
         raise ValueError(
-            f"--resume: the run in {out} already finished ({finished['epochs']} epochs, {finished['global_step']} steps; "
+            f"--resume: the run in {out} already finished ({finished['epochs']} epochs, "
+            f"{finished['global_step']} steps; "
             f"trainer.max_epochs={given.trainer.max_epochs}, trainer.max_steps={given.trainer.max_steps}); "
             "to train it longer pass a larger --max-epochs (or --max-steps). Nothing was changed."
         )
@@ -218,18 +222,28 @@ def check_new_output_dir(out: str) -> None:
         return
     last = os.path.join(out, "checkpoints", "last.ckpt")
     if os.path.isfile(last):
-        msg = f"{out} already holds a run ({last}); pass --resume to continue it (liquid-s4 train --resume --output-dir {out})"
+        msg = (
+            f"{out} already holds a run ({last}); pass --resume to continue it (liquid-s4 train --resume "
+            f"--output-dir {out})"
+        )
     elif os.path.isfile(os.path.join(out, "metrics.json")) and (
         RUN_RECORD in found or "checkpoints" in found
     ):
         msg = (
-            f"{out} holds a finished run whose checkpoints/last.ckpt is gone; its files (metrics.json, model/, best.ckpt) "
+            f"{out} holds a finished run whose checkpoints/last.ckpt is gone; its files (metrics.json, "
+            "model/, best.ckpt) "
             "were left as they are"
         )
     elif RUN_RECORD in found:
-        msg = f"{out} holds a run that stopped before its first checkpoint; remove that folder (rm -r {out}) if you no longer need it"
+        msg = (
+            f"{out} holds a run that stopped before its first checkpoint; remove that folder (rm -r {out}) "
+            "if you no longer need it"
+        )
     else:
-        msg = f"{out} already holds {', '.join(found)}, which a run would overwrite (a run writes {', '.join(RUN_FILES)})"
+        msg = (
+            f"{out} already holds {', '.join(found)}, which a run would overwrite (a run writes "
+            f"{', '.join(RUN_FILES)})"
+        )
     raise FileExistsError(f"{msg}. Nothing was written; choose another --output-dir (e.g. a new folder)")
 
 
