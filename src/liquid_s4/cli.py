@@ -54,8 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run in --output-dir from its last checkpoint, with the "
         "run's own configuration; other flags may only extend it (--max-epochs, --max-steps) or change how "
-        "it "
-        "runs (--accelerator, --quiet, trainer.progress, trainer.log_every_n_steps, data.num_workers)",
+        "it runs (--accelerator, --quiet, trainer.progress, trainer.log_every_n_steps, data.num_workers)",
     )
     t.add_argument("--devices", help="number of devices (trainer.devices)")
     t.add_argument("--num-nodes", type=int, help="trainer.num_nodes")

@@ -25,13 +25,9 @@ def test_only_train_pl_imports_lightning():
 def test_importing_the_library_does_not_import_lightning():
     code = (
         "import sys, liquid_s4, liquid_s4.data.check, liquid_s4.data.registry, liquid_s4.train.config, "
-        "liquid_s4.train.checks, liquid_s4.cli\n"
-        "from liquid_s4.cli import main\n"
-        "assert main(['data', 'check', 'digits']) == 0\n"
-        "assert main(['presets']) == 0\n"
-        "assert 'lightning' not in sys.modules, 'lightning was imported'\n"
-        "import liquid_s4.train.module\n"
-        "assert 'lightning' in sys.modules\n"
+        "liquid_s4.train.checks, liquid_s4.cli\nfrom liquid_s4.cli import main\nassert main(['data', "
+        "'check', 'digits']) == 0\nassert main(['presets']) == 0\nassert 'lightning' not in sys.modules, "
+        "'lightning was imported'\nimport liquid_s4.train.module\nassert 'lightning' in sys.modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -90,8 +90,7 @@ def read_pairs(path: str, max_length: int) -> dict[str, np.ndarray]:
             if len(fields) != 5:
                 raise DataError(
                     f"{path}, line {lineno}: expected 5 tab-separated columns (label, id1, id2, text1, "
-                    "text2), "
-                    f"found {len(fields)}"
+                    f"text2), found {len(fields)}"
                 )
             labels[n] = _label(fields[0], path, lineno)
             rows1.set(n, fields[3])

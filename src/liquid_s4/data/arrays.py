@@ -118,8 +118,7 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
                 if k not in keys:
                     raise DataError(
                         f"{path}: no array {k!r} (found {keys or 'no arrays'}); expected x (n, L) or (n, L, "
-                        "C), "
-                        "y (n,) or (n, d) and optionally lengths (n,)"
+                        "C), y (n,) or (n, d) and optionally lengths (n,)"
                     )
             return {k: f[k] for k in ("x", "y", "lengths") if k in keys}
     except DataError:
@@ -184,8 +183,8 @@ def _read_wide(df, path: str, o: dict) -> dict[str, np.ndarray]:
     bad = [c for c in steps if df[c].dtype.kind not in "biuf"]
     if bad:
         raise DataError(
-            f"{path}: wide format (one row per sequence) needs numeric step columns; not numeric: {bad}. "
-            "For one row per time step set data.options.id_column"
+            f"{path}: wide format (one row per sequence) needs numeric step columns; not numeric: {bad}. For "
+            "one row per time step set data.options.id_column"
         )
     x = df[steps].to_numpy()  # (n, L)
     out = {"x": x, "y": _labels(df[label])}
@@ -242,8 +241,8 @@ def _read_long(df, path: str, o: dict) -> dict[str, np.ndarray]:
     if (varying > 1).any():
         raise DataError(
             f"{path}: the label {label!r} changes within id "
-            f"{_py(ids[int(varying.index[varying.to_numpy() > 1][0])])!r}; "
-            "it must be the same on every row of a sequence"
+            f"{_py(ids[int(varying.index[varying.to_numpy() > 1][0])])!r}; it must be the same on every row "
+            "of a sequence"
         )
     if tc is None:
         order = np.argsort(codes, kind="stable")
@@ -286,8 +285,7 @@ def _read_source(path: str, o: dict) -> dict[str, dict[str, np.ndarray]]:
     if saved_index:
         raise DataError(
             f"{path}: unnamed column(s) {saved_index}, probably a saved row index; write the table without "
-            "it "
-            "(pandas: to_csv(..., index=False)) or give every column a name"
+            "it (pandas: to_csv(..., index=False)) or give every column a name"
         )
     return {"all": _read_long(df, path, o) if o["id_column"] else _read_wide(df, path, o)}
 
@@ -348,10 +346,8 @@ def _check_label_kinds(parts: dict, task: str, where: str) -> None:
     found = ", ".join(f"{s}.npz has {p['y'].dtype} ({kinds[s]})" for s, p in parts.items())
     raise DataError(
         f"{where}: y has different types in different splits: {found}. Integer labels mean classification "
-        "and "
-        "float labels regression; save y with the same dtype in every file (e.g. y.astype(np.int64) for "
-        "class "
-        "labels), or set data.options.task to classification or regression"
+        "and float labels regression; save y with the same dtype in every file (e.g. y.astype(np.int64) for "
+        "class labels), or set data.options.task to classification or regression"
     )
 
 
@@ -501,17 +497,16 @@ def _check_classes(arrays: dict, split: dict, path: str) -> None:
     if len(train) < 2:
         raise DataError(
             f"{path}: classification needs at least 2 classes, but every training label is "
-            f"{show(train)[0]!r}. "
-            "Add sequences of the other classes; or, if y is a numeric target, store it as floats or set "
-            "data.options.task=regression"
+            f"{show(train)[0]!r}. Add sequences of the other classes; or, if y is a numeric target, store it "
+            "as floats or set data.options.task=regression"
         )
     for s in ("val", "test"):
         unseen = np.setdiff1d(labels(s), train)
         if len(unseen):
             warnings.warn(
                 f"{path}: the {s} split has class(es) "
-                f"{show(unseen[:10])}{' ...' if len(unseen) > 10 else ''} that never "
-                "occur in the training split; the model cannot learn them",
+                f"{show(unseen[:10])}{' ...' if len(unseen) > 10 else ''} that never occur in the training "
+                "split; the model cannot learn them",
                 stacklevel=3,
             )
 

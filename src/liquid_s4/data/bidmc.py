@@ -52,8 +52,8 @@ TARGETS = {
 DEFAULTS = {"target": "hr", "normalize_target": True}
 SOURCE = (
     "Get BIDMC32HR.zip, BIDMC32RR.zip and BIDMC32SpO2.zip of the Monash time series extrinsic regression "
-    "archive "
-    "(http://tseregression.org/, Zenodo record 3902651 and neighbours) and unzip them into that folder."
+    "archive (http://tseregression.org/, Zenodo record 3902651 and neighbours) and unzip them into that "
+    "folder."
 )
 LAYOUT = "\n".join(f"    {f}/{f}_TRAIN.ts   {f}/{f}_TEST.ts" for f, _, _ in TARGETS.values())
 OFFICIAL = {
@@ -126,8 +126,8 @@ def _check_header(path: str, header: dict[str, tuple[str, int]]) -> tuple[int | 
         )
     if _flag(path, header, "classlabel"):
         raise DataError(
-            f"{path}: a classification file (@classLabel true); read_ts reads regression files "
-            "(@targetLabel true)"
+            f"{path}: a classification file (@classLabel true); read_ts reads regression files (@targetLabel "
+            "true)"
         )
     if _flag(path, header, "targetlabel") is False:
         raise DataError(
@@ -170,8 +170,7 @@ def read_ts(path: str) -> tuple[np.ndarray, np.ndarray]:
             if len(parts) < 2:
                 raise DataError(
                     f"{path} line {lineno}: expected dimensions separated by ':' and a final ':target' "
-                    "field, "
-                    f"found no ':' (malformed line)"
+                    "field, found no ':' (malformed line)"
                 )
             if dims is None:
                 dims = len(parts) - 1  # no @dimensions header: the first case decides
@@ -196,7 +195,7 @@ def read_ts(path: str) -> tuple[np.ndarray, np.ndarray]:
                 if len(series) != length:
                     raise DataError(
                         f"{path} line {lineno}, dimension {d + 1}: {len(series)} values, expected {length} "
-                        f"(@seriesLength or the first case; read_ts needs equal-length series)"
+                        "(@seriesLength or the first case; read_ts needs equal-length series)"
                     )
             cases.append(np.stack(case).astype(np.float32))  # (C, L)
             targets.append(target)
@@ -227,8 +226,7 @@ def _find(root: str, folder: str) -> tuple[str, str]:
             return train, test
     raise FileNotFoundError(
         f"BIDMC file {folder}/{folder}_TRAIN.ts not found in {root!r} (nor {folder}_TRAIN.ts directly in "
-        "it). "
-        f"Expected layout:\n{LAYOUT}\n{SOURCE}"
+        f"it). Expected layout:\n{LAYOUT}\n{SOURCE}"
     )
 
 
@@ -245,8 +243,7 @@ def _parse(train_path: str, test_path: str) -> dict[str, np.ndarray]:
     if out["train_x"].shape[1:] != out["test_x"].shape[1:]:
         raise DataError(
             f"{test_path}: series of shape {out['test_x'].shape[1:]} (length, channels), but the TRAIN file "
-            "has "
-            f"{out['train_x'].shape[1:]}"
+            f"has {out['train_x'].shape[1:]}"
         )
     return out
 

@@ -50,8 +50,8 @@ def data_root(data_dir: str | None, name: str) -> str:
 def missing(what: str, path: str, layout: str, source: str) -> FileNotFoundError:
     """The error for a dataset that is not where it is expected: the expected layout and where to get it."""
     return FileNotFoundError(
-        f"{what} not found at {path!r}. Expected layout:\n{layout}\n{source}\n"
-        f"Pass the folder with --data-dir (data.data_dir), or set ${ENV_VAR} to a folder holding it."
+        f"{what} not found at {path!r}. Expected layout:\n{layout}\n{source}\nPass the folder with "
+        f"--data-dir (data.data_dir), or set ${ENV_VAR} to a folder holding it."
     )
 
 

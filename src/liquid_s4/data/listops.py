@@ -253,9 +253,8 @@ def generate_listops(
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     if not 1 <= min_length <= max_length or max_depth < 1 or max_args < 2:
         raise ValueError(
-            f"generate_listops: need 1 <= min_length <= max_length, max_depth >= 1, max_args >= 2; "
-            f"got min_length={min_length}, max_length={max_length}, max_depth={max_depth}, "
-            f"max_args={max_args}"
+            "generate_listops: need 1 <= min_length <= max_length, max_depth >= 1, max_args >= 2; got "
+            f"min_length={min_length}, max_length={max_length}, max_depth={max_depth}, max_args={max_args}"
         )
     max_tries = 1000 * n + 100_000 if max_tries is None else max_tries
     out, seen = [], set()
@@ -276,8 +275,7 @@ def generate_listops(
     if len(out) < n:
         raise ValueError(
             f"generate_listops: only {len(out)} of {n} distinct expressions with length in [{min_length}, "
-            f"{max_length}] "
-            f"after {max_tries} draws; widen the length window or raise max_depth/max_args"
+            f"{max_length}] after {max_tries} draws; widen the length window or raise max_depth/max_args"
         )
     return out
 
@@ -328,8 +326,8 @@ def build_listops_generated(spec) -> SequenceData:
         vocab_size=VOCAB_SIZE,
         extra={"vocab": dict(VOCAB)},
         description=(
-            f"ListOps (generated, seed {o['seed']}): {o['min_length']}-{o['max_length']} tokens, "
-            f"10 classes, {sizes[0]}/{sizes[1]}/{sizes[2]}"
+            f"ListOps (generated, seed {o['seed']}): {o['min_length']}-{o['max_length']} tokens, 10 classes, "
+            f"{sizes[0]}/{sizes[1]}/{sizes[2]}"
         ),
     )
     return SequenceData(sets[0], sets[1] if sizes[1] else None, sets[2] if sizes[2] else None, info)

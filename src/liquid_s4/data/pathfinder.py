@@ -73,8 +73,8 @@ def find_pathfinder(data_dir: str | None, resolution: int) -> str:
     given = re.fullmatch(r"pathfinder(\d+)", os.path.basename(os.path.normpath(root)))
     if given and int(given.group(1)) != resolution:
         raise ValueError(
-            f"data_dir {root!r} holds Pathfinder at resolution {given.group(1)}, but resolution "
-            f"{resolution} was asked for"
+            f"data_dir {root!r} holds Pathfinder at resolution {given.group(1)}, but resolution {resolution} "
+            "was asked for"
         )
     if given or any(os.path.isdir(os.path.join(root, d)) for d in DIFFICULTIES.values()):
         if os.path.isdir(root):
@@ -167,8 +167,8 @@ def load_pathfinder(
         first = paths[int(np.argmin(present))]
         if not skip_missing:
             raise DataError(
-                f"{first}: image listed in the metadata is missing ({(~present).sum()} missing in all); "
-                "set data.options.skip_missing=true to leave missing images out"
+                f"{first}: image listed in the metadata is missing ({(~present).sum()} missing in all); set "
+                "data.options.skip_missing=true to leave missing images out"
             )
         paths = [p for p, ok in zip(paths, present) if ok]
         labels = labels[present]

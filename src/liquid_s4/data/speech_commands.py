@@ -48,8 +48,8 @@ CLIP_LENGTH = 16000  # 1 s at 16 kHz; shorter clips are zero-padded to this leng
 SC10 = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SC35 = tuple(
     sorted(
-        "backward bed bird cat dog down eight five follow forward four go happy house learn left marvin "
-        "nine no off on "
+        "backward bed bird cat dog down eight five follow forward four go happy house learn left marvin nine "
+        "no off on "
         "one right seven sheila six stop three tree two up visual wow yes zero".split()
     )
 )
@@ -58,8 +58,8 @@ SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 DEFAULTS = {"classes": 10, "test_rate": 8000}
 SOURCE = (
     "Get the official archive "
-    "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz "
-    "and extract it (tar xzf) into that folder."
+    "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz and extract it "
+    "(tar xzf) into that folder."
 )
 LAYOUT = """    validation_list.txt   testing_list.txt
     backward/*.wav  bed/*.wav  ...  zero/*.wav   (35 word folders of 16 kHz mono 16-bit WAVs)
@@ -109,8 +109,8 @@ def _read_list(path: str) -> list[str]:
             parts = entry.split("/")
             if len(parts) != 2 or not parts[0] or not parts[1]:
                 raise DataError(
-                    f"{path} line {lineno}: expected a relative path like 'right/bb05582b_nohash_0.wav', "
-                    f"got {entry!r}"
+                    f"{path} line {lineno}: expected a relative path like 'right/bb05582b_nohash_0.wav', got "
+                    f"{entry!r}"
                 )
             out.append(entry)
     return out

@@ -165,8 +165,8 @@ def build_copying(spec) -> SequenceData:
         task="classification",
         vocab_size=alphabet + 2,
         description=(
-            f"Copying: {length} symbols (alphabet {alphabet}) recalled after a {gap}-step delay, "
-            f"{L}-step token sequences, {_counts(sizes, o['seed'])}"
+            f"Copying: {length} symbols (alphabet {alphabet}) recalled after a {gap}-step delay, {L}-step "
+            f"token sequences, {_counts(sizes, o['seed'])}"
         ),
         extra={"pool": "none", "sequence_length": L, "chance_loss": math.log(alphabet)},
     )
@@ -184,8 +184,8 @@ def build_adding(spec) -> SequenceData:
         d_output=1,
         task="regression",
         description=(
-            f"Adding problem: {length}-step sequences of (value, marker), target the sum of the 2 "
-            f"marked values, {_counts(sizes, o['seed'])}"
+            f"Adding problem: {length}-step sequences of (value, marker), target the sum of the 2 marked "
+            f"values, {_counts(sizes, o['seed'])}"
         ),
         extra={"pool": "mean", "sequence_length": length, "baseline_mse": 1 / 6},
     )
@@ -210,8 +210,8 @@ def build_delay(spec) -> SequenceData:
         task="classification",
         vocab_size=alphabet + 1,
         description=(
-            f"Delay: output the token seen {gap} steps earlier, {length}-step token sequences "
-            f"(alphabet {alphabet}), {_counts(sizes, o['seed'])}"
+            f"Delay: output the token seen {gap} steps earlier, {length}-step token sequences (alphabet "
+            f"{alphabet}), {_counts(sizes, o['seed'])}"
         ),
         extra={"pool": "none", "sequence_length": length, "chance_loss": math.log(alphabet)},
     )

@@ -112,8 +112,8 @@ class ModelConfig:
         unset = [name for name in ("d_input", "d_output") if getattr(self, name) is None]
         if unset:
             raise ValueError(
-                f"ModelConfig: {' and '.join(unset)} not set; in a run's configuration they come from "
-                "the dataset: build the model from config.with_data_sizes(d_input, d_output, vocab_size)"
+                f"ModelConfig: {' and '.join(unset)} not set; in a run's configuration they come from the "
+                "dataset: build the model from config.with_data_sizes(d_input, d_output, vocab_size)"
             )
 
     @classmethod
@@ -156,8 +156,8 @@ def masked_batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor) -
     n = mask.sum()
     if int(n) <= 1:
         raise ValueError(
-            f"BatchNorm needs more than 1 valid position per channel when training, got {int(n)}; "
-            "train with longer or more sequences per batch, or call model.eval()"
+            f"BatchNorm needs more than 1 valid position per channel when training, got {int(n)}; train with "
+            "longer or more sequences per batch, or call model.eval()"
         )
     mean = (x * m).sum((0, 2)) / n  # (H,)
     xc = (x - mean[:, None]) * m
@@ -421,8 +421,8 @@ class SequenceModel(nn.Module):
             raise ValueError(f"{cfg_path} is not a liquid_s4 model config ({e})") from e
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(
-                f"{cfg_path} has format version {meta['format_version']}; "
-                f"this liquid_s4 reads <= {FORMAT_VERSION}: upgrade liquid_s4"
+                f"{cfg_path} has format version {meta['format_version']}; this liquid_s4 reads <= "
+                f"{FORMAT_VERSION}: upgrade liquid_s4"
             )
         try:
             weights = load_file(w_path, device="cpu")
@@ -462,8 +462,8 @@ class SequenceModel(nn.Module):
                 f"shape mismatch {shapes[:8]}" if shapes else "",
             ]
             raise ValueError(
-                f"{source} does not fit this model config ({'; '.join(p for p in parts if p)}). "
-                "Build the model with the config the checkpoint was saved with (from_pretrained does this)."
+                f"{source} does not fit this model config ({'; '.join(p for p in parts if p)}). Build the "
+                "model with the config the checkpoint was saved with (from_pretrained does this)."
             )
         self.load_state_dict(weights)
 
@@ -499,8 +499,8 @@ def _check_sums(
     if "config_sha256" in sums and sums["config_sha256"] != config_sha256(model_cfg):
         raise ValueError(
             f"{cfg_path} does not match the model config saved with the weights in {w_path} (the file was "
-            "changed or damaged after saving); restore it, or save the model again. To change settings "
-            "such as dropout when loading, pass them to from_pretrained(directory, key=value) instead"
+            "changed or damaged after saving); restore it, or save the model again. To change settings such "
+            "as dropout when loading, pass them to from_pretrained(directory, key=value) instead"
         )
 
 

@@ -81,9 +81,9 @@ def check_devices(config: RunConfig) -> None:
             else "no GPU is visible to it"
         )
         raise ValueError(
-            f"--accelerator {acc}: torch {torch.__version__} finds no CUDA GPU (torch.cuda.is_available() "
-            f"is False; {build}). "
-            "Use --accelerator cpu (or auto), or run on a machine with a GPU and a CUDA build of torch"
+            f"--accelerator {acc}: torch {torch.__version__} finds no CUDA GPU (torch.cuda.is_available() is "
+            f"False; {build}). Use --accelerator cpu (or auto), or run on a machine with a GPU and a CUDA "
+            "build of torch"
         )
     if acc == "mps" and not torch.backends.mps.is_available():
         raise ValueError(
@@ -96,8 +96,8 @@ def check_devices(config: RunConfig) -> None:
     if not on_gpu:
         if indices is not None:
             raise ValueError(
-                f"trainer.devices={devices!r} selects GPUs by index, but training runs on the CPU; "
-                "pass a number of processes instead (e.g. --devices 2), or --accelerator gpu on a GPU machine"
+                f"trainer.devices={devices!r} selects GPUs by index, but training runs on the CPU; pass a "
+                "number of processes instead (e.g. --devices 2), or --accelerator gpu on a GPU machine"
             )
         return
     n = torch.cuda.device_count()
@@ -111,8 +111,7 @@ def check_devices(config: RunConfig) -> None:
     if any(i >= n for i in wanted):
         raise ValueError(
             f"trainer.devices={devices!r} needs more GPUs than the {n} visible here (GPU indices "
-            f"0..{n - 1}); "
-            "pass --devices with at most that many"
+            f"0..{n - 1}); pass --devices with at most that many"
         )
 
 

@@ -122,8 +122,8 @@ class RunConfig:
         bad = sorted(set(model) - set(valid_model))
         if bad:
             raise ValueError(
-                f"unknown keys {[f'model.{k}' for k in bad]}; valid keys in model: {valid_model} "
-                "(d_input, d_output and vocab_size come from the data)"
+                f"unknown keys {[f'model.{k}' for k in bad]}; valid keys in model: {valid_model} (d_input, "
+                "d_output and vocab_size come from the data)"
             )
         cfg = cls(model=run_model_config(**model), **kwargs)
         cfg.validate()
@@ -195,8 +195,7 @@ def _check_devices(v: Any) -> None:
     if not (count or indices or text):
         raise ValueError(
             "trainer.devices (--devices) must be a positive number of devices (e.g. --devices 2), -1 for "
-            "all, 'auto', "
-            f"or a list of device indices such as [0, 1]; got {v!r}"
+            f"all, 'auto', or a list of device indices such as [0, 1]; got {v!r}"
         )
 
 

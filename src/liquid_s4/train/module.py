@@ -39,8 +39,8 @@ class LitSequenceModel(L.LightningModule):
                 else "model.pool=mean or last (one output per sequence)"
             )
             raise ValueError(
-                f"the dataset's targets are {'per step' if per_step else 'per sequence'}, "
-                f"but model.pool is {pool!r}; set {want}"
+                f"the dataset's targets are {'per step' if per_step else 'per sequence'}, but model.pool is "
+                f"{pool!r}; set {want}"
             )
         self.model = SequenceModel(config.model.with_data_sizes(info.d_input, info.d_output, info.vocab_size))
         self.classification = info.task == "classification"
@@ -178,8 +178,8 @@ class LitSequenceModel(L.LightningModule):
         value = f"{loss.item()}" if not finite else "not finite in another process"
         raise NonFiniteLossError(
             f"training stopped: the training loss is {value} in epoch {self.current_epoch} at step "
-            f"{self.global_step + 1} "
-            f"(batch {batch_idx} of the epoch); that step's update was not applied. {self._advice()}"
+            f"{self.global_step + 1} (batch {batch_idx} of the epoch); that step's update was not applied. "
+            f"{self._advice()}"
         )
 
     def _stop_if_validation_not_finite(self) -> None:
@@ -188,9 +188,8 @@ class LitSequenceModel(L.LightningModule):
             return
         raise NonFiniteLossError(
             f"training stopped: the validation loss is {loss.item()} after epoch {self.current_epoch} (step "
-            f"{self.global_step}): "
-            "the model's outputs on the validation set are not finite, and no checkpoint of this epoch was "
-            f"written. {self._advice()}"
+            f"{self.global_step}): the model's outputs on the validation set are not finite, and no "
+            f"checkpoint of this epoch was written. {self._advice()}"
         )
 
     def _advice(self) -> str:
@@ -199,12 +198,10 @@ class LitSequenceModel(L.LightningModule):
         now = max((g["lr"] for opt in self.trainer.optimizers for g in opt.param_groups), default=c.optim.lr)
         return (
             f"Last good checkpoint(s): {good_checkpoints(self.trainer)}. metrics.json was not written. The "
-            "usual causes: a learning rate "
-            f"too high (optim.lr={c.optim.lr}, model.layer_args.lr={lr}; the largest learning rate was "
-            f"{now:.3g} at that point), no "
-            f"gradient clipping (trainer.grad_clip={c.trainer.grad_clip}), or NaN/inf values in the data "
-            "(`liquid-s4 data check`). "
-            "Change them and start a new run"
+            f"usual causes: a learning rate too high (optim.lr={c.optim.lr}, model.layer_args.lr={lr}; the "
+            f"largest learning rate was {now:.3g} at that point), no gradient clipping "
+            f"(trainer.grad_clip={c.trainer.grad_clip}), or NaN/inf values in the data (`liquid-s4 data "
+            "check`). Change them and start a new run"
         )
 
     def configure_optimizers(self):

@@ -280,8 +280,8 @@ def _load_for_eval(checkpoint: str) -> LitSequenceModel:
         if f.read(4) != b"PK\x03\x04":  # torch.save's zip format
             raise ValueError(
                 f"{checkpoint} is not a training checkpoint (not in the format torch.save writes; if it was "
-                "one, it is damaged). "
-                "Pass a .ckpt file written by liquid-s4 train, e.g. RUN/checkpoints/best.ckpt"
+                "one, it is damaged). Pass a .ckpt file written by liquid-s4 train, e.g. "
+                "RUN/checkpoints/best.ckpt"
             )
     ckpt = load_checkpoint(checkpoint)
     hp = ckpt.get("hyper_parameters") or {}
@@ -303,9 +303,8 @@ def _stored_data_dir(config: RunConfig, checkpoint: str) -> str | None:
         flag = "--data PATH" if config.data.name == "arrays" else "--data-dir DIR"
         raise FileNotFoundError(
             f"the run of {checkpoint} read its data from {stored!r}, a path relative to the folder it was "
-            "started from, and there "
-            f"is no {stored!r} in {os.getcwd()}: run eval from that folder, or pass the data: liquid-s4 "
-            f"eval {checkpoint} {flag}"
+            f"started from, and there is no {stored!r} in {os.getcwd()}: run eval from that folder, or pass "
+            f"the data: liquid-s4 eval {checkpoint} {flag}"
         )
     return stored
 

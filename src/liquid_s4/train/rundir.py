@@ -109,8 +109,8 @@ def stored_config(out: str) -> RunConfig:
     last = os.path.join(out, "checkpoints", "last.ckpt")
     if not os.path.isfile(last):
         raise FileNotFoundError(
-            f"--resume: {out} holds no run ({RUN_RECORD} and checkpoints/last.ckpt not found); "
-            "pass the run's folder as --output-dir, or start without --resume"
+            f"--resume: {out} holds no run ({RUN_RECORD} and checkpoints/last.ckpt not found); pass the "
+            "run's folder as --output-dir, or start without --resume"
         )
     from .checkpoint import load_checkpoint
 
@@ -163,19 +163,17 @@ def check_resume(out: str, given: RunConfig) -> RunConfig:
     if conflicts:
         lines = "\n".join(f"  {k}: {a!r} (stored) vs {b!r} (given)" for k, a, b in conflicts)
         raise ValueError(
-            f"--resume: these settings differ from the run in {out}:\n{lines}\n"
-            "A resumed run keeps its own configuration: leave them out (`liquid-s4 train --resume "
-            f"--output-dir {out}` "
-            f"continues the run as it was) or start a new run. --resume may change only: "
-            f"{', '.join(RESUMABLE_KEYS)}."
+            f"--resume: these settings differ from the run in {out}:\n{lines}\nA resumed run keeps its own "
+            f"configuration: leave them out (`liquid-s4 train --resume --output-dir {out}` continues the run "
+            f"as it was) or start a new run. --resume may change only: {', '.join(RESUMABLE_KEYS)}."
         )
     finished = (read_record(out) or {}).get("finished")
     if finished and not _trains_further(given.trainer, finished):
         raise ValueError(
             f"--resume: the run in {out} already finished ({finished['epochs']} epochs, "
-            f"{finished['global_step']} steps; "
-            f"trainer.max_epochs={given.trainer.max_epochs}, trainer.max_steps={given.trainer.max_steps}); "
-            "to train it longer pass a larger --max-epochs (or --max-steps). Nothing was changed."
+            f"{finished['global_step']} steps; trainer.max_epochs={given.trainer.max_epochs}, "
+            f"trainer.max_steps={given.trainer.max_steps}); to train it longer pass a larger --max-epochs "
+            "(or --max-steps). Nothing was changed."
         )
     return given
 
@@ -231,8 +229,7 @@ def check_new_output_dir(out: str) -> None:
     ):
         msg = (
             f"{out} holds a finished run whose checkpoints/last.ckpt is gone; its files (metrics.json, "
-            "model/, best.ckpt) "
-            "were left as they are"
+            "model/, best.ckpt) were left as they are"
         )
     elif RUN_RECORD in found:
         msg = (
