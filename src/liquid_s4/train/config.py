@@ -76,6 +76,10 @@ def run_model_config(**entries: Any) -> ModelConfig:
 
 @dataclass
 class RunConfig:
+    """A run's configuration: the dataset (`data`), the model (`model`, a `ModelConfig` whose input
+    and output sizes the dataset fills in when the model is built), the optimizer (`optim`) and the
+    trainer (`trainer`). `load_config` builds one from a preset and `key=value` overrides."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=run_model_config)  # sizes come from the dataset
     optim: OptimConfig = field(default_factory=OptimConfig)
