@@ -427,7 +427,9 @@ def test_fast_step_keeps_the_output_block_semantics(cls):
 
         layer.output.projection = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
         y2, _ = layer.step(u, layer.default_state(3))
-        assert torch.allclose(y2, layer.output.projection(torch.nn.functional.gelu(pre.flatten(1))), atol=1e-6)
+        assert torch.allclose(
+            y2, layer.output.projection(torch.nn.functional.gelu(pre.flatten(1))), atol=1e-6
+        )
 
 
 def test_cuda_graph_step_needs_a_cuda_layer_in_eval_mode():
