@@ -17,11 +17,11 @@ def reference_system(layer, rate: float = 1.0):
 
     M is the full state size (both halves of the conjugate pairs for S4/S4D). For S4 the stored
     C~ is converted back to C = C~ (I - A_bar^Lk)^{-1} with Lk = l_kernel."""
-    dt = torch.exp(layer.log_dt.detach().double()) * rate  # (H,)
+    dt = torch.exp(layer.ssm.log_dt.detach().double()) * rate  # (H,)
     H = layer.d_model
     if isinstance(layer, S4D):
-        A = torch.complex(-(1e-4 + torch.exp(layer.log_A_real_gap.double())), layer.A_imag.double())
-        B = torch.view_as_complex(layer.B.detach().double().contiguous())
+        A = torch.complex(-(1e-4 + torch.exp(layer.ssm.log_A_real_gap.double())), layer.ssm.A_imag.double())
+        B = torch.view_as_complex(layer.ssm.B.detach().double().contiguous())
         A, B = full(A), full(B)
         if layer.disc == "zoh":
             dA = torch.exp(dt[:, None] * A)
@@ -29,16 +29,16 @@ def reference_system(layer, rate: float = 1.0):
         else:
             dA = (1 + dt[:, None] / 2 * A) / (1 - dt[:, None] / 2 * A)
             dB = dt[:, None] * B / (1 - dt[:, None] / 2 * A)
-        C = full(torch.view_as_complex(layer.C.detach().double().contiguous()))
+        C = full(torch.view_as_complex(layer.ssm.C.detach().double().contiguous()))
         return torch.diag_embed(dA), dB, C
     if isinstance(layer, S4):
-        lam = torch.complex(-(1e-4 + torch.exp(layer.log_A_real_gap.double())), layer.A_imag.double())
-        P = full(torch.view_as_complex(layer.P.detach().double().contiguous()))
-        B = full(torch.view_as_complex(layer.B.detach().double().contiguous()))
+        lam = torch.complex(-(1e-4 + torch.exp(layer.ssm.log_A_real_gap.double())), layer.ssm.A_imag.double())
+        P = full(torch.view_as_complex(layer.ssm.P.detach().double().contiguous()))
+        B = full(torch.view_as_complex(layer.ssm.B.detach().double().contiguous()))
         A = torch.diag_embed(full(lam)) - torch.einsum("rhn,rhm->hnm", P, P.conj())
         dA, dB = _bilinear(A, B, dt)
-        Ct = full(torch.view_as_complex(layer.C.detach().double().contiguous()))
-        Lk = int(layer.l_kernel)
+        Ct = full(torch.view_as_complex(layer.ssm.C.detach().double().contiguous()))
+        Lk = int(layer.ssm.l_kernel)
         if Lk == 0:
             return dA, dB, Ct
         dA1, _ = _bilinear(A, B, dt / rate)  # C~ was set up at the layer's own step size
@@ -46,8 +46,8 @@ def reference_system(layer, rate: float = 1.0):
         C = torch.linalg.solve(M.mT, Ct.permute(1, 2, 0)).permute(2, 0, 1)  # C M = C~
         return dA, dB, C
     if isinstance(layer, LSSL):
-        A = layer.A.detach().double().expand(H, -1, -1)
-        B = layer.B.detach().double()
+        A = layer.ssm.A.detach().double().expand(H, -1, -1)
+        B = layer.ssm.B.detach().double()
         if layer.disc == "zoh":
             dA = torch.linalg.matrix_exp(dt[:, None, None] * A)
             # B_bar = sum_k (dt A)^k dt / (k+1)! B  (A may be singular, e.g. FouT)
@@ -57,7 +57,7 @@ def reference_system(layer, rate: float = 1.0):
                 term = dt[:, None] * (A @ term[..., None])[..., 0] / (k + 2)
         else:
             dA, dB = _bilinear(A, B, dt)
-        C = layer.C.detach().double()
+        C = layer.ssm.C.detach().double()
         return dA.to(torch.complex128), dB.to(torch.complex128), C.to(torch.complex128)
     raise TypeError(type(layer))
 

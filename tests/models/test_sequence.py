@@ -206,7 +206,7 @@ def test_save_and_load_pretrained(tmp_path):
     assert meta["model"]["layer"] == "liquid_s4" and meta["format_version"] == 1
     loaded = SequenceModel.from_pretrained(tmp_path).eval()
     assert torch.allclose(loaded(x), y, atol=1e-12)
-    assert int(loaded.blocks[0].layer.l_kernel) == 40
+    assert int(loaded.blocks[0].layer.ssm.l_kernel) == 40
     assert SequenceModel.from_pretrained(tmp_path, dropout=0.3).config.dropout == 0.3
 
 
@@ -351,7 +351,7 @@ def test_rate_scales_every_layers_step(layer):
     slow = copy.deepcopy(m)
     with torch.no_grad():
         for block in slow.blocks:
-            block.layer.log_dt += math.log(2.0)
+            block.layer.ssm.log_dt += math.log(2.0)
     assert torch.allclose(fast, slow(x), atol=1e-10) and not torch.allclose(fast, m(x), atol=1e-3)
 
 

@@ -47,8 +47,8 @@ def test_convolution_equals_recurrence_float64(cfg):
 def test_ssm_part_equals_brute_force_recurrence(cfg):
     """The raw SSM output (before D, activation, projection) against the independent reference."""
     layer = make(*cfg)
-    layer.output_linear = torch.nn.Identity()
-    layer.activation = torch.nn.Identity()
+    layer.output.projection = torch.nn.Identity()
+    layer.output.activation = torch.nn.Identity()
     with torch.no_grad():
         layer.D.zero_()
     u = torch.randn(2, 30, 4, dtype=torch.float64)
@@ -84,8 +84,8 @@ def test_convolution_equals_recurrence_float32_L1024(cfg):
 @pytest.mark.parametrize("cls", LAYERS)
 def test_bidirectional_equals_forward_plus_reversed_recurrence(cls):
     layer = make(cls, bidirectional=True, channels=1)
-    layer.output_linear = torch.nn.Identity()
-    layer.activation = torch.nn.Identity()
+    layer.output.projection = torch.nn.Identity()
+    layer.output.activation = torch.nn.Identity()
     with torch.no_grad():
         layer.D.zero_()
     u = torch.randn(2, 25, 4, dtype=torch.float64)
@@ -158,7 +158,7 @@ def test_rate_scales_dt(cls):
         other = make(cls)
         other.load_state_dict(layer.state_dict())
         with torch.no_grad():
-            other.log_dt += math.log(2.0)
+            other.ssm.log_dt += math.log(2.0)
         assert torch.allclose(y_rate, other(u)[0], atol=1e-10)
     layer.rate = 2.0  # module attribute, for setting a whole model
     assert torch.allclose(layer(u)[0], y_rate, atol=1e-12)
@@ -168,9 +168,9 @@ def test_s4_kernel_length_grows_without_changing_the_system():
     layer = make(S4, l_max=None)
     u = torch.randn(2, 300, 4, dtype=torch.float64)
     y_short, _ = layer(u[:, :20])
-    assert int(layer.l_kernel) == 20
+    assert int(layer.ssm.l_kernel) == 20
     y_long, _ = layer(u)  # doubles 20 -> 320
-    assert int(layer.l_kernel) == 320
+    assert int(layer.ssm.l_kernel) == 320
     assert torch.allclose(y_long[:, :20], y_short, atol=1e-10)
     y_step, _ = run_steps(layer, u)
     assert torch.allclose(y_long, y_step, atol=1e-9)
@@ -184,7 +184,7 @@ def test_s4_l_max_errors_and_state_dict_round_trip():
     grown(torch.randn(1, 100, 4, dtype=torch.float64))
     clone = make(S4)
     clone.load_state_dict(grown.state_dict())
-    assert int(clone.l_kernel) == 100
+    assert int(clone.ssm.l_kernel) == 100
     u = torch.randn(1, 50, 4, dtype=torch.float64)
     assert torch.allclose(clone(u)[0], grown(u)[0])
 
@@ -208,13 +208,13 @@ def test_step_setup_is_redone_when_parameters_change(cls):
 
 def _count_kernel_calls(layer, monkeypatch):
     calls = []
-    inner = layer._kernels
+    inner = layer.ssm.kernels
 
     def counted(*args, **kw):
         calls.append(args[0])
         return inner(*args, **kw)
 
-    monkeypatch.setattr(layer, "_kernels", counted)
+    monkeypatch.setattr(layer.ssm, "kernels", counted)
     return calls
 
 
@@ -226,7 +226,7 @@ def test_inference_reuses_the_kernel_until_parameters_change(cls, monkeypatch):
     calls = _count_kernel_calls(layer, monkeypatch)
     u = torch.randn(2, 24, 4, dtype=torch.float64)
     y_grad, _ = layer(u)  # grad enabled, trainable: computed and not cached
-    assert layer._kernel_cache is None
+    assert layer._kernel_cache.peek() is None
     with torch.no_grad():
         y1, _ = layer(u)
         y2, _ = layer(u)
@@ -261,9 +261,9 @@ def test_kernel_cache_sees_replaced_parameters_and_data(cls, monkeypatch):
     u = torch.randn(1, 16, 4, dtype=torch.float64)
     with torch.no_grad():
         y0, _ = layer(u)
-        layer.log_dt.data = layer.log_dt.data + 0.3
+        layer.ssm.log_dt.data = layer.ssm.log_dt.data + 0.3
         y1, _ = layer(u)
-        layer.log_dt = torch.nn.Parameter(layer.log_dt.detach() - 0.3)
+        layer.ssm.log_dt = torch.nn.Parameter(layer.ssm.log_dt.detach() - 0.3)
         y2, _ = layer(u)
     assert len(calls) == 3 and not torch.allclose(y0, y1, atol=1e-6) and torch.allclose(y0, y2, atol=1e-12)
 
@@ -277,14 +277,14 @@ def test_pickled_and_copied_layers_drop_their_caches():
     with torch.no_grad():
         y, _ = layer(u)
         run_steps(layer, u)
-    assert layer._kernel_cache is not None and layer._step_cache is not None
+    assert layer._kernel_cache.peek() is not None and layer._step_cache.peek() is not None
     for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
-        assert clone._kernel_cache is None and clone._step_cache is None
+        assert clone._kernel_cache.peek() is None and clone._step_cache.peek() is None
         with torch.no_grad():
             assert torch.equal(clone(u)[0], y)
-    assert layer._kernel_cache is not None  # the original keeps its own
+    assert layer._kernel_cache.peek() is not None  # the original keeps its own
     layer.clear_cache()
-    assert layer._kernel_cache is None and layer._step_cache is None
+    assert layer._kernel_cache.peek() is None and layer._step_cache.peek() is None
 
 
 @pytest.mark.parametrize("cls", LAYERS)
@@ -293,7 +293,7 @@ def test_step_is_differentiable(cls):
     u = torch.randn(2, 6, 4, dtype=torch.float64)
     y, _ = run_steps(layer, u, path="ref")
     y.square().sum().backward()
-    assert layer.log_dt.grad is not None and layer.log_dt.grad.abs().sum() > 0
+    assert layer.ssm.log_dt.grad is not None and layer.ssm.log_dt.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("cls", LAYERS)
@@ -310,8 +310,8 @@ def test_gradients_reach_every_parameter(cls, bidirectional):
 @pytest.mark.parametrize("cls", LAYERS)
 def test_freeze_turns_parameters_into_buffers(cls):
     layer = cls(4, 8, freeze=("A", "dt"))
-    names = dict(layer.named_parameters())
-    assert "log_dt" not in names and "log_dt" in dict(layer.named_buffers())
+    names = dict(layer.ssm.named_parameters())
+    assert "log_dt" not in names and "log_dt" in dict(layer.ssm.named_buffers())
     assert all(not n.startswith(("log_A_real", "A_imag")) and n != "A" for n in names)
     with pytest.raises(ValueError, match="cannot freeze"):
         cls(4, 8, freeze=("Q",))
@@ -364,12 +364,12 @@ def test_transposed_layout_calls_a_hooked_or_replaced_output_block(cls):
     layer = make(cls, transposed=True)
     u = torch.randn(2, 4, 20, dtype=torch.float64)
     calls = []
-    handle = layer.output_linear.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    handle = layer.output.projection.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
     y = layer(u)[0]
     handle.remove()
     assert calls == [(2, 20, 8)]  # the module sees (B, L, C*H)
     assert torch.allclose(y, layer(u)[0], atol=1e-12)
-    layer.output_linear = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Tanh()).double()
+    layer.output.projection = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Tanh()).double()
     y = layer(u)[0]
     assert y.shape == (2, 4, 20) and y.abs().max() < 1  # tanh: the replacement ran
 
@@ -416,18 +416,20 @@ def test_fast_step_keeps_the_output_block_semantics(cls):
         pre = torch.addcmul(
             layer.discrete().output(layer.discrete().step(layer.default_state(3), u)), layer.D, u[:, None]
         )
-        assert torch.allclose(y, layer.output_linear(torch.nn.functional.gelu(pre.flatten(1))), atol=1e-6)
+        assert torch.allclose(y, layer.output.projection(torch.nn.functional.gelu(pre.flatten(1))), atol=1e-6)
         assert torch.backends.mkldnn.enabled and torch._C._get_mkldnn_enabled()
 
         calls = []
-        handle = layer.output_linear.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+        handle = layer.output.projection.register_forward_hook(lambda m, i, o: calls.append(o.shape))
         layer.step(u, layer.default_state(3))
         handle.remove()
         assert calls == [(3, 4)]
 
-        layer.output_linear = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+        layer.output.projection = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
         y2, _ = layer.step(u, layer.default_state(3))
-        assert torch.allclose(y2, layer.output_linear(torch.nn.functional.gelu(pre.flatten(1))), atol=1e-6)
+        assert torch.allclose(
+            y2, layer.output.projection(torch.nn.functional.gelu(pre.flatten(1))), atol=1e-6
+        )
 
 
 def test_cuda_graph_step_needs_a_cuda_layer_in_eval_mode():

@@ -27,14 +27,14 @@ def make(base, kind="pb", degree=2, dtype=torch.float64, **kw):
         4, 8, init=init, disc=disc, liquid_kernel=kind, liquid_degree=degree, dt_min=0.1, dt_max=0.5, **kw
     )
     with torch.no_grad():
-        layer.B.mul_(3.0)  # make B_bar^p large enough that the liquid terms are a sizeable part of y
+        layer.ssm.B.mul_(3.0)  # make B_bar^p large enough that the liquid terms are a sizeable part of y
     return layer.to(dtype).eval()
 
 
 def raw(layer):
     """Expose the SSM output itself: no D skip, activation or projection; (B, L, C*H)."""
-    layer.output_linear = torch.nn.Identity()
-    layer.activation = torch.nn.Identity()
+    layer.output.projection = torch.nn.Identity()
+    layer.output.activation = torch.nn.Identity()
     with torch.no_grad():
         layer.D.zero_()
     return layer
@@ -114,7 +114,7 @@ def test_inference_kernel_cache_gives_the_training_outputs(base, kind):
             y, s = layer(u, s0)
             assert torch.allclose(y, y_ref, atol=1e-12) and torch.allclose(s, s_ref, atol=1e-12)
         y_old, _ = layer(u)
-        layer.log_dt.add_(0.2)
+        layer.ssm.log_dt.add_(0.2)
         y_new, _ = layer(u)
     assert torch.allclose(y_new, layer(u)[0], atol=1e-12) and not torch.allclose(y_new, y_old, atol=1e-6)
 
@@ -237,7 +237,7 @@ def test_gradients_reach_ssm_parameters_through_liquid_terms(base, kind, bidirec
         ssm = [
             n
             for n, _ in layer.named_parameters()
-            if n in ("log_A_real_gap", "A_imag", "P", "B", "C", "log_dt")
+            if n in ("ssm.log_A_real_gap", "ssm.A_imag", "ssm.P", "ssm.B", "ssm.C", "ssm.log_dt")
         ]
         assert len(ssm) == (6 if base[0] is S4 else 5)
         for name, p in layer.named_parameters():
@@ -248,7 +248,7 @@ def test_gradients_reach_ssm_parameters_through_liquid_terms(base, kind, bidirec
                 )
     with torch.no_grad():  # and the liquid term follows the live parameter
         before = liquid_part(layer, u)
-        layer.B.mul_(1.5)
+        layer.ssm.B.mul_(1.5)
         after = liquid_part(layer, u)
     assert (after - before).abs().max() > 1e-3 * before.abs().max()
 
@@ -340,8 +340,8 @@ def test_step_setup_follows_parameter_changes_and_state_dict(kind):
     u = torch.randn(2, 12, 4, dtype=torch.float64)
     with torch.no_grad():
         run_steps(layer, u)  # fills the cache
-        layer.B.mul_(1.3)
-        layer.log_dt.add_(0.2)
+        layer.ssm.B.mul_(1.3)
+        layer.ssm.log_dt.add_(0.2)
         y_step, _ = run_steps(layer, u)
         y, _ = layer(u)
     assert torch.allclose(y, y_step, atol=1e-10, rtol=0)

@@ -12,7 +12,8 @@ from torch.autograd import gradcheck
 
 from liquid_s4 import LSSL, S4, S4D, LiquidS4, ModelConfig, SequenceModel
 from liquid_s4.modules import snapshot
-from liquid_s4.modules.base import _activation_step, real_part
+from liquid_s4.modules.block import activation_step
+from liquid_s4.modules.kernel import real_part
 from liquid_s4.ops.hippo import nplr
 
 from ..reference import run_steps
@@ -29,7 +30,7 @@ def test_s4_gradcheck_every_parameter(init):
     layer = S4(2, 4, init=init, l_max=8, channels=2, postact="linear").double()
     u = torch.randn(1, 8, 2, dtype=torch.float64)
     names = [n for n, _ in layer.named_parameters()]
-    assert "log_A_real_gap" in names
+    assert "ssm.log_A_real_gap" in names
 
     def f(*params):
         y, state = torch.func.functional_call(
@@ -43,21 +44,21 @@ def test_s4_gradcheck_every_parameter(init):
 
 def _adam_moves_A_real(layer, steps: int = 5) -> torch.Tensor:
     u = torch.randn(2, 32, layer.d_model)
-    before = layer.log_A_real_gap.detach().clone()
+    before = layer.ssm.log_A_real_gap.detach().clone()
     opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
     for _ in range(steps):
         opt.zero_grad()
         layer(u)[0].square().mean().backward()
-        assert layer.log_A_real_gap.grad.abs().min() > 0  # no mode is frozen
+        assert layer.ssm.log_A_real_gap.grad.abs().min() > 0  # no mode is frozen
         opt.step()
-    return (layer.log_A_real_gap.detach() - before).abs()
+    return (layer.ssm.log_A_real_gap.detach() - before).abs()
 
 
 @pytest.mark.parametrize("init", ZERO_RE_INITS)
 def test_s4_A_real_trains_from_the_imaginary_axis(init):
     torch.manual_seed(0)
     layer = S4(4, 8, init=init)
-    assert torch.allclose(layer._Lambda().real, torch.full((4, 4), -2e-4), rtol=1e-5)  # documented start
+    assert torch.allclose(layer.ssm.Lambda().real, torch.full((4, 4), -2e-4), rtol=1e-5)  # documented start
     assert _adam_moves_A_real(layer).min() > 0  # every mode moved (the clamp left them all exactly in place)
 
 
@@ -66,8 +67,8 @@ def test_s4d_A_real_trains_next_to_the_bound():
     torch.manual_seed(0)
     layer = S4D(4, 8)
     with torch.no_grad():
-        layer.log_A_real_gap.fill_(math.log(1e-4))
-    assert torch.allclose(layer._A().real, torch.full((4, 4), -2e-4), rtol=1e-6, atol=0)
+        layer.ssm.log_A_real_gap.fill_(math.log(1e-4))
+    assert torch.allclose(layer.ssm.Lambda().real, torch.full((4, 4), -2e-4), rtol=1e-6, atol=0)
     assert _adam_moves_A_real(layer).min() > 0  # every mode moved (the clamp left them all exactly in place)
 
 
@@ -84,7 +85,7 @@ def test_A_real_bound_holds_for_any_parameter():
 )
 def test_inits_away_from_the_bound_keep_their_A(cls, init):
     layer = cls(2, 16, init=init)
-    A = layer._Lambda() if cls is S4 else layer._A()
+    A = layer.ssm.Lambda()
     if cls is S4 or init == "legs":
         expected = nplr("legs", 16)[0].real
     else:
@@ -100,20 +101,20 @@ def test_weights_saved_with_log_A_real_load_converted(cls):
     new one (Re A = -(1e-4 + exp(log_A_real_gap))) and give the same A."""
     torch.manual_seed(0)
     layer = cls(4, 8)
-    old = {k: v for k, v in layer.state_dict().items() if k != "log_A_real_gap"}
+    old = {k: v for k, v in layer.state_dict().items() if k != "ssm.log_A_real_gap"}
     x = torch.randn(4, 4) * 2 - 4
     x[0] = math.log(1e-4) - 1.0  # clamped modes
-    old["log_A_real"] = x
+    old["ssm.log_A_real"] = x
     fresh = cls(4, 8)
     fresh.load_state_dict(old)  # strict
     expected = -torch.exp(x.double()).clamp(min=1e-4)
     assert torch.allclose(
-        fresh._A().real.double() if cls is S4D else fresh._Lambda().real.double(),
+        fresh.ssm.Lambda().real.double(),
         expected,
         rtol=1e-5,
         atol=2e-7,
     )
-    assert torch.equal(fresh.A_imag, layer.A_imag)
+    assert torch.equal(fresh.ssm.A_imag, layer.ssm.A_imag)
 
 
 # ---- item 2: float32 S4 step --------------------------------------------------------------------
@@ -278,13 +279,13 @@ def test_snapshot_ignores_unrelated_calls():
     u = torch.randn(2, 16, 4)
     with torch.no_grad():
         layer(u)
-        k = layer._kernel_cache[2]
+        k = layer._kernel_cache.peek()
         layer(u)
-        assert layer._kernel_cache[2] is k
+        assert layer._kernel_cache.peek() is k
         layer.step(u[:, 0], layer.default_state(2))
-        setup = layer._step_cache[1]
+        setup = layer._step_cache.peek()
         layer.step(u[:, 0], layer.default_state(2))
-        assert layer._step_cache[1] is setup
+        assert layer._step_cache.peek() is setup
 
 
 # ---- item 4: rate, empty batches, half precision ---------------------------------------------------
@@ -340,8 +341,8 @@ def test_half_precision_layer_keeps_a_float32_ssm(name, dtype, tol):
     torch.manual_seed(0)
     layer = LAYERS[name]().eval()
     half = copy.deepcopy(layer).to(dtype)
-    assert all(t.dtype == torch.float32 for n, t in half._ssm_tensors() if t.is_floating_point())
-    assert half.D.dtype == dtype and half.output_linear[0].weight.dtype == dtype
+    assert all(t.dtype == torch.float32 for t in half.ssm.tensors() if t.is_floating_point())
+    assert half.D.dtype == dtype and half.output.projection[0].weight.dtype == dtype
     u = torch.randn(2, 32, 4).to(dtype)
     with torch.no_grad():
         y32, y = layer(u.float())[0], half(u)[0]
@@ -350,7 +351,7 @@ def test_half_precision_layer_keeps_a_float32_ssm(name, dtype, tol):
     assert ((y.float() - y32).abs().max() / y32.abs().max()).item() <= tol
     assert ((s.float() - s32).abs().max() / s32.abs().max()).item() <= tol
     back = copy.deepcopy(half).float()  # the SSM tensors lost nothing
-    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(back._ssm_tensors(), layer._ssm_tensors()))
+    assert all(torch.equal(a, b) for a, b in zip(back.ssm.tensors(), layer.ssm.tensors()))
 
 
 def test_half_precision_trains():
@@ -358,7 +359,7 @@ def test_half_precision_trains():
     layer = S4D(4, 8).to(torch.bfloat16)
     u = torch.randn(2, 32, 4, dtype=torch.bfloat16)
     layer(u)[0].float().square().mean().backward()
-    assert layer.log_A_real_gap.grad.dtype == torch.float32 and layer.D.grad.dtype == torch.bfloat16
+    assert layer.ssm.log_A_real_gap.grad.dtype == torch.float32 and layer.D.grad.dtype == torch.bfloat16
 
 
 # ---- item 5: GELU without global switches -----------------------------------------------------------
@@ -368,7 +369,7 @@ def test_activation_step_gelu_equals_gelu(shape):
     default call may go through oneDNN, which differs by a few ulps)."""
     y = torch.randn(shape) * 4
     for approximate in ("none", "tanh"):
-        out = _activation_step(torch.nn.GELU(approximate=approximate), y)
+        out = activation_step(torch.nn.GELU(approximate=approximate), y)
         assert out.shape == y.shape and out.is_contiguous()
         assert torch.allclose(out, torch.nn.functional.gelu(y, approximate=approximate), atol=1e-6, rtol=0)
 

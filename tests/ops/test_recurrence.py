@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from liquid_s4.ops.hippo import MEASURES, nplr
-from liquid_s4.ops.recurrence import DiagonalRecurrence, DPLRRecurrence, _real
+from liquid_s4.ops.recurrence import DiagonalRecurrence, DPLRRecurrence, real_view
 
 from ..reference import _bilinear, full
 
@@ -124,13 +124,13 @@ def test_dplr_step_float32_stays_close_over_many_steps(fused):
 
 @pytest.mark.parametrize("dtype", [torch.complex64, c128])
 def test_real_view_shares_memory_and_interleaves(dtype):
-    """`_real` is a writable view (Re, Im interleaved) for every unit-stride layout the steps write
+    """`real_view` is a writable view (Re, Im interleaved) for every unit-stride layout the steps write
     through (a state, a slice of a liquid state, an (H, B, n) transpose), and an equal copy otherwise."""
     z = torch.randn(3, 4, 6, dtype=dtype)
     for view in (z, z[..., :5], z.transpose(0, 1)):
-        r = _real(view)
+        r = real_view(view)
         assert torch.equal(r, torch.view_as_real(view).flatten(-2))
         r.mul_(2)  # in place through the real view
         assert torch.equal(torch.view_as_real(view).flatten(-2), r)
     strided = z[..., ::2]
-    assert torch.equal(_real(strided), torch.view_as_real(strided).flatten(-2))
+    assert torch.equal(real_view(strided), torch.view_as_real(strided).flatten(-2))

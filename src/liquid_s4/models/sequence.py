@@ -20,8 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..fileio import atomic_write, atomic_write_json
-from ..modules import LSSL, S4, S4D, LiquidS4
-from ..modules.base import SSMLayer, upgrade_state_dict
+from ..modules import LSSL, S4, S4D, LiquidS4, SSMLayer, upgrade_state_dict
 from ..utils import has_forward_hooks, is_positive_int, lengths_mask
 
 LAYERS = {"s4": S4, "s4d": S4D, "lssl": LSSL, "liquid_s4": LiquidS4}

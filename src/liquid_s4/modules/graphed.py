@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 
 from ..utils import is_positive_int
-from .base import SSMLayer
+from .cache import TensorCache
+from .layer import SSMLayer
 
 
 class CUDAGraphStep:
@@ -21,7 +22,7 @@ class CUDAGraphStep:
 
     The graph holds the layer's step setup (discretization, recurrence coefficients) as it was at
     capture: calling after any of the layer's own tensors changed (in any way: in place, through
-    `.data`, `load_state_dict`, ...; compared bitwise with a snapshot, see `SSMLayer._tensor_key`)
+    `.data`, `load_state_dict`, ...; compared bitwise with a snapshot, see `TensorCache`)
     raises; build a new one. Runs under
     no_grad (inference only). The returned y_t is a fresh tensor unless `clone_output=False`, which
     returns the graph's output buffer itself (overwritten by the next call).
@@ -69,19 +70,21 @@ class CUDAGraphStep:
             y, new = layer.step(self._u, self.state)
             self.state.copy_(new)
         self._y = y  # capture records the step without running it: the state is still the given one
-        self._key = layer._tensor_key()
+        # the graph, valid while the tensors it was captured from are unchanged
+        self._captured = TensorCache(layer.cached_tensors)
+        self._captured.get("graph", lambda: self._graph)
 
     def reset(self, state: torch.Tensor | None = None) -> None:
         """Set the state to zero, or to `state` (shaped like `layer.default_state(batch_size)`)."""
         if state is None:
             self.state.zero_()
             return
-        self.layer._check_state(state, self._u.shape[0])
+        self.layer.check_state(state, self._u.shape[0])
         self.state.copy_(state)
 
     def __call__(self, u_t: torch.Tensor) -> torch.Tensor:
         """One step: u_t (B, H) -> y_t (B, H); the state advances inside."""
-        if not self.layer._same_tensors(self._key):
+        if not self._captured.is_valid():
             raise RuntimeError(
                 "CUDAGraphStep: the layer's parameters changed since the graph was captured; build a new CUDAGraphStep"
             )

@@ -10,7 +10,8 @@ from ..ops.hippo import MEASURES, nplr
 from ..ops.kernels import irfft_first, kernel_dplr_hat
 from ..ops.recurrence import DPLRRecurrence
 from ..ops.state import DiscreteSSM
-from .base import SSMLayer, real_part, real_part_parameter
+from .kernel import ModalKernel
+from .layer import SSMLayer
 
 
 def _times_power(C: torch.Tensor, dA: torch.Tensor, L: int) -> torch.Tensor:
@@ -18,57 +19,34 @@ def _times_power(C: torch.Tensor, dA: torch.Tensor, L: int) -> torch.Tensor:
     return torch.einsum("chn,hnm->chm", C, torch.linalg.matrix_power(dA, L))
 
 
-class S4(SSMLayer):
-    """DPLR SSM layer. Per channel, in the eigenbasis of the normal part of a HiPPO matrix,
+class DPLRKernel(ModalKernel):
+    """The S4 kernel. Per channel, in the eigenbasis of the normal part of a HiPPO matrix,
 
         A = Lambda - P P^*   (Lambda diagonal, P of rank r; conjugate pairs implied)
 
     discretized with the bilinear transform. The kernel is evaluated through Cauchy sums at the
-    roots of unity with a Woodbury correction (`kernel_dplr`), for which the output vector is stored
-    as C~ = C (I - A_bar^L) at the kernel length L = `l_kernel` (a buffer): if l_max is given
-    L = l_max; otherwise L is set by the first forward call (C is converted), and it doubles,
+    roots of unity with a Woodbury correction (`kernel_dplr_hat`), for which the output vector is
+    stored as C~ = C (I - A_bar^L) at the kernel length L = `l_kernel` (a buffer): if l_max is given
+    L = l_max; otherwise L is set by the first call (C is converted), and it doubles,
     C~ <- C~ (I + A_bar^L), whenever a longer sequence arrives. Stepping and state passing use the
     equivalent dense system with C = C~ (I - A_bar^L)^{-1}. These conversions (A_bar^L and the
-    solve) run in float64 whatever the layer's precision: for modes with Re Lambda near the bound,
+    solve) run in float64 whatever the precision: for modes with Re Lambda near the bound,
     I - A_bar^L is nearly singular and float32 would lose C.
-
-    Lambda = -(1e-4 + exp(log_A_real_gap)) + i A_imag: Re Lambda < -1e-4 for any parameter value,
-    with a gradient that never vanishes. LegS starts at its Lambda (Re = -1/2) up to rounding;
-    LegT, LagT and FouT, whose normal parts have Re Lambda = 0, start at Re Lambda = -2e-4.
-
-    Args as S4D, with init in (legs, legt, lagt, fout) and disc = bilinear only (the generating
-    function of the DPLR kernel needs it; use S4D or LSSL for zoh). freeze: any of "A", "P", "B",
-    "C", "dt".
     """
 
     inits = MEASURES
     discs = ("bilinear",)
-    ssm_parameter_names = ("A", "P", "B", "C", "dt")
+    parameter_groups = ("A", "P", "B", "C", "dt")
 
-    def __init__(self, d_model: int, d_state: int = 64, init: str = "legs", disc: str = "bilinear", **kwargs):
-        super().__init__(d_model, d_state, init=init, disc=disc, **kwargs)
-
-    def _init_ssm(self) -> None:
-        H, N2 = self.d_model, self.d_state // 2
-        n_c = self.channels * (2 if self.bidirectional else 1)
-        Lambda, P, B, _ = nplr(self.init, self.d_state)
-        Lambda, P, B = Lambda.expand(H, N2), P[:, None].expand(-1, H, N2), B.expand(H, N2)
-        self._register("log_A_real_gap", real_part_parameter(Lambda.real).float(), "A")
-        self._register("A_imag", Lambda.imag.float(), "A")
-        self._register("P", torch.view_as_real(P.to(torch.complex64)).contiguous().clone(), "P")
-        self._register("B", torch.view_as_real(B.to(torch.complex64)).clone(), "B")
-        C = torch.randn(n_c, H, N2, dtype=torch.complex64)
-        self._register("C", torch.view_as_real(C).clone(), "C", ssm_lr=False)
-        self._register("log_dt", self._init_log_dt(), "dt")
+    def __init__(self, d_model: int, d_state: int, init: str = "legs", **kwargs):
+        Lambda, P, B, _ = nplr(init, d_state)
+        super().__init__(Lambda, B, P, d_model=d_model, d_state=d_state, init=init, **kwargs)
         self.register_buffer("l_kernel", torch.tensor(self.l_max or 0, dtype=torch.long))
-
-    def _Lambda(self) -> torch.Tensor:
-        return torch.complex(real_part(self.log_A_real_gap), self.A_imag)  # (H, N/2)
 
     def dense(self, rate: float = 1.0, wide: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(A_bar, B_bar) of the full 2*(N/2)-dimensional system in the eigenbasis: (H, N, N), (H, N).
-        wide: in complex128 (differentiable casts of the parameters), else in the layer's precision."""
-        lam, dt = self._Lambda(), self._dt(rate)
+        wide: in complex128 (differentiable casts of the parameters), else in the kernel's precision."""
+        lam, dt = self.Lambda(), self.dt(rate)
         P, B = torch.view_as_complex(self.P), torch.view_as_complex(self.B)
         if wide:
             lam, P, B, dt = (
@@ -85,9 +63,9 @@ class S4(SSMLayer):
         C = torch.view_as_complex(self.C)
         return torch.cat([C, C.conj()], -1)
 
-    def _C_true(self, wide: bool = False) -> torch.Tensor:
+    def C_true(self, wide: bool = False) -> torch.Tensor:
         """C = C~ (I - A_bar^L)^{-1} for L = l_kernel (C~ itself while l_kernel is 0), full basis,
-        computed in float64; returned in complex128 if `wide`, else in the layer's precision."""
+        computed in float64; returned in complex128 if `wide`, else in the kernel's precision."""
         C = self._C_full()
         Lk = int(self.l_kernel)
         if Lk == 0:
@@ -98,7 +76,7 @@ class S4(SSMLayer):
         return out if wide else out.to(C.dtype)
 
     @torch.no_grad()
-    def _setup_length(self, L: int) -> None:
+    def setup_length(self, L: int) -> None:
         """Make l_kernel >= L, rewriting C~ (in float64) so that the underlying C is unchanged."""
         Lk = int(self.l_kernel)
         if Lk >= L:
@@ -114,11 +92,11 @@ class S4(SSMLayer):
         self.C.copy_(torch.view_as_real(C[..., :N2].to(self.C.dtype.to_complex()).contiguous()))
         self.l_kernel.fill_(Lk)
 
-    def _kernels(self, L: int, rate: float = 1.0, powers: tuple[int, ...] = (), L_powers: int = 0):
+    def kernels(self, L: int, rate: float = 1.0, powers: tuple[int, ...] = (), L_powers: int = 0):
         """The kernels for B_bar^p come from the same Cauchy/Woodbury evaluation: B_bar^p (elementwise,
         eigenbasis) is mapped back to the continuous input vector B_p = (1/dt)(I - dt/2 A) B_bar^p,
-        which `kernel_dplr` discretizes to exactly B_bar^p."""
-        lam, dt = self._Lambda(), self._dt(rate)
+        which the DPLR kernel discretizes to exactly B_bar^p."""
+        lam, dt = self.Lambda(), self.dt(rate)
         P, B = torch.view_as_complex(self.P), torch.view_as_complex(self.B)
         Bs = B[None]
         if powers:
@@ -126,14 +104,14 @@ class S4(SSMLayer):
             Bp = dplr_bilinear_B_inverse(lam, P, torch.stack([dB**p for p in powers]), dt)
             Bs = torch.cat([Bs, Bp])  # (1 + len(powers), H, N/2)
         if rate == 1.0:
-            self._setup_length(L)
+            self.setup_length(L)
             C, Lk = torch.view_as_complex(self.C), int(self.l_kernel)
         else:  # re-derive C~ for the new step size at exactly this length (in float64)
             dA, _ = self.dense(rate, wide=True)
-            C = self._C_true(wide=True)
+            C = self.C_true(wide=True)
             C = (C - _times_power(C, dA, L))[..., : self.d_state // 2].to(lam.dtype)
             Lk = L
-        K_hat = kernel_dplr_hat(lam, P, Bs, C, dt, Lk)  # (1 + len(powers), n_c, H, Lk // 2 + 1)
+        K_hat = kernel_dplr_hat(lam, P, Bs, C, dt, Lk)  # (1 + len(powers), C', H, Lk // 2 + 1)
         if not powers:
             return torch.fft.irfft(K_hat[0], n=Lk)[..., :L], None
         if L_powers == 1:  # PB needs only K_p[0] = C B_bar^p
@@ -141,13 +119,31 @@ class S4(SSMLayer):
         K = torch.fft.irfft(K_hat, n=Lk)
         return K[0, ..., :L], K[1:, ..., :L_powers]
 
-    def discrete(self, rate: float = 1.0) -> DiscreteSSM:
+    def discrete(self, rate: float = 1.0, liquid_degree: int | None = None) -> DiscreteSSM:
         dA, dB = self.dense(rate)
-        C = self._C_true()[: self.channels, :, : self.d_state // 2]
-        return DiscreteSSM(dA, dB, C, diagonal=False, conj=True)
+        C = self.C_true()[: self.channels, :, : self.d_state // 2]
+        return DiscreteSSM(dA, dB, C, diagonal=False, conj=True, liquid_degree=liquid_degree)
 
-    def _recurrence(self, sys: DiscreteSSM, rate: float) -> DPLRRecurrence:
+    def recurrence(self, sys: DiscreteSSM, rate: float, extra_B: torch.Tensor | None = None):
         """The O(N) Woodbury form of the bilinear step, instead of the dense (N/2 x N) update."""
         P, B = torch.view_as_complex(self.P), torch.view_as_complex(self.B)
-        extra = sys._stored(sys.liquid_B) if self.liquid_kernel == "kb" else None
-        return DPLRRecurrence(self._Lambda(), P, B, sys.C, self._dt(rate), extra)
+        return DPLRRecurrence(self.Lambda(), P, B, sys.C, self.dt(rate), extra_B)
+
+
+class S4(SSMLayer):
+    """DPLR SSM layer (see `DPLRKernel`): A = Lambda - P P^* in the eigenbasis of the normal part of
+    a HiPPO matrix, bilinear discretization, kernel by Cauchy sums with a Woodbury correction.
+
+    Lambda = -(1e-4 + exp(log_A_real_gap)) + i A_imag: Re Lambda < -1e-4 for any parameter value,
+    with a gradient that never vanishes. LegS starts at its Lambda (Re = -1/2) up to rounding;
+    LegT, LagT and FouT, whose normal parts have Re Lambda = 0, start at Re Lambda = -2e-4.
+
+    Args as S4D, with init in (legs, legt, lagt, fout) and disc = bilinear only (the generating
+    function of the DPLR kernel needs it; use S4D or LSSL for zoh). freeze: any of "A", "P", "B",
+    "C", "dt".
+    """
+
+    kernel_class = DPLRKernel
+
+    def __init__(self, d_model: int, d_state: int = 64, init: str = "legs", disc: str = "bilinear", **kwargs):
+        super().__init__(d_model, d_state, init=init, disc=disc, **kwargs)

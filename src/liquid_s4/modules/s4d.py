@@ -10,8 +10,10 @@ import torch
 from ..ops.discretize import discretize_diag
 from ..ops.hippo import nplr
 from ..ops.kernels import vandermonde
+from ..ops.recurrence import DiagonalRecurrence
 from ..ops.state import DiscreteSSM
-from .base import SSMLayer, real_part, real_part_parameter
+from .kernel import ModalKernel
+from .layer import SSMLayer
 
 S4D_INITS = ("lin", "inv", "legs", "real", "random")
 
@@ -44,6 +46,48 @@ def s4d_init(
     return A.to(torch.complex128), B
 
 
+class DiagonalKernel(ModalKernel):
+    """The S4D kernel: per channel h, N/2 complex modes A = Lambda (conjugate pairs implied),
+
+        x_k = A_bar x_{k-1} + B_bar u_k,  y_k = 2 Re(C x_k),  K_bar[l] = 2 Re(C A_bar^l B_bar)
+
+    discretized by `disc` (zoh or bilinear); K by a blocked Vandermonde product (`vandermonde`)."""
+
+    inits = S4D_INITS
+    discs = ("zoh", "bilinear")
+    parameter_groups = ("A", "B", "C", "dt")
+
+    def __init__(self, d_model: int, d_state: int, init: str = "lin", **kwargs):
+        A, B = s4d_init(init, d_state)
+        super().__init__(A, B, d_model=d_model, d_state=d_state, init=init, **kwargs)
+
+    def _discretize(self, rate: float):
+        A, B = self.Lambda(), torch.view_as_complex(self.B)
+        dt = self.dt(rate)[:, None]
+        dA, dB = discretize_diag(self.disc, A, B, dt)
+        log_dA = dt * A if self.disc == "zoh" else torch.log(dA)
+        return dA, log_dA, dB
+
+    def kernels(self, L: int, rate: float = 1.0, powers: tuple[int, ...] = (), L_powers: int = 0):
+        _, log_dA, dB = self._discretize(rate)
+        C = torch.view_as_complex(self.C)  # (C', H, N/2)
+        if not powers:
+            return vandermonde(C * dB, log_dA, L), None  # (C', H, L)
+        w = C * torch.stack([dB] + [dB**p for p in powers])[:, None]  # (1 + len(powers), C', H, N/2)
+        if L_powers == L:  # one blocked evaluation for all
+            K = vandermonde(w, log_dA, L)
+            return K[0], K[1:]
+        return vandermonde(w[0], log_dA, L), vandermonde(w[1:], log_dA, L_powers)
+
+    def discrete(self, rate: float = 1.0, liquid_degree: int | None = None) -> DiscreteSSM:
+        dA, log_dA, dB = self._discretize(rate)
+        C = torch.view_as_complex(self.C)[: self.channels]
+        return DiscreteSSM(dA, dB, C, diagonal=True, conj=True, log_dA=log_dA, liquid_degree=liquid_degree)
+
+    def recurrence(self, sys: DiscreteSSM, rate: float, extra_B: torch.Tensor | None = None):
+        return DiagonalRecurrence(sys.dA, sys.dB, sys.C, extra_B)
+
+
 class S4D(SSMLayer):
     """Diagonal SSM layer: per channel h, N/2 complex modes (conjugate pairs implied).
 
@@ -59,47 +103,7 @@ class S4D(SSMLayer):
     lr (learning rate hint for A, B, dt; None = the optimizer's), freeze (any of "A", "B", "C", "dt").
     """
 
-    inits = S4D_INITS
-    discs = ("zoh", "bilinear")
-    ssm_parameter_names = ("A", "B", "C", "dt")
+    kernel_class = DiagonalKernel
 
     def __init__(self, d_model: int, d_state: int = 64, init: str = "lin", disc: str = "zoh", **kwargs):
         super().__init__(d_model, d_state, init=init, disc=disc, **kwargs)
-
-    def _init_ssm(self) -> None:
-        H, N2 = self.d_model, self.d_state // 2
-        n_c = self.channels * (2 if self.bidirectional else 1)
-        A, B = s4d_init(self.init, self.d_state)
-        A, B = A.expand(H, N2), B.expand(H, N2)
-        self._register("log_A_real_gap", real_part_parameter(A.real).float(), "A")
-        self._register("A_imag", A.imag.float(), "A")
-        self._register("B", torch.view_as_real(B.to(torch.complex64)).clone(), "B")
-        C = torch.randn(n_c, H, N2, dtype=torch.complex64)  # variance 1/2 per component
-        self._register("C", torch.view_as_real(C).clone(), "C", ssm_lr=False)
-        self._register("log_dt", self._init_log_dt(), "dt")
-
-    def _A(self) -> torch.Tensor:
-        return torch.complex(real_part(self.log_A_real_gap), self.A_imag)  # (H, N/2)
-
-    def _discretize(self, rate: float):
-        A, B = self._A(), torch.view_as_complex(self.B)
-        dt = self._dt(rate)[:, None]
-        dA, dB = discretize_diag(self.disc, A, B, dt)
-        log_dA = dt * A if self.disc == "zoh" else torch.log(dA)
-        return dA, log_dA, dB
-
-    def _kernels(self, L: int, rate: float = 1.0, powers: tuple[int, ...] = (), L_powers: int = 0):
-        _, log_dA, dB = self._discretize(rate)
-        C = torch.view_as_complex(self.C)  # (n_c, H, N/2)
-        if not powers:
-            return vandermonde(C * dB, log_dA, L), None  # (n_c, H, L)
-        w = C * torch.stack([dB] + [dB**p for p in powers])[:, None]  # (1 + len(powers), n_c, H, N/2)
-        if L_powers == L:  # one blocked evaluation for all
-            K = vandermonde(w, log_dA, L)
-            return K[0], K[1:]
-        return vandermonde(w[0], log_dA, L), vandermonde(w[1:], log_dA, L_powers)
-
-    def discrete(self, rate: float = 1.0) -> DiscreteSSM:
-        dA, log_dA, dB = self._discretize(rate)
-        C = torch.view_as_complex(self.C)[: self.channels]
-        return DiscreteSSM(dA, dB, C, diagonal=True, conj=True, log_dA=log_dA)

@@ -1,24 +1,59 @@
-"""Correlation signals of the liquid (input-dependent) state transition of Liquid-S4.
+"""The liquid terms of Liquid-S4 (Hasani et al. 2023, "Liquid Structural State-Space Models").
 
-The linearized liquid time-constant SSM of Hasani et al. (2023) is, after discretization,
+Per channel, the linearized liquid time-constant SSM
 
-    x_k = (A_bar + diag(B_bar) u_k) x_{k-1} + B_bar u_k,    y_k = C x_k + D u_k.
+    dx/dt = (A + B u(t)) x(t) + B u(t),   y = C x + D u
 
-Unrolled, a chain of p - 1 liquid transitions in consecutive steps that ends at step j injects
-B_bar^p (elementwise power) times the correlation signal of degree p,
+is discretized like the base layer (bilinear for S4, zoh or bilinear for S4D) to
 
-    v^(p)_j = u_j u_{j-1} ... u_{j-p+1}       (inputs before the sequence start are 0),
+    x_k = (A_bar + diag(B_bar) u_k) x_{k-1} + B_bar u_k,   y_k = C x_k + D u_k.
 
-which then evolves under A_bar like any input. The liquid kernels keep these terms: PB the ones read
-out at once (C B_bar^p v^(p)_k), KB all of them (sum_l C A_bar^l B_bar^p v^(p)_{k-l}).
-The anti-causal half of a bidirectional layer runs the same recurrence backwards in time, so its
-signal is the product of the *following* inputs, w^(p)_j = u_j u_{j+1} ... u_{j+p-1}.
+"diag(B_bar)" and the elementwise power B_bar^p are taken in the coordinates in which the layer stores
+its state: the eigenbasis of the normal part Lambda of A = Lambda - P P^* for S4, the diagonal for S4D
+(conjugate pairs included: the conjugate half holds conj(B_bar)^p). Unrolling the recurrence gives the
+plain convolution K_bar * u plus terms in products of inputs. With the correlation signal of degree p
+
+    v^(p)_k = u_k u_{k-1} ... u_{k-p+1}     (inputs before the sequence start are 0; with state
+                                            passing, the inputs of the previous chunk)
+
+a chain of p - 1 liquid transitions in consecutive steps injects B_bar^p v^(p), which then evolves
+under A_bar. For a maximum degree P >= 2 the two liquid kernels keep:
+
+    PB:  y_k = (K_bar * u)_k + D u_k + sum_{p=2..P} (C B_bar^p) v^(p)_k          (chains read out at once, l = 0)
+    KB:  y_k = (K_bar * u)_k + D u_k + sum_{p=2..P} (K_bar_p * v^(p))_k,  K_bar_p[l] = C A_bar^l B_bar^p
+
+Every retained term is an exact term of the unrolled recurrence. Both are causal: y_k depends on u_{<=k}
+only. The coefficients are computed from the live parameters A, (P,) B, C, dt at every call, so they
+train. For S4, K_bar_p comes from the same Cauchy/Woodbury kernel as K_bar, with the continuous vector
+B_p = (1/dt)(I - dt/2 A) B_bar^p in place of B; the PB coefficient C B_bar^p = K_bar_p[0] also comes from
+there, because S4 stores C~ = C (I - A_bar^L) rather than C.
+
+Recurrent mode: the state holds the SSM state and the last P - 1 inputs (from which v^(p)_k is formed).
+KB's per-degree states x^(p)_k = A_bar x^(p)_{k-1} + B_bar^p v^(p)_k share A_bar and C with x, so only
+their sum s_k = x_k + sum_p x^(p)_k enters the output y_k = C s_k + D u_k; the layer keeps that sum
+(exactly equivalent, P - 1 fewer state vectors). step() equals forward().
+
+Squashing (liquid_squash="tanh") replaces v^(p) by tanh(v^(p)) in both modes, bounding high degrees.
+
+Bidirectional layers add an anti-causal half that runs the same recurrence backwards in time: its
+liquid terms use the products of the following inputs, w^(p)_j = u_j u_{j+1} ... u_{j+p-1}, read out
+as C_b B_bar^p w^(p)_{k+1} (PB) or sum_{j>k} C_b A_bar^{j-k-1} B_bar^p w^(p)_j (KB).
+
+Each piece has a whole-sequence form (used by the convolution) and a per-step form (used by the
+recurrent step), side by side, with one reference for both:
+
+    signals        correlations(u, P, history)         step_correlations(u_t, history, P)      correlation_ref
+    input history  last_inputs(u, n, history)          push_history(history, u_t)
+    PB read-out    pb_readout(y, u, coef, history)     pb_readout_step(y, v, coef)             pb_readout_ref
+    KB             kb_convolution(u, k, kp, history)   (the state: DiscreteSSM.step with liquid_B)
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .fftconv import anticausal_kernel, fftconv_sum
 
 SQUASHES = (None, "tanh")
 
@@ -46,6 +81,108 @@ def correlations(
         v = v * delayed(u, p - 1, history)
         out.append(v)
     return [torch.tanh(t) for t in out] if squash == "tanh" else out
+
+
+def step_correlations(
+    u_t: torch.Tensor, history: torch.Tensor, degree: int, squash: str | None = None
+) -> torch.Tensor:
+    """The per-step form of `correlations`: v^(p)_t = u_t u_{t-1} ... u_{t-p+1} for p = 2..degree, from
+    u_t (B, H) and the last degree - 1 inputs `history` (B, H, degree - 1), oldest first.
+    Returns (B, degree - 1, H), squashed like `correlations`."""
+    if degree == 2:
+        v = torch.mul(u_t, history[..., 0]).unsqueeze_(1)
+    else:
+        out, prev = [], u_t
+        for i in range(degree - 1):
+            prev = prev * history[..., -1 - i]
+            out.append(prev)
+        v = torch.stack(out, 1)
+    return torch.tanh(v) if squash == "tanh" else v
+
+
+def push_history(history: torch.Tensor, u_t: torch.Tensor) -> torch.Tensor:
+    """The per-step form of `last_inputs`: the last n inputs after u_t (B, H), from `history` (B, H, n)."""
+    return torch.cat([history[..., 1:], u_t[..., None].to(history.dtype)], -1)
+
+
+def pb_readout(
+    y: torch.Tensor,
+    u: torch.Tensor,
+    coef: torch.Tensor,
+    history: torch.Tensor | None = None,
+    squash: str | None = None,
+) -> torch.Tensor:
+    """The PB terms added to the convolution output: y + sum_p coef[p - 2] v^(p).
+
+    y (B, C, H, L); u (B, H, L); coef (P - 1, C, H) the read-outs C B_bar^p; history as in
+    `correlations`. Without squashing no (B, P - 1, H, L) signal is built: degree 2 is one fused pass
+    (`product_skip`), and higher degrees factor as u_k g_k with g_k = u_{k-1}(c_2 + u_{k-2}(c_3 + ...))
+    (Horner), one more input-dependent skip. Reference: `pb_readout_ref`."""
+    P = coef.shape[0] + 1
+    if squash is None and P == 2:
+        return product_skip(y, u, coef[0], history)
+    if squash is None:
+        c = coef[..., None]  # c[p - 2] = c_p, (P - 1, C, H, 1)
+        g = delayed(u, P - 1, history)[:, None] * c[P - 2]
+        for i in range(P - 2, 0, -1):
+            g = delayed(u, i, history)[:, None] * (c[i - 1] + g)
+        return torch.addcmul(y, g, u[:, None])
+    for p, v_p in enumerate(correlations(u, P, history, squash)):
+        y = y + coef[p, :, :, None] * v_p[:, None]
+    return y
+
+
+def pb_readout_step(y: torch.Tensor, v: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """The per-step form of `pb_readout`: y (B, C, H) + sum_p coef[p - 2] v[:, p - 2], with the signals
+    v (B, P - 1, H) of `step_correlations` and coef (P - 1, C, H)."""
+    for p in range(coef.shape[0]):
+        y = torch.addcmul(y, coef[p], v[:, p, None])
+    return y
+
+
+def pb_readout_reverse(y: torch.Tensor, w: list[torch.Tensor], coef: torch.Tensor) -> torch.Tensor:
+    """The PB terms of the anti-causal half of a bidirectional layer: y + sum_p coef[p - 2] w^(p)_{k+1},
+    with w = `anticorrelations(u, P)` and coef (P - 1, C, H) (C_b B_bar^p)."""
+    for p, w_p in enumerate(w):
+        y = y + coef[p, :, :, None] * delayed(w_p, -1)[:, None]
+    return y
+
+
+def pb_readout_ref(
+    y: torch.Tensor,
+    u: torch.Tensor,
+    coef: torch.Tensor,
+    history: torch.Tensor | None = None,
+    squash: str | None = None,
+) -> torch.Tensor:
+    """Reference for `pb_readout` and `pb_readout_step`: every signal from `correlation_ref`."""
+    v = correlation_ref(u, coef.shape[0] + 1, history, squash)  # (B, P - 1, H, L)
+    return y + torch.einsum("pch,bphl->bchl", coef, v)
+
+
+def kb_convolution(
+    u: torch.Tensor,
+    k: torch.Tensor,
+    kp: torch.Tensor,
+    history: torch.Tensor | None = None,
+    squash: str | None = None,
+    kp_reverse: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The KB layer's convolution: y = k * u + sum_p kp[p - 2] * v^(p), every signal with its own
+    kernel, summed before one inverse FFT (`fftconv_sum`).
+
+    u (B, H, L); k (C, H, L) causal, or (C, H, 2L) two-sided (see `bidirectional_kernel`); kp
+    (P - 1, C, H, L) the kernels C A_bar^l B_bar^p; kp_reverse (P - 1, C, H, L): those of the anti-causal
+    half of a bidirectional layer, applied to the following-input products w^(p) (k is then two-sided).
+    Returns (y (B, C, H, L), [v^(2), ..., v^(P)]): the causal signals also drive the next state."""
+    P = kp.shape[0] + 1
+    v = correlations(u, P, history, squash)
+    kf = kp if kp_reverse is None else F.pad(kp, (0, u.shape[-1]))
+    signals, kernels = [u, *v], [k, *kf.unbind(0)]
+    if kp_reverse is not None:
+        signals += anticorrelations(u, P, squash)
+        kernels += anticausal_kernel(kp_reverse).unbind(0)
+    return fftconv_sum(signals, kernels), v
 
 
 def correlation(

@@ -25,7 +25,7 @@ import torch
 _REAL_DTYPE = {torch.complex64: torch.float32, torch.complex128: torch.float64}
 
 
-def _real(z: torch.Tensor) -> torch.Tensor:
+def real_view(z: torch.Tensor) -> torch.Tensor:
     """(..., n) complex -> (..., 2n) real view (interleaved Re, Im). With a unit stride along n (every
     state and slice of a state) one reinterpreting view, a third of the cost of
     view_as_real(z).flatten(-2) (which counts at batch 1). Otherwise a real copy: only for reading
@@ -66,10 +66,10 @@ class DiagonalRecurrence:
         self, dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, extra_B: torch.Tensor | None = None
     ):
         self.dA = dA.contiguous()
-        self.dB = _real(dB.contiguous())  # (H, 2n)
-        W = _real(2 * C.conj().contiguous())  # (Ch, H, 2n): <W, x> = 2 Re(C x)
+        self.dB = real_view(dB.contiguous())  # (H, 2n)
+        W = real_view(2 * C.conj().contiguous())  # (Ch, H, 2n): <W, x> = 2 Re(C x)
         self.W = W[0] if W.shape[0] == 1 else W[:, None]  # (H, 2n) or (Ch, 1, H, 2n)
-        self.extra_B = None if extra_B is None else _real(extra_B.contiguous())  # (S, H, 2n)
+        self.extra_B = None if extra_B is None else real_view(extra_B.contiguous())  # (S, H, 2n)
         if type(self) is DiagonalRecurrence:
             wide = torch.complex128
             self._prepare_advance(
@@ -89,8 +89,8 @@ class DiagonalRecurrence:
         dots = [*([] if P is None else [*P, *(alpha.conj() * P)]), *(alpha.conj() * Wc)]
         self._r = r
         self._alpha = alpha[:, None].to(cdtype)  # (H, 1, n)
-        self._V = torch.stack([_real(d) for d in dots], 1).to(rdtype)  # (H, R, 2n): read from x
-        self._U = torch.stack([_real(c) for c in ups], 1).to(rdtype)  # (H, K, 2n): added to alpha x
+        self._V = torch.stack([real_view(d) for d in dots], 1).to(rdtype)  # (H, R, 2n): read from x
+        self._U = torch.stack([real_view(c) for c in ups], 1).to(rdtype)  # (H, K, 2n): added to alpha x
         self._My = _gram(Wc, ups).to(rdtype)  # (H, Ch, K, 1): y = <Wc, alpha x> + sum_k c_k <Wc, ups[k]>
         if (
             r
@@ -109,7 +109,7 @@ class DiagonalRecurrence:
         slice of a larger state) to write the next state into instead."""
         B, H, n = x.shape
         xt = x.transpose(0, 1)  # (H, B, n)
-        Z = torch.bmm(self._V, _real(xt).transpose(1, 2))  # (H, R, B): every dot product with x
+        Z = torch.bmm(self._V, real_view(xt).transpose(1, 2))  # (H, R, B): every dot product with x
         r = self._r
         cols = [u.t()[:, None]]  # (H, 1, B); the small combinations run along B (contiguous)
         if r:
@@ -125,7 +125,7 @@ class DiagonalRecurrence:
         y = Z[:, 2 * r :] + (self._My * coef[:, None]).sum(2)  # (H, Ch, B)
         if out is None:
             w = torch.mul(self._alpha, xt, out=x.new_empty(H, B, n))  # alpha x, written (H, B, n)
-            _real(w).baddbmm_(coef.transpose(1, 2), self._U)
+            real_view(w).baddbmm_(coef.transpose(1, 2), self._U)
         else:  # a strided destination: the batched product goes to a temporary (in place it would copy
             # twice), added in the same pass as alpha x
             upd = torch.bmm(coef.transpose(1, 2), self._U)  # (H, B, 2n) real
@@ -137,7 +137,7 @@ class DiagonalRecurrence:
     ):
         """x (B, H, n) complex, u (B, H) real, v (B, S, H) real extra inputs -> next x (written to `out` if given)."""
         x = torch.mul(self.dA, x, out=out)  # (B, H, n)
-        xr = _real(x)
+        xr = real_view(x)
         xr.addcmul_(self.dB, u[..., None])
         if v is not None:
             for p in range(v.shape[1]):
@@ -146,7 +146,7 @@ class DiagonalRecurrence:
 
     def output(self, x: torch.Tensor) -> torch.Tensor:
         """y = 2 Re(C x): (B, Ch * H), channel-major."""
-        y = _dot(_real(x), self.W)  # (B, H) or (Ch, B, H)
+        y = _dot(real_view(x), self.W)  # (B, H) or (Ch, B, H)
         return y if y.dim() == 2 else y.transpose(0, 1).flatten(1)
 
 
@@ -184,17 +184,17 @@ class DPLRRecurrence(DiagonalRecurrence):
         alpha, gamma, beta = (1.0 + dt / 2 * Lambda) * Dinv, dt * B * Dinv, -dt * PD
         super().__init__(alpha.to(cdtype), gamma.to(cdtype), C, extra_B)
         # lists of r (H, 2n) real vectors (not one tensor: iterating a tensor costs a view per row and step)
-        self.P = list(_real(P.to(cdtype).contiguous()))  # <P_i, x> = Re(P_i^* x_half) = (P_i^* x) / 2
-        self.beta = list(_real(beta.to(cdtype).contiguous()))  # times <P_i, x> = (P_i^* x)/2
-        self.delta = list(_real((2 * delta).to(cdtype).contiguous()))
+        self.P = list(real_view(P.to(cdtype).contiguous()))  # <P_i, x> = Re(P_i^* x_half) = (P_i^* x) / 2
+        self.beta = list(real_view(beta.to(cdtype).contiguous()))  # times <P_i, x> = (P_i^* x)/2
+        self.delta = list(real_view((2 * delta).to(cdtype).contiguous()))
         E = [] if extra_B is None else list(extra_B.to(torch.complex128))
         self._prepare_advance(alpha, [gamma, *beta, *(2 * delta), *E], 2 * C.to(torch.complex128).conj(), P)
 
     def step(self, x, u, v=None, out=None):
-        xr = _real(x)
+        xr = real_view(x)
         px = [_dot(xr, P).unsqueeze_(-1) for P in self.P]  # <P_i, x>: (B, H, 1) each
         w = torch.mul(self.dA, x, out=out)  # alpha x
-        wr = _real(w)
+        wr = real_view(w)
         wr.addcmul_(self.dB, u[..., None])  # + gamma u
         for beta, p in zip(self.beta, px):
             wr.addcmul_(beta, p)

@@ -85,15 +85,27 @@ class DiscreteSSM:
     With conj=True the stored state x (.., N) is half of a conjugate-symmetric state [x, conj(x)]
     (M = 2N for dense systems) and the output is y = 2 Re(C x); otherwise y = C x (real).
     C: (Ch, H, N) for the stored half (conj) or (Ch, H, M).
+
+    liquid_degree P (>= 2, or None): the system of a liquid layer (see `liquid_s4.ops.liquid`), which
+    also carries the input vectors of the liquid terms, liquid_B = B_bar^p for p = 2..P ((P-1, H, .),
+    laid out like dB), and their read-outs liquid_coef = C B_bar^p ((P-1, Ch, H)). Both are None
+    for a plain system.
     """
 
-    def __init__(self, dA, dB, C, *, diagonal: bool, conj: bool, log_dA=None):
+    def __init__(
+        self, dA, dB, C, *, diagonal: bool, conj: bool, log_dA=None, liquid_degree: int | None = None
+    ):
         self.dA, self.dB, self.C = dA, dB, C
         self.diagonal, self.conj = diagonal, conj
         if diagonal and log_dA is None:
             log_dA = torch.log(dA)
         self.log_dA = log_dA
         self.N = C.shape[-1]
+        self.liquid_B: torch.Tensor | None = None
+        self.liquid_coef: torch.Tensor | None = None
+        if liquid_degree is not None:
+            self.liquid_B = self.powers_of_B(liquid_degree)
+            self.liquid_coef = self.output(self.stored(self.liquid_B))
 
     def _full(self, v: torch.Tensor) -> torch.Tensor:
         return torch.cat([v, v.conj()], -1) if self.conj and not self.diagonal else v
@@ -106,7 +118,7 @@ class DiscreteSSM:
         y = (self.C * x[:, None]).sum(-1)  # (B, Ch, H); cheaper than einsum for one step's small tensors
         return 2 * y.real if self.conj else y
 
-    def _stored(self, v: torch.Tensor) -> torch.Tensor:
+    def stored(self, v: torch.Tensor) -> torch.Tensor:
         """An input vector in the layout of the stored state (the first half for dense conj systems)."""
         return self._half(v) if self.conj and not self.diagonal else v
 
@@ -124,10 +136,10 @@ class DiscreteSSM:
             Ax = torch.bmm(self._full(x).transpose(0, 1), rows.mT).transpose(
                 0, 1
             )  # (B, H, N): one (B x M)(M x N) product per channel
-            x = torch.addcmul(Ax, self._stored(self.dB), u[..., None])
+            x = torch.addcmul(Ax, self.stored(self.dB), u[..., None])
         if extra is not None:
             Bp, v = extra
-            x = x + torch.einsum("shn,bsh->bhn", self._stored(Bp), v.to(Bp.dtype))
+            x = x + torch.einsum("shn,bsh->bhn", self.stored(Bp), v.to(Bp.dtype))
         return x
 
     def state_output(self, x0: torch.Tensor, L: int) -> torch.Tensor:

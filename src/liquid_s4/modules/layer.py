@@ -1,0 +1,466 @@
+"""The SSM layer: an SSM kernel module (S4D, S4 or LSSL), the convolution around it (D skip, liquid
+terms, state passing) and the output block, with the checks of the user-facing arguments and the
+two caches that make inference cheap."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn as nn
+
+from ..ops.liquid import SQUASHES
+from ..utils import is_positive_int, lengths_mask
+from .block import ACTIVATIONS, POSTACTS, OutputBlock
+from .cache import TensorCache
+from .conv import SSMConvolution, StepSetup
+from .kernel import SSMKernel, upgrade_A_real
+
+LIQUID_KERNELS = (None, "pb", "kb")
+_NO_CONTEXT = contextlib.nullcontext()
+
+# state-dict entries of layers saved before the layer was built from parts: old name -> new name
+_MOVED = {"D": "conv.D", "output_linear.": "output.projection."}
+
+
+def upgrade_state_dict(state_dict: dict, prefix: str) -> None:
+    """Convert, in place, the entries of an SSM layer saved by an earlier version of the library (under
+    `prefix`) to the current layout: the SSM parameters moved into `ssm.`, D into `conv.`, the output
+    projection into `output.projection.`, and `log_A_real` became `log_A_real_gap` (see
+    `upgrade_A_real`). Entries already current are left as they are."""
+    if any(k.startswith(prefix + "ssm.") for k in state_dict):
+        upgrade_A_real(state_dict, prefix + "ssm.")
+        return
+    own = [k for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
+    moved = [k for k in state_dict if k.startswith(prefix + "output_linear.")]
+    if not own and not moved:
+        return
+    for k in own:
+        name = k[len(prefix) :]
+        state_dict[prefix + (_MOVED["D"] if name == "D" else "ssm." + name)] = state_dict.pop(k)
+    for k in moved:
+        state_dict[prefix + _MOVED["output_linear."] + k[len(prefix + "output_linear.") :]] = state_dict.pop(
+            k
+        )
+    upgrade_A_real(state_dict, prefix + "ssm.")
+
+
+class SSMLayer(nn.Module):
+    """Base class of S4D, S4 and LSSL (see those for the arguments), made of three parts:
+
+        ssm     the kernel module (`kernel_class`): the SSM parameters, the kernels K, the discrete system
+        conv    `SSMConvolution`: y = K * u + D u (+ liquid terms), with state passing, and its step
+        output  `OutputBlock`: activation, dropout, output projection (+ GLU)
+
+    Liquid terms (S4 and S4D; see `liquid_s4.ops.liquid` for the definitions):
+    liquid_kernel None, "pb" or "kb"; liquid_degree P >= 2; liquid_squash None or "tanh".
+
+    Inference caches: when no gradient can reach the parameters (evaluation under torch.no_grad() or
+    inference_mode, or frozen layers), the kernels of the last call (`forward`) and the step set-up
+    (`step`) are kept and reused while the arguments and every tensor they were computed from are
+    unchanged (see `TensorCache`); training calls never use or fill them. `clear_cache()` frees them.
+    """
+
+    kernel_class: type[SSMKernel] = SSMKernel
+    inits: tuple[str, ...] = ()  # the kernel's initializations, discretizations and freezable groups
+    discs: tuple[str, ...] = ()
+    ssm_parameter_names: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        k = cls.kernel_class
+        cls.inits, cls.discs, cls.ssm_parameter_names = k.inits, k.discs, k.parameter_groups
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        l_max: int | None = None,
+        channels: int = 1,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        init: str = "legs",
+        disc: str = "bilinear",
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        activation: str | None = "gelu",
+        postact: str | None = "glu",
+        transposed: bool = False,
+        lr: float | None = 1e-3,
+        freeze: tuple[str, ...] | list[str] = (),
+        liquid_kernel: str | None = None,
+        liquid_degree: int = 2,
+        liquid_squash: str | None = None,
+    ):
+        super().__init__()
+        self._check_arguments(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.d_model, self.d_state, self.l_max, self.channels = d_model, d_state, l_max, channels
+        self.init, self.disc, self.bidirectional, self.transposed = init, disc, bidirectional, transposed
+        self._rate = 1.0
+        self.ssm = self.kernel_class(
+            d_model,
+            d_state,
+            init=init,
+            disc=disc,
+            channels=channels,
+            bidirectional=bidirectional,
+            l_max=l_max,
+            dt_min=dt_min,
+            dt_max=dt_max,
+            lr=lr,
+            freeze=tuple(freeze),
+        )
+        self.conv = SSMConvolution(
+            d_model, channels, bidirectional, liquid_kernel, liquid_degree, liquid_squash
+        )
+        self.output = OutputBlock(channels * d_model, d_model, activation, dropout, postact)
+        self._kernel_cache = TensorCache(self.cached_tensors)
+        self._step_cache = TensorCache(self.cached_tensors)
+
+    def _check_arguments(self, **a) -> None:
+        name, cls = type(self).__name__, self.kernel_class
+        for arg in ("d_model", "d_state", "channels"):
+            if not is_positive_int(a[arg]):
+                raise ValueError(f"{name}: {arg} must be a positive integer, got {a[arg]!r}")
+        d_state, channels, liquid_degree = a["d_state"], a["channels"], a["liquid_degree"]
+        if cls.complex_state and d_state % 2:
+            raise ValueError(
+                f"{name}: d_state must be even (modes are stored as N/2 conjugate pairs), got {d_state}; "
+                f"use {d_state + 1} or {d_state - 1}"
+            )
+        l_max = a["l_max"]
+        if l_max is not None and (not isinstance(l_max, int) or l_max < 1):
+            raise ValueError(f"{name}: l_max must be a positive integer or None (any length), got {l_max!r}")
+        if not (0 < a["dt_min"] <= a["dt_max"]):
+            raise ValueError(
+                f"{name}: need 0 < dt_min <= dt_max, got dt_min={a['dt_min']}, dt_max={a['dt_max']}"
+            )
+        if a["init"] not in cls.inits:
+            raise ValueError(f"{name}: unknown init {a['init']!r}; expected one of {cls.inits}")
+        if a["disc"] not in cls.discs:
+            raise ValueError(f"{name}: unsupported disc {a['disc']!r}; expected one of {cls.discs}")
+        if a["activation"] not in ACTIVATIONS:
+            raise ValueError(
+                f"{name}: unknown activation {a['activation']!r}; expected one of {list(ACTIVATIONS)}"
+            )
+        if a["postact"] not in POSTACTS:
+            raise ValueError(f"{name}: unknown postact {a['postact']!r}; expected one of {POSTACTS}")
+        if a["postact"] is None and channels != 1:
+            raise ValueError(
+                f"{name}: channels={channels} needs an output projection; set postact='linear' or 'glu'"
+            )
+        if not 0.0 <= a["dropout"] < 1.0:
+            raise ValueError(f"{name}: dropout must be in [0, 1), got {a['dropout']}")
+        if a["liquid_kernel"] not in LIQUID_KERNELS:
+            raise ValueError(
+                f"{name}: unknown liquid_kernel {a['liquid_kernel']!r}; expected one of {LIQUID_KERNELS}"
+            )
+        if a["liquid_kernel"] is not None and not cls.modal:
+            raise ValueError(
+                f"{name}: liquid kernels are defined for S4 and S4D (state in diagonal coordinates); "
+                "use one of those"
+            )
+        if not isinstance(liquid_degree, int) or isinstance(liquid_degree, bool) or liquid_degree < 2:
+            raise ValueError(
+                f"{name}: liquid_degree must be an integer >= 2 (the highest input product), "
+                f"got {liquid_degree!r}"
+            )
+        if a["liquid_squash"] not in SQUASHES:
+            raise ValueError(
+                f"{name}: unknown liquid_squash {a['liquid_squash']!r}; expected one of {SQUASHES}"
+            )
+        unknown = set(a["freeze"]) - set(cls.parameter_groups)
+        if unknown:
+            raise ValueError(f"{name}: cannot freeze {sorted(unknown)}; freezable: {cls.parameter_groups}")
+
+    # ---- parts and caches ----------------------------------------------------------------------
+    @property
+    def freeze(self) -> tuple[str, ...]:
+        return self.ssm.freeze
+
+    @property
+    def lr(self) -> float | None:
+        return self.ssm.lr
+
+    @property
+    def liquid_kernel(self) -> str | None:
+        """The liquid terms (None, "pb" or "kb"); with liquid_degree and liquid_squash, kept by `conv`."""
+        return self.conv.liquid_kernel
+
+    @liquid_kernel.setter
+    def liquid_kernel(self, value: str | None) -> None:
+        self.conv.liquid_kernel = value
+
+    @property
+    def liquid_degree(self) -> int:
+        return self.conv.liquid_degree
+
+    @property
+    def liquid_squash(self) -> str | None:
+        return self.conv.liquid_squash
+
+    @property
+    def D(self) -> torch.Tensor:
+        """The skip D (channels, H)."""
+        return self.conv.D
+
+    def cached_tensors(self) -> tuple[torch.Tensor, ...]:
+        """What the inference caches (and a `CUDAGraphStep`'s graph) are computed from: the SSM
+        tensors and D."""
+        return (*self.ssm.tensors(), self.conv.D)
+
+    def clear_cache(self) -> None:
+        """Free the cached step setup and inference kernels (rebuilt on the next use). The kernel
+        cache holds one (channels, H, L) kernel per layer after an evaluation pass."""
+        self._kernel_cache.clear()
+        self._step_cache.clear()
+
+    def __getstate__(self):
+        """Copies and pickles leave the step and kernel caches behind (they are rebuilt on use)."""
+        state = super().__getstate__()
+        return {**state, "_kernel_cache": None, "_step_cache": None}
+
+    def __setstate__(self, state):
+        if "ssm" not in state.get("_modules", {}):
+            raise TypeError(
+                f"{type(self).__name__}: this layer was pickled by an earlier version of liquid_s4, whose "
+                "layers had another structure; load its state_dict instead (earlier state dicts load)"
+            )
+        super().__setstate__(state)
+        self._kernel_cache = TensorCache(self.cached_tensors)
+        self._step_cache = TensorCache(self.cached_tensors)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Also loads the state dicts of earlier versions (converted, see `upgrade_state_dict`)."""
+        upgrade_state_dict(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _needs_graph(self) -> bool:
+        """Whether a gradient can reach the layer's parameters from this call."""
+        return torch.is_grad_enabled() and any(t.requires_grad for t in self.cached_tensors())
+
+    def _kernels(self, L: int, rate: float):
+        """(K, K_p) of `SSMKernel.kernels` with the liquid powers this layer needs; from the kernel
+        cache when no gradient can reach the parameters (the cache key: the arguments, the inference
+        mode, and a snapshot of the tensors)."""
+        powers, L_powers = self.conv.kernel_request(L)
+        if self._needs_graph():
+            return self.ssm.kernels(L, rate, powers, L_powers)
+        args = (L, rate, powers, L_powers, torch.is_inference_mode_enabled())
+        return self._kernel_cache.get(args, lambda: self.ssm.kernels(L, rate, powers, L_powers))
+
+    def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
+        """Convolution kernel (channels * (2 if bidirectional else 1), H, L), without D."""
+        return self.ssm.kernels(L, rate)[0]
+
+    def discrete(self, rate: float = 1.0):
+        """The discrete causal system (forward direction) for stepping and state passing, with the
+        liquid vectors of a liquid layer (see `DiscreteSSM`)."""
+        return self.ssm.discrete(rate, self.conv.system_degree)
+
+    # ---- rate --------------------------------------------------------------------------------
+    @property
+    def rate(self) -> float:
+        """Default `rate` of forward and step (a multiplier of every dt): a finite number > 0."""
+        return self._rate
+
+    @rate.setter
+    def rate(self, value) -> None:
+        self._rate = self._check_rate(value)
+
+    def _check_rate(self, rate) -> float:
+        """rate as a float, or a ValueError unless it is a finite number > 0."""
+        try:
+            r = float(rate)
+        except (TypeError, ValueError, RuntimeError):
+            r = None
+        if r is None or isinstance(rate, bool) or not (math.isfinite(r) and r > 0):
+            raise ValueError(
+                f"{type(self).__name__}: rate must be a finite number > 0 (it multiplies the step size dt), "
+                f"got {rate!r}"
+            )
+        return r
+
+    # ---- input checks ------------------------------------------------------------------------
+    def _check_input(self, u: torch.Tensor) -> torch.Tensor:
+        name = type(self).__name__
+        layout = "(B, H, L)" if self.transposed else "(B, L, H)"
+        if not isinstance(u, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor of shape {layout}, got {type(u).__name__}")
+        if not u.is_floating_point():
+            raise TypeError(
+                f"{name}: expected a floating-point input, got dtype {u.dtype}; convert it with u.float()"
+            )
+        if u.dim() != 3:
+            raise ValueError(
+                f"{name}: expected a 3-d input {layout} (transposed={self.transposed}), "
+                f"got shape {tuple(u.shape)}"
+            )
+        H = u.shape[1] if self.transposed else u.shape[2]
+        if H != self.d_model:
+            other = u.shape[2] if self.transposed else u.shape[1]
+            hint = " (is `transposed` set right?)" if other == self.d_model else ""
+            raise ValueError(
+                f"{name}: expected {self.d_model} channels in input of layout {layout}, "
+                f"got shape {tuple(u.shape)}{hint}"
+            )
+        # (B, L, H) inputs are copied to (B, H, L) rows once: the FFT reads them as rows anyway, and the
+        # liquid terms read them again (strided passes cost more than contiguous ones)
+        u = u if self.transposed else u.transpose(1, 2).contiguous()
+        L = u.shape[-1]
+        if L < 1:
+            raise ValueError(f"{name}: empty sequence (L = 0)")
+        if self.l_max is not None and L > self.l_max:
+            raise ValueError(
+                f"{name}: sequence length {L} exceeds l_max={self.l_max}; "
+                "build the layer with a larger l_max or l_max=None"
+            )
+        return u.to(self.ssm.dtype)  # (B, H, L)
+
+    def check_state(self, state: torch.Tensor, batch: int) -> None:
+        """A ValueError unless `state` is a state of this layer for `batch` sequences."""
+        shape = (batch, self.d_model, self.ssm.state_size + self.conv.history_size)
+        complex_state = self.ssm.complex_state
+        if (
+            not isinstance(state, torch.Tensor)
+            or tuple(state.shape) != shape
+            or state.is_complex() != complex_state
+        ):
+            got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+            kind = "complex" if complex_state else "real"
+            raise ValueError(
+                f"{type(self).__name__}: expected a {kind} state of shape {shape} "
+                f"(from default_state or a previous call), got {got}"
+            )
+
+    def _check_lengths(self, lengths, B: int, L: int) -> torch.Tensor:
+        lengths = torch.as_tensor(lengths)
+        if lengths.shape != (B,) or lengths.is_floating_point() or lengths.is_complex():
+            raise ValueError(
+                f"{type(self).__name__}: lengths must be an integer tensor of shape ({B},), "
+                f"got {lengths.dtype} {tuple(lengths.shape)}"
+            )
+        if bool((lengths < 0).any()) or bool((lengths > L).any()):
+            raise ValueError(f"{type(self).__name__}: lengths must lie in [0, {L}], got {lengths.tolist()}")
+        return lengths.to(torch.long)
+
+    # ---- convolution mode --------------------------------------------------------------------
+    def forward(
+        self, u: torch.Tensor, state: torch.Tensor | None = None, lengths=None, rate: float | None = None
+    ):
+        """u: (B, L, H), or (B, H, L) if transposed. Returns (y, next_state), y shaped like u.
+
+        state: continue from a previous chunk (start a stream with `default_state`); next_state is
+        returned only when a state is passed, else None. lengths: (B,) valid lengths of
+        right-padded sequences; padded inputs are ignored, outputs there are zero, and
+        next_state is each sequence's state after its own last input.
+        rate: multiplies dt (rate=2 runs a layer trained at 16 kHz on 8 kHz input); a finite
+        number > 0 (else a ValueError), default `self.rate`.
+
+        Non-finite inputs: the convolution runs through FFTs over the whole sequence, so one NaN or
+        inf input makes every output of that sequence NaN, earlier steps included (the FFT mixes
+        all positions of its channel, the output projection all channels); the next state is NaN
+        in that channel. Other sequences of the batch are unaffected. `step` affects only the
+        current and later steps. An empty batch (B = 0) gives empty outputs.
+        """
+        rate = self._rate if rate is None else self._check_rate(rate)
+        x = self._check_input(u)  # (B, H, L)
+        B, H, L = x.shape
+        mask = None
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, B, L)
+            mask = lengths_mask(lengths.to(x.device), L)  # (B, L)
+            x = x * mask[:, None]
+        hist = None
+        if state is not None:
+            if self.bidirectional:
+                raise ValueError(
+                    f"{type(self).__name__}: state passing needs a causal layer; this one is bidirectional"
+                )
+            self.check_state(state, B)
+            state, hist = self.conv.split_state(state)
+        # the SSM part (kernels, FFTs, complex math, state) always runs in the layer's own precision,
+        # also under torch.autocast; the output projection below follows autocast
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            k, kp = self._kernels(L, rate)
+            y, v = self.conv(x, k, kp, hist)  # (B, C, H, L), D u and the liquid terms included
+            next_state = None
+            if state is not None:
+                y, next_state = self.conv.pass_state(self.discrete(rate), y, x, state, hist, v, lengths)
+        y = self.output(y.flatten(1, 2), self.conv.D.dtype, self.transposed)  # (B, L, H), or (B, H, L)
+        if mask is not None:
+            y = y * (mask[:, None] if self.transposed else mask[..., None])
+        return y, next_state
+
+    # ---- recurrent mode ----------------------------------------------------------------------
+    def default_state(self, batch_size: int) -> torch.Tensor:
+        """Zero state (batch_size, H, N') where N' = N/2 complex entries (the stored half of conjugate
+        pairs) for S4/S4D, N real entries for LSSL. Liquid layers append the last P-1 inputs (as real
+        parts): N' = N/2 + P - 1."""
+        dtype = self.ssm.dtype
+        if self.ssm.complex_state:
+            dtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(dtype)
+        size = self.ssm.state_size + self.conv.history_size
+        return torch.zeros(batch_size, self.d_model, size, dtype=dtype, device=self.conv.D.device)
+
+    def _step_setup(self, rate: float) -> StepSetup:
+        """The discrete system, its fast recurrence and D, computed without gradients (cached by `step`)."""
+        with torch.no_grad():
+            sys = self.discrete(rate)
+            extra = sys.stored(sys.liquid_B) if self.liquid_kernel == "kb" else None
+            rec = self.ssm.recurrence(sys, rate, extra)
+            return StepSetup(sys, rec, self.conv.D.reshape(-1).to(self.ssm.dtype))
+
+    def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float | None = None):
+        """One recurrent step. u_t: (B, H), state: (B, H, N') (see `default_state`).
+        Returns (y_t (B, H), next_state).
+
+        Two paths, chosen here: when no gradient can reach the parameters (torch.no_grad(), or frozen
+        SSM parameters), S4D and S4 run the fast O(N) step of `liquid_s4.ops.recurrence` from a cached
+        set-up (`use_fast_path`); otherwise, and for LSSL, the differentiable reference
+        `DiscreteSSM.step`. Both give the same result to rounding. From batch `advance_from_batch` of
+        the recurrence on (S4D: 16, S4: 32) the fast step advances all streams with batched products
+        (`batched`), and next_state is a (B, H, N') view of an (H, B, N') buffer, the layout that step
+        reads fastest: pass it back as it is (`.contiguous()` gives the usual layout)."""
+        name = type(self).__name__
+        if self.bidirectional:
+            raise RuntimeError(f"{name}: a bidirectional layer sees the future and cannot run step by step")
+        if not isinstance(u_t, torch.Tensor) or u_t.dim() != 2 or u_t.shape[1] != self.d_model:
+            got = tuple(u_t.shape) if isinstance(u_t, torch.Tensor) else type(u_t).__name__
+            raise ValueError(f"{name}.step: expected input of shape (B, {self.d_model}), got {got}")
+        if not u_t.is_floating_point():
+            raise TypeError(f"{name}.step: expected a floating-point input, got dtype {u_t.dtype}")
+        self.check_state(state, u_t.shape[0])
+        rate = self._rate if rate is None else self._check_rate(rate)
+        dtype = self.ssm.dtype
+        # the SSM part runs in the SSM tensors' precision, also under autocast (as in forward)
+        autocast = torch.is_autocast_enabled(u_t.device.type)
+        with torch.autocast(device_type=u_t.device.type, enabled=False) if autocast else _NO_CONTEXT:
+            if u_t.dtype != dtype:
+                u_t = u_t.to(dtype)
+            setup = None  # the differentiable reference step builds its system in the graph
+            if not self._needs_graph():
+                key = (rate, self.liquid_kernel, self.liquid_degree)
+                setup = self._step_cache.get(key, lambda: self._step_setup(rate))
+            use_fast_path = setup is not None and setup.recurrence is not None
+            if use_fast_path:
+                advance_from = setup.recurrence.advance_from_batch
+                batched = advance_from is not None and u_t.shape[0] >= advance_from
+                y, state = self.conv.step_fast(setup, u_t, state, batched)
+            else:
+                sys = self.discrete(rate) if setup is None else setup.sys  # differentiable, not cached
+                y, state = self.conv.step(sys, u_t, state)
+        return self.output.step(y, self.conv.D.dtype), state
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, l_max={self.l_max}, channels={self.channels}, "
+            f"init={self.init!r}, disc={self.disc!r}, bidirectional={self.bidirectional}"
+            + (
+                f", liquid_kernel={self.liquid_kernel!r}, liquid_degree={self.liquid_degree}"
+                if self.liquid_kernel
+                else ""
+            )
+            + (f", liquid_squash={self.liquid_squash!r}" if self.liquid_squash else "")
+        )
