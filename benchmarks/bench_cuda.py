@@ -160,7 +160,8 @@ def main() -> None:
         SHAPES = [(2, 8, 8, 64)] * 4
     if DEV == "cuda" and not torch.cuda.is_available():
         p.error(
-            "no CUDA device: this benchmark measures the GPU path (the CPU benchmarks are bench_layers.py, bench_model_step.py)"
+            "no CUDA device: this benchmark measures the GPU path "
+            "(the CPU benchmarks are bench_layers.py, bench_model_step.py)"
         )
     parts = args.parts.split(",")
     device = torch.cuda.get_device_name() if DEV == "cuda" else DEV
@@ -188,7 +189,8 @@ def main() -> None:
             base = ref.get((r["layer"].partition("-")[0], s)) if "-" in r["layer"] else None
             to_base = f"{r['fwd_bwd_ms'] / base:.2f}x" if base else "-"
             print(
-                f"| {r['layer']} | {' | '.join(map(str, s))} | {r['fwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {r['peak_mib']:.0f} MiB | "
+                f"| {r['layer']} | {' | '.join(map(str, s))} | {r['fwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} "
+                f"| {r['peak_mib']:.0f} MiB | "
                 f"{r['fwd_bwd_ms'] / ref[('S4D', s)]:.2f}x | {to_base} |"
             )
         print(flush=True)
@@ -217,7 +219,8 @@ def main() -> None:
             for b in (b for b in ("B1", "B64", "B1024", "B1_graph", "B64_graph", "B1024_graph") if b in r):
                 label = b[1:].replace("_graph", " (CUDA graph)")
                 rates.append(
-                    f"batch {label}: {r[b]['steps_per_s']:,.0f} steps/s ({r[b]['sample_steps_per_s']:,.0f} sample-steps/s)"
+                    f"batch {label}: {r[b]['steps_per_s']:,.0f} steps/s "
+                    f"({r[b]['sample_steps_per_s']:,.0f} sample-steps/s)"
                 )
             print(f"recurrent {r['layer']:9s} H=256 N=64: " + ", ".join(rates))
     if args.json:

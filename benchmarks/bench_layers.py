@@ -276,10 +276,12 @@ def main(argv: list[str] | None = None) -> None:
         "platform": platform.platform(),
     }
     print(
-        f"liquid_s4 layer benchmark: torch {meta['torch']}, {args.threads} threads, CPU {meta['cpu']} ({meta['cpu_count']} cores)"
+        f"liquid_s4 layer benchmark: torch {meta['torch']}, {args.threads} threads, "
+        f"CPU {meta['cpu']} ({meta['cpu_count']} cores)"
     )
     print(
-        f"python {meta['python']} on {meta['platform']}; median of {args.repeats} runs (at most 3 for L >= 16384) after a warm-up; "
+        f"python {meta['python']} on {meta['platform']}; median of {args.repeats} runs "
+        "(at most 3 for L >= 16384) after a warm-up; "
         f"{args.allocator} allocator"
     )
     print("peak = max RSS during fwd+bwd; delta = above the RSS after imports, model and input\n", flush=True)

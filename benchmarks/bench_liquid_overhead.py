@@ -82,7 +82,8 @@ def main() -> None:
 
         liquid_s4.tune_cpu_allocator()
     print(
-        f"{args.allocator} allocator; fwd+bwd, {args.threads} threads, median of {args.rounds} interleaved rounds; "
+        f"{args.allocator} allocator; fwd+bwd, {args.threads} threads, "
+        f"median of {args.rounds} interleaved rounds; "
         "ratio = median of per-round ratios"
     )
     print(f"{'layer':8s} {'B,H,N,L':>20s} {'ms':>9s} {'ratio':>7s}  range")

@@ -140,7 +140,8 @@ def main(argv=None) -> None:
         cases += [("recurrent", layer, "tuned") for layer in layers]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     print(
-        f"{args.threads} threads; audio: 4 layers x 64 channels, N=64, L=16000, batch 16, median [min..max] of {args.repeats} "
+        f"{args.threads} threads; audio: 4 layers x 64 channels, N=64, L=16000, batch 16, "
+        f"median [min..max] of {args.repeats} "
         f"steps after {args.warmup} untimed"
     )
     for part, layer, allocator in cases:
@@ -167,8 +168,10 @@ def main(argv=None) -> None:
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         if part == "audio":
             print(
-                f"audio     {layer:9s} {allocator:7s} allocator: {r['step_s']:.2f} s [{r['min_s']:.2f}..{r['max_s']:.2f}] "
-                f"per training step ({r['parameters']:,} parameters); eval {r['eval_B16_s']:.2f} s per batch of 16, "
+                f"audio     {layer:9s} {allocator:7s} allocator: {r['step_s']:.2f} s "
+                f"[{r['min_s']:.2f}..{r['max_s']:.2f}] "
+                f"per training step ({r['parameters']:,} parameters); "
+                f"eval {r['eval_B16_s']:.2f} s per batch of 16, "
                 f"{r['eval_B1_s'] * 1e3:.0f} ms per clip"
             )
         else:

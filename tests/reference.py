@@ -157,7 +157,8 @@ class LargestTensor:
 
 
 def products(u, degree, squash=None):
-    """Correlation signals by explicit loops: v[b, p-2, h, k] = u_k u_{k-1} ... u_{k-p+1} (0 before the start)."""
+    """Correlation signals by explicit loops: v[b, p-2, h, k] = u_k u_{k-1} ... u_{k-p+1} (0 before the
+    start)."""
     Bsz, H, L = u.shape
     v = torch.zeros(Bsz, degree - 1, H, L, dtype=u.dtype)
     for p in range(2, degree + 1):
@@ -171,7 +172,8 @@ def products(u, degree, squash=None):
 
 def liquid_recurrence(dA, dB, C, u, kind, degree, squash=None):
     """Brute-force Liquid-S4 terms, float64. y_k = Re(C x_k) plus
-    pb: sum_p Re(C B_bar^p) v^(p)_k;  kb: sum_p Re(C x^(p)_k) with x^(p)_k = A_bar x^(p)_{k-1} + B_bar^p v^(p)_k
+    pb: sum_p Re(C B_bar^p) v^(p)_k;
+    kb: sum_p Re(C x^(p)_k) with x^(p)_k = A_bar x^(p)_{k-1} + B_bar^p v^(p)_k
     (one state per degree). u (B, H, L) real -> (B, Ch, H, L)."""
     y, _ = recurrence(dA, dB, C, u.to(dA.dtype))
     v = products(u, degree, squash).to(dA.dtype)

@@ -15,7 +15,8 @@ c128 = torch.complex128
 
 
 def _explicit(dA, dB, C, u, x0, extra=None):
-    """Full-state x_k = dA x_{k-1} + dB u_k (+ sum_p B_p v_p), y_k = Re(C_full x_k) = 2 Re(C x_half); dA (H, M, M)."""
+    """Full-state x_k = dA x_{k-1} + dB u_k (+ sum_p B_p v_p), y_k = Re(C_full x_k) = 2 Re(C x_half);
+    dA (H, M, M)."""
     x, ys = full(x0), []
     for k in range(u.shape[1]):
         x = torch.einsum("hmn,bhn->bhm", dA, x) + dB * u[:, k, :, None]

@@ -79,7 +79,7 @@ class OutputBlock(nn.Module):
         if plain is None:
             return self.projection(y.transpose(1, 2)).transpose(1, 2)
         # the projection W y + b as one batched product, channels-first: a transposed round trip
-        # would make every element-wise op around it strided, several times slower on CPU
+        # would make every element-wise op around it strided, and strided passes are slower on CPU
         lin, glu = plain
         z = torch.baddbmm(lin.bias[:, None], lin.weight.expand(y.shape[0], -1, -1), y)  # (B, 2H or H, L)
         return nn.functional.glu(z, 1) if glu else z

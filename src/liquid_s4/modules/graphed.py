@@ -48,7 +48,8 @@ class CUDAGraphStep:
             )
         if layer.training:
             raise ValueError(
-                "CUDAGraphStep: put the layer in eval mode first (layer.eval()): a graph replays one fixed dropout mask"
+                "CUDAGraphStep: put the layer in eval mode first (layer.eval()): "
+                "a graph replays one fixed dropout mask"
             )
         if not is_positive_int(batch_size):
             raise ValueError(f"CUDAGraphStep: batch_size must be a positive integer, got {batch_size!r}")
@@ -86,7 +87,8 @@ class CUDAGraphStep:
         """One step: u_t (B, H) -> y_t (B, H); the state advances inside."""
         if not self._captured.is_valid():
             raise RuntimeError(
-                "CUDAGraphStep: the layer's parameters changed since the graph was captured; build a new CUDAGraphStep"
+                "CUDAGraphStep: the layer's parameters changed since the graph was captured; "
+                "build a new CUDAGraphStep"
             )
         if tuple(u_t.shape) != tuple(self._u.shape):
             raise ValueError(

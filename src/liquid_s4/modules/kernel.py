@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..ops.state import DiscreteSSM
+from ..optim import set_optim_hint
 
 A_REAL_BOUND = 1e-4  # every mode decays: Re A <= -A_REAL_BOUND for any parameter value
 
@@ -114,7 +115,7 @@ class SSMKernel(nn.Module):
             return
         p = nn.Parameter(value)
         if ssm_lr and self.lr is not None:
-            p._optim = {"lr": self.lr, "weight_decay": 0.0}
+            set_optim_hint(p, lr=self.lr, weight_decay=0.0)
         self.register_parameter(name, p)
 
     def initial_log_dt(self) -> torch.Tensor:

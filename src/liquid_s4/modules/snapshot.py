@@ -7,9 +7,9 @@ through tensors with their own counter, or none. A snapshot therefore keeps a bi
 values and compares it with the live tensors, after a cheap check of identity, storage, layout and
 version counter (which catches `.data` assignment, `load_state_dict`, moves and dtype changes).
 
-On CPU the contents are compared with the C library's memcmp over each contiguous tensor's bytes (an S4D layer with H = 256,
-N = 64 holds ~200 KB: ~10-15 us on a 2-core CI machine); other tensors (other devices, other
-layouts, or no memcmp) with one `torch.equal` over all their bytes.
+On CPU the contents are compared with the C library's memcmp over each contiguous tensor's bytes;
+other tensors (other devices, other layouts, or no memcmp) with one `torch.equal` over all their
+bytes (one device synchronization). The cost per call is in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -80,7 +80,9 @@ def _pstar(P: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def dplr_bilinear_B(Lambda: torch.Tensor, P: torch.Tensor, B: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
     """B_bar = dt (I - dt/2 A)^{-1} B for A = Lambda - P P^*, by Woodbury (no N x N solve).
 
-    With D = 1 - dt/2 Lambda:  (D + dt/2 P P^*)^{-1} = D^{-1} - D^{-1} P ((2/dt) I + P^* D^{-1} P)^{-1} P^* D^{-1}.
+    With D = 1 - dt/2 Lambda:
+
+        (D + dt/2 P P^*)^{-1} = D^{-1} - D^{-1} P ((2/dt) I + P^* D^{-1} P)^{-1} P^* D^{-1}.
     Lambda (H, N2), P (r, H, N2), B (..., H, N2), dt (H,). Returns (..., H, N2)."""
     Dinv = 1.0 / (1.0 - dt[:, None] / 2 * Lambda)  # (H, N2)
     y = dt[:, None] * B * Dinv

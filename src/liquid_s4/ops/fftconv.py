@@ -29,7 +29,7 @@ def fftconv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 def fft_size(L: int) -> int:
     """The FFT length used for sequences of length L: the smallest n >= 2L of the form 2^a, 3 2^a or
-    9 2^a (such sizes run about twice as fast as e.g. 32000 = 2^8 5^3 on CPU)."""
+    9 2^a (such sizes run faster on CPU than sizes with larger prime factors, e.g. 32000 = 2^8 5^3)."""
     need = 2 * L
     return min(m << max(0, math.ceil(math.log2(need / m))) for m in (1, 3, 9))
 
@@ -105,7 +105,7 @@ class _FFTConvSum(torch.autograd.Function):
 
 def _crop(y: torch.Tensor, L: int) -> torch.Tensor:
     """The first L points of each length-n row, contiguous: element-wise ops downstream (activation,
-    norms and their backward) run several times slower on rows with a stride of n."""
+    norms and their backward) run slower on rows with a stride of n."""
     return y[..., :L].contiguous()
 
 
@@ -121,7 +121,7 @@ def _sum_conj_products(gs, vs) -> torch.Tensor:
 
 def fftconv_sum(us, ks) -> torch.Tensor:
     """Several signals, each with its own kernel, summed in the frequency domain (one inverse FFT):
-    y[b, c, h, l] = sum_s sum_j ks[s][c, h, l - j] us[s][b, h, j].
+    `y[b, c, h, l] = sum_s sum_j ks[s][c, h, l - j] us[s][b, h, j]`.
 
     us: sequence of (B, H, L); ks: sequence of (C, H, L) causal or (C, H, 2L) two-sided kernels (see
     `bidirectional_kernel`). The FFT size is `fft_size(L)` >= 2L, so the convolution is linear (no

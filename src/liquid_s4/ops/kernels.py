@@ -24,12 +24,12 @@ def block_size(L: int) -> int:
 
 def _exp_powers(a: torch.Tensor, b: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """exp(k (a + i b)) (a, b, k real, broadcast together) from real exp, cos and sin, which are
-    vectorized (complex exp and polar are several times slower). Returns complex.
+    vectorized (complex exp and polar are slower). Returns complex.
 
     Magnitudes below eps^2 of the dtype are raised to eps^2 (an error below eps^2 |w| per mode in the
     kernel, far under rounding): fast-decaying modes at long lags would otherwise underflow into
-    subnormal floats, which make every product they enter (the blocked matrix products included)
-    several times slower on CPU."""
+    subnormal floats, which slow down every product they enter on CPU (the blocked matrix products
+    included)."""
     floor = 2 * math.log(torch.finfo(a.dtype).eps)
     r, bk = torch.exp((a * k).clamp_(min=floor)), b * k
     out = r.new_empty(*r.shape, 2)
@@ -155,7 +155,8 @@ class _CauchyImag(torch.autograd.Function):
     D1 = W1^T G on d and D2 = W2^T G on w (never formed), and E = G [w; w d; d; d^2]^T:
         grad_W2 = E_w, grad_W1 = E_d
         d/dt  = -2 D1 w d + D2 (d - 2 w^2),  w^2 = d - lr^2 d^2   (from d (lr^2 + t^2) = 1)
-        grad_lr = -2 lr sum_r (W1 E_d2 + W2 E_wd),  grad_li = -sum_f d/dt = sum_r (2 W1 E_wd + W2 E_d - 2 lr^2 W2 E_d2)
+        grad_lr = -2 lr sum_r (W1 E_d2 + W2 E_wd),
+        grad_li = -sum_f d/dt = sum_r (2 W1 E_wd + W2 E_d - 2 lr^2 W2 E_d2)
         grad_g  = sum_n d/dt = sum_r G [-2 W1 (w d) - W2 d + 2 (lr^2 W2) d^2]
     """
 

@@ -19,7 +19,7 @@ plain convolution K_bar * u plus terms in products of inputs. With the correlati
 a chain of p - 1 liquid transitions in consecutive steps injects B_bar^p v^(p), which then evolves
 under A_bar. For a maximum degree P >= 2 the two liquid kernels keep:
 
-    PB:  y_k = (K_bar * u)_k + D u_k + sum_{p=2..P} (C B_bar^p) v^(p)_k          (chains read out at once, l = 0)
+    PB:  y_k = (K_bar * u)_k + D u_k + sum_{p=2..P} (C B_bar^p) v^(p)_k      (chains read out at once, l = 0)
     KB:  y_k = (K_bar * u)_k + D u_k + sum_{p=2..P} (K_bar_p * v^(p))_k,  K_bar_p[l] = C A_bar^l B_bar^p
 
 Every retained term is an exact term of the unrolled recurrence. Both are causal: y_k depends on u_{<=k}

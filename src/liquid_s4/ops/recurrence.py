@@ -27,8 +27,8 @@ _REAL_DTYPE = {torch.complex64: torch.float32, torch.complex128: torch.float64}
 
 def real_view(z: torch.Tensor) -> torch.Tensor:
     """(..., n) complex -> (..., 2n) real view (interleaved Re, Im). With a unit stride along n (every
-    state and slice of a state) one reinterpreting view, a third of the cost of
-    view_as_real(z).flatten(-2) (which counts at batch 1). Otherwise a real copy: only for reading
+    state and slice of a state) one reinterpreting view, cheaper than view_as_real(z).flatten(-2)
+    (which counts at batch 1). Otherwise a real copy: only for reading
     (the setup vectors); every tensor written through this view has a unit stride."""
     if z.stride(-1) == 1:
         return z.view(_REAL_DTYPE[z.dtype])
@@ -46,7 +46,7 @@ def _gram(rows, cols) -> torch.Tensor:
 
 
 def _dot(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """sum(x * w, -1) for real x, w in one pass without the product (vecdot: ~30% faster at batch 64)."""
+    """sum(x * w, -1) for real x, w in one pass without the product (vecdot)."""
     return torch.linalg.vecdot(x, w)
 
 
@@ -59,7 +59,7 @@ class DiagonalRecurrence:
 
     # the smallest batch for which layers step with `advance` instead of `step` + `output` (None: never).
     # Diagonal steps are three passes either way; `advance` reads y with a batched product instead of a
-    # product-and-sum pass: equal up to batch 8, ahead from 16 (batch 64, H = 256, N = 64: ~12%).
+    # product-and-sum pass: equal at small batch, ahead from 16 (benchmarks/bench_model_step.py).
     advance_from_batch: int | None = 16
 
     def __init__(
@@ -121,7 +121,7 @@ class DiagonalRecurrence:
         coef = (
             cols[0].contiguous() if len(cols) == 1 else torch.cat(cols, 1)
         )  # (H, K, B); contiguous: the batched
-        # products below take a slow path (~15x) when the batch (H) axis has unit stride, as u.t() has
+        # products below take a slow path when the batch (H) axis has unit stride, as u.t() has
         y = Z[:, 2 * r :] + (self._My * coef[:, None]).sum(2)  # (H, Ch, B)
         if out is None:
             w = torch.mul(self._alpha, xt, out=x.new_empty(H, B, n))  # alpha x, written (H, B, n)
@@ -135,7 +135,8 @@ class DiagonalRecurrence:
     def step(
         self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None, out: torch.Tensor | None = None
     ):
-        """x (B, H, n) complex, u (B, H) real, v (B, S, H) real extra inputs -> next x (written to `out` if given)."""
+        """x (B, H, n) complex, u (B, H) real, v (B, S, H) real extra inputs -> next x (written to `out`
+        if given)."""
         x = torch.mul(self.dA, x, out=out)  # (B, H, n)
         xr = real_view(x)
         xr.addcmul_(self.dB, u[..., None])
@@ -167,8 +168,8 @@ class DPLRRecurrence(DiagonalRecurrence):
     `DiagonalRecurrence`. Reference: the dense `DiscreteSSM` of `S4.discrete`.
     """
 
-    # `step` makes ~8 passes over the state (three dot products, four updates); `advance` three. On
-    # 2 CPU threads at H = 256, N = 64 the batched products pay off from about batch 32 (batch 64: 1.8x).
+    # `step` makes ~8 passes over the state (three dot products, four updates); `advance` three: the
+    # batched products pay off from about batch 32 (benchmarks/bench_model_step.py).
     advance_from_batch = 32
 
     def __init__(self, Lambda, P, B, C, dt, extra_B=None):

@@ -123,7 +123,8 @@ class DiscreteSSM:
         return self._half(v) if self.conj and not self.diagonal else v
 
     def powers_of_B(self, degree: int) -> torch.Tensor:
-        """B_bar^p (elementwise, in the state coordinates) for p = 2..degree: (degree - 1, H, .), laid out like dB."""
+        """B_bar^p (elementwise, in the state coordinates) for p = 2..degree: (degree - 1, H, .), laid out
+        like dB."""
         return torch.stack([self.dB**p for p in range(2, degree + 1)])
 
     def step(self, x: torch.Tensor, u: torch.Tensor, extra=None) -> torch.Tensor:

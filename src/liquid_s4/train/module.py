@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from ..data.common import IGNORE_INDEX, Batch
 from ..models.sequence import SequenceModel
 from ..optim import param_groups
 from ..utils import lengths_mask
+from .checkpoint import load_checkpoint
 from .checks import NonFiniteLossError
 from .config import RunConfig
 from .data import DataInfo
@@ -53,6 +55,33 @@ class LitSequenceModel(L.LightningModule):
         """The module described by a checkpoint's hyperparameters (also those written by earlier
         versions, whose model section holds only the entries that were set)."""
         return cls(RunConfig.from_dict(hparams["config"]), DataInfo(**hparams["info"]))
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, strict: bool = True, **_ignored):
+        """The module of a checkpoint written by liquid-s4 train, read once and verified by its sha256
+        (`load_checkpoint`), rebuilt from its hyperparameters (`from_hyperparameters`) and moved to
+        `map_location` if given. Lightning's own loader would pass the stored dicts to the constructor,
+        which takes the typed configuration."""
+        path = str(checkpoint_path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint {path} not found")
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # torch.save's zip format
+                raise ValueError(
+                    f"{path} is not a training checkpoint (not in the format torch.save writes; if it was "
+                    "one, it is damaged). Pass a .ckpt file written by liquid-s4 train, e.g. "
+                    "RUN/checkpoints/best.ckpt"
+                )
+        ckpt = load_checkpoint(path)
+        hp = ckpt.get("hyper_parameters") or {}
+        if "config" not in hp or "info" not in hp:
+            raise ValueError(
+                f"{path} is a checkpoint, but not one written by liquid-s4 train (it holds no run "
+                "configuration)"
+            )
+        lit = cls.from_hyperparameters(hp)
+        lit.load_state_dict(ckpt["state_dict"], strict=strict)
+        return lit if map_location is None else lit.to(map_location)
 
     def forward(self, x, lengths=None, x2=None, lengths2=None, rate=None):
         return self.model(x, lengths=lengths, x2=x2, lengths2=lengths2, rate=rate)

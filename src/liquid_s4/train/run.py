@@ -22,7 +22,7 @@ import torch
 
 from ..allocator import tune_cpu_allocator
 from ..fileio import atomic_write, atomic_write_json
-from .checkpoint import AtomicCheckpointIO, load_checkpoint, verify_checkpoint
+from .checkpoint import AtomicCheckpointIO, verify_checkpoint
 from .checks import check_run
 from .config import RunConfig
 from .data import build_datamodule
@@ -234,7 +234,7 @@ def evaluate(checkpoint: str, data_dir: str | None = None, quiet: bool = False) 
     """Test metrics of a checkpoint (.ckpt written by `train`), on the test split(s) of the run's own
     data; `data_dir` replaces the stored data path (your arrays for a --data run, or the folder of a
     named dataset)."""
-    lit = _load_for_eval(checkpoint)
+    lit = LitSequenceModel.load_from_checkpoint(checkpoint)  # read once and verified
     config = lit.run_config
     config.data.data_dir = data_dir if data_dir is not None else _stored_data_dir(config, checkpoint)
     dm = build_datamodule(config.data, seed=config.trainer.seed)
@@ -270,29 +270,6 @@ def lightning_quiet():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-def _load_for_eval(checkpoint: str) -> LitSequenceModel:
-    """The model of a training checkpoint, read once and verified (checkpoint.load_checkpoint)."""
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
-    with open(checkpoint, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":  # torch.save's zip format
-            raise ValueError(
-                f"{checkpoint} is not a training checkpoint (not in the format torch.save writes; if it was "
-                "one, it is damaged). Pass a .ckpt file written by liquid-s4 train, e.g. "
-                "RUN/checkpoints/best.ckpt"
-            )
-    ckpt = load_checkpoint(checkpoint)
-    hp = ckpt.get("hyper_parameters") or {}
-    if "config" not in hp or "info" not in hp:
-        raise ValueError(
-            f"{checkpoint} is a checkpoint, but not one written by liquid-s4 train (it holds no run "
-            "configuration)"
-        )
-    lit = LitSequenceModel.from_hyperparameters(hp)
-    lit.load_state_dict(ckpt["state_dict"])
-    return lit
 
 
 def _stored_data_dir(config: RunConfig, checkpoint: str) -> str | None:
