@@ -10,14 +10,13 @@ import math
 import torch
 import torch.nn as nn
 
-from ..ops.liquid import SQUASHES
-from ..utils import is_positive_int, lengths_mask
-from .block import ACTIVATIONS, POSTACTS, OutputBlock
+from ..utils import lengths_mask
+from .block import OutputBlock
 from .cache import TensorCache
+from .checks import check_layer_arguments
 from .conv import SSMConvolution, StepSetup
 from .kernel import SSMKernel, upgrade_A_real
 
-LIQUID_KERNELS = (None, "pb", "kb")
 _NO_CONTEXT = contextlib.nullcontext()
 
 # state-dict entries of layers saved before the layer was built from parts: old name -> new name
@@ -94,7 +93,8 @@ class SSMLayer(nn.Module):
         liquid_squash: str | None = None,
     ):
         super().__init__()
-        self._check_arguments(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # the arguments above
+        check_layer_arguments(type(self).__name__, self.kernel_class, **args)
         self.d_model, self.d_state, self.l_max, self.channels = d_model, d_state, l_max, channels
         self.init, self.disc, self.bidirectional, self.transposed = init, disc, bidirectional, transposed
         self._rate = 1.0
@@ -117,62 +117,6 @@ class SSMLayer(nn.Module):
         self.output = OutputBlock(channels * d_model, d_model, activation, dropout, postact)
         self._kernel_cache = TensorCache(self.cached_tensors)
         self._step_cache = TensorCache(self.cached_tensors)
-
-    def _check_arguments(self, **a) -> None:
-        name, cls = type(self).__name__, self.kernel_class
-        for arg in ("d_model", "d_state", "channels"):
-            if not is_positive_int(a[arg]):
-                raise ValueError(f"{name}: {arg} must be a positive integer, got {a[arg]!r}")
-        d_state, channels, liquid_degree = a["d_state"], a["channels"], a["liquid_degree"]
-        if cls.complex_state and d_state % 2:
-            raise ValueError(
-                f"{name}: d_state must be even (modes are stored as N/2 conjugate pairs), got {d_state}; "
-                f"use {d_state + 1} or {d_state - 1}"
-            )
-        l_max = a["l_max"]
-        if l_max is not None and (not isinstance(l_max, int) or l_max < 1):
-            raise ValueError(f"{name}: l_max must be a positive integer or None (any length), got {l_max!r}")
-        if not (0 < a["dt_min"] <= a["dt_max"]):
-            raise ValueError(
-                f"{name}: need 0 < dt_min <= dt_max, got dt_min={a['dt_min']}, dt_max={a['dt_max']}"
-            )
-        if a["init"] not in cls.inits:
-            raise ValueError(f"{name}: unknown init {a['init']!r}; expected one of {cls.inits}")
-        if a["disc"] not in cls.discs:
-            raise ValueError(f"{name}: unsupported disc {a['disc']!r}; expected one of {cls.discs}")
-        if a["activation"] not in ACTIVATIONS:
-            raise ValueError(
-                f"{name}: unknown activation {a['activation']!r}; expected one of {list(ACTIVATIONS)}"
-            )
-        if a["postact"] not in POSTACTS:
-            raise ValueError(f"{name}: unknown postact {a['postact']!r}; expected one of {POSTACTS}")
-        if a["postact"] is None and channels != 1:
-            raise ValueError(
-                f"{name}: channels={channels} needs an output projection; set postact='linear' or 'glu'"
-            )
-        if not 0.0 <= a["dropout"] < 1.0:
-            raise ValueError(f"{name}: dropout must be in [0, 1), got {a['dropout']}")
-        if a["liquid_kernel"] not in LIQUID_KERNELS:
-            raise ValueError(
-                f"{name}: unknown liquid_kernel {a['liquid_kernel']!r}; expected one of {LIQUID_KERNELS}"
-            )
-        if a["liquid_kernel"] is not None and not cls.modal:
-            raise ValueError(
-                f"{name}: liquid kernels are defined for S4 and S4D (state in diagonal coordinates); "
-                "use one of those"
-            )
-        if not isinstance(liquid_degree, int) or isinstance(liquid_degree, bool) or liquid_degree < 2:
-            raise ValueError(
-                f"{name}: liquid_degree must be an integer >= 2 (the highest input product), "
-                f"got {liquid_degree!r}"
-            )
-        if a["liquid_squash"] not in SQUASHES:
-            raise ValueError(
-                f"{name}: unknown liquid_squash {a['liquid_squash']!r}; expected one of {SQUASHES}"
-            )
-        unknown = set(a["freeze"]) - set(cls.parameter_groups)
-        if unknown:
-            raise ValueError(f"{name}: cannot freeze {sorted(unknown)}; freezable: {cls.parameter_groups}")
 
     # ---- parts and caches ----------------------------------------------------------------------
     @property
@@ -208,7 +152,8 @@ class SSMLayer(nn.Module):
     def cached_tensors(self) -> tuple[torch.Tensor, ...]:
         """What the inference caches (and a `CUDAGraphStep`'s graph) are computed from: the SSM
         tensors and D."""
-        return (*self.ssm.tensors(), self.conv.D)
+        parts = self._modules  # see `step`
+        return (*parts["ssm"].tensors(), parts["conv"].D)
 
     def clear_cache(self) -> None:
         """Free the cached step setup and inference kernels (rebuilt on the next use). The kernel
@@ -320,8 +265,9 @@ class SSMLayer(nn.Module):
 
     def check_state(self, state: torch.Tensor, batch: int) -> None:
         """A ValueError unless `state` is a state of this layer for `batch` sequences."""
-        shape = (batch, self.d_model, self.ssm.state_size + self.conv.history_size)
-        complex_state = self.ssm.complex_state
+        ssm, conv = self._modules["ssm"], self._modules["conv"]  # see `step`
+        shape = (batch, self.d_model, ssm.state_size + conv.history_size)
+        complex_state = ssm.complex_state
         if (
             not isinstance(state, torch.Tensor)
             or tuple(state.shape) != shape
@@ -410,7 +356,8 @@ class SSMLayer(nn.Module):
             sys = self.discrete(rate)
             extra = sys.stored(sys.liquid_B) if self.liquid_kernel == "kb" else None
             rec = self.ssm.recurrence(sys, rate, extra)
-            return StepSetup(sys, rec, self.conv.D.reshape(-1).to(self.ssm.dtype))
+            pb_coef = tuple(sys.liquid_coef) if self.liquid_kernel == "pb" else ()
+            return StepSetup(sys, rec, self.conv.D.reshape(-1).to(self.ssm.dtype), pb_coef)
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float | None = None):
         """One recurrent step. u_t: (B, H), state: (B, H, N') (see `default_state`).
@@ -433,7 +380,11 @@ class SSMLayer(nn.Module):
             raise TypeError(f"{name}.step: expected a floating-point input, got dtype {u_t.dtype}")
         self.check_state(state, u_t.shape[0])
         rate = self._rate if rate is None else self._check_rate(rate)
-        dtype = self.ssm.dtype
+        # the parts, read once: nn.Module finds submodules through a Python-level __getattr__, whose
+        # cost adds up at batch 1, where a step is a few dozen small tensor ops
+        parts = self._modules
+        ssm, conv, output = parts["ssm"], parts["conv"], parts["output"]
+        dtype = ssm.dtype
         # the SSM part runs in the SSM tensors' precision, also under autocast (as in forward)
         autocast = torch.is_autocast_enabled(u_t.device.type)
         with torch.autocast(device_type=u_t.device.type, enabled=False) if autocast else _NO_CONTEXT:
@@ -441,17 +392,17 @@ class SSMLayer(nn.Module):
                 u_t = u_t.to(dtype)
             setup = None  # the differentiable reference step builds its system in the graph
             if not self._needs_graph():
-                key = (rate, self.liquid_kernel, self.liquid_degree)
+                key = (rate, conv.liquid_kernel, conv.liquid_degree)
                 setup = self._step_cache.get(key, lambda: self._step_setup(rate))
             use_fast_path = setup is not None and setup.recurrence is not None
             if use_fast_path:
                 advance_from = setup.recurrence.advance_from_batch
                 batched = advance_from is not None and u_t.shape[0] >= advance_from
-                y, state = self.conv.step_fast(setup, u_t, state, batched)
+                y, state = conv.step_fast(setup, u_t, state, batched)
             else:
                 sys = self.discrete(rate) if setup is None else setup.sys  # differentiable, not cached
-                y, state = self.conv.step(sys, u_t, state)
-        return self.output.step(y, self.conv.D.dtype), state
+                y, state = conv.step(sys, u_t, state)
+        return output.step(y, conv.D.dtype), state
 
     def extra_repr(self) -> str:
         return (

@@ -132,11 +132,14 @@ def pb_readout(
     return y
 
 
-def pb_readout_step(y: torch.Tensor, v: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+def pb_readout_step(
+    y: torch.Tensor, v: torch.Tensor, coef: torch.Tensor, inplace: bool = False
+) -> torch.Tensor:
     """The per-step form of `pb_readout`: y (B, C, H) + sum_p coef[p - 2] v[:, p - 2], with the signals
-    v (B, P - 1, H) of `step_correlations` and coef (P - 1, C, H)."""
-    for p in range(coef.shape[0]):
-        y = torch.addcmul(y, coef[p], v[:, p, None])
+    v (B, P - 1, H) of `step_correlations` and coef (P - 1, C, H) (or the sequence of its P - 1 slices).
+    inplace: add into y (no autograd)."""
+    for p, c in enumerate(coef):
+        y = y.addcmul_(c, v[:, p, None]) if inplace else torch.addcmul(y, c, v[:, p, None])
     return y
 
 
