@@ -18,39 +18,43 @@ from .snapshot import TensorSnapshot
 
 
 class TensorCache:
-    """cache.get(args, compute) returns compute() and keeps it; later calls with equal `args`, while
-    every tensor of `tensors()` is bitwise the same tensor with the same values, return the kept value.
+    """cache.get(args, tensors, compute) returns compute() and keeps it; later calls with equal `args`,
+    while every one of `tensors()` is bitwise the same tensor with the same values, return the kept
+    value.
 
-        cache = TensorCache(lambda: (*module.parameters(), *module.buffers()))
-        K = cache.get((L, rate), lambda: kernel(L, rate))
+        cache = TensorCache()
+        K = cache.get((L, rate), module.tensors, lambda: kernel(L, rate))
 
-    One entry: a new value replaces (and frees) the old one. `clear()` drops it. Copies and pickles
-    of an owner should leave the entry behind (the owners' `__getstate__` do)."""
+    One entry: a new value replaces (and frees) the old one. `clear()` drops it. The cache holds no
+    reference to its owner (the tensors are read through the callable passed to each call), so an
+    owner and its cached values are freed as soon as the owner is. Copies and pickles of an owner
+    should leave the entry behind (the owners' `__getstate__` do)."""
 
-    __slots__ = ("_tensors", "_entry")
+    __slots__ = ("_entry",)
 
-    def __init__(self, tensors: Callable[[], tuple[torch.Tensor, ...]]):
-        self._tensors = tensors
+    def __init__(self):
         self._entry: tuple[Hashable, TensorSnapshot, Any] | None = None
 
-    def get(self, args: Hashable, compute: Callable[[], Any]) -> Any:
+    def get(
+        self, args: Hashable, tensors: Callable[[], tuple[torch.Tensor, ...]], compute: Callable[[], Any]
+    ):
         entry = self._entry
-        if entry is not None and entry[0] == args and entry[1].matches(self._tensors()):
+        if entry is not None and entry[0] == args and entry[1].matches(tensors()):
             return entry[2]
         self._entry = None  # free the old value before computing the new one
         value = compute()
         # the snapshot is taken after the call: computing may itself update a tensor (S4 rescales
         # C~ when a longer sequence arrives), and the value describes the tensors as they are now
-        self._entry = (args, TensorSnapshot(self._tensors()), value)
+        self._entry = (args, TensorSnapshot(tensors()), value)
         return value
 
     def peek(self) -> Any:
         """The kept value (None if there is none), whether or not it is still valid."""
         return None if self._entry is None else self._entry[2]
 
-    def is_valid(self) -> bool:
-        """Whether a value is kept and its tensors are unchanged since."""
-        return self._entry is not None and self._entry[1].matches(self._tensors())
+    def is_valid(self, tensors: Callable[[], tuple[torch.Tensor, ...]]) -> bool:
+        """Whether a value is kept and `tensors()` are unchanged since it was computed."""
+        return self._entry is not None and self._entry[1].matches(tensors())
 
     def clear(self) -> None:
         self._entry = None

@@ -72,8 +72,8 @@ class CUDAGraphStep:
             self.state.copy_(new)
         self._y = y  # capture records the step without running it: the state is still the given one
         # the graph, valid while the tensors it was captured from are unchanged
-        self._captured = TensorCache(layer.cached_tensors)
-        self._captured.get("graph", lambda: self._graph)
+        self._captured = TensorCache()
+        self._captured.get("graph", layer.cached_tensors, lambda: self._graph)
 
     def reset(self, state: torch.Tensor | None = None) -> None:
         """Set the state to zero, or to `state` (shaped like `layer.default_state(batch_size)`)."""
@@ -85,7 +85,7 @@ class CUDAGraphStep:
 
     def __call__(self, u_t: torch.Tensor) -> torch.Tensor:
         """One step: u_t (B, H) -> y_t (B, H); the state advances inside."""
-        if not self._captured.is_valid():
+        if not self._captured.is_valid(self.layer.cached_tensors):
             raise RuntimeError(
                 "CUDAGraphStep: the layer's parameters changed since the graph was captured; "
                 "build a new CUDAGraphStep"

@@ -115,8 +115,7 @@ class SSMLayer(nn.Module):
             d_model, channels, bidirectional, liquid_kernel, liquid_degree, liquid_squash
         )
         self.output = OutputBlock(channels * d_model, d_model, activation, dropout, postact)
-        self._kernel_cache = TensorCache(self.cached_tensors)
-        self._step_cache = TensorCache(self.cached_tensors)
+        self._kernel_cache, self._step_cache = TensorCache(), TensorCache()
 
     # ---- parts and caches ----------------------------------------------------------------------
     @property
@@ -173,8 +172,7 @@ class SSMLayer(nn.Module):
                 "layers had another structure; load its state_dict instead (earlier state dicts load)"
             )
         super().__setstate__(state)
-        self._kernel_cache = TensorCache(self.cached_tensors)
-        self._step_cache = TensorCache(self.cached_tensors)
+        self._kernel_cache, self._step_cache = TensorCache(), TensorCache()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Also loads the state dicts of earlier versions (converted, see `upgrade_state_dict`)."""
@@ -193,7 +191,9 @@ class SSMLayer(nn.Module):
         if self._needs_graph():
             return self.ssm.kernels(L, rate, powers, L_powers)
         args = (L, rate, powers, L_powers, torch.is_inference_mode_enabled())
-        return self._kernel_cache.get(args, lambda: self.ssm.kernels(L, rate, powers, L_powers))
+        return self._kernel_cache.get(
+            args, self.cached_tensors, lambda: self.ssm.kernels(L, rate, powers, L_powers)
+        )
 
     def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
         """Convolution kernel (channels * (2 if bidirectional else 1), H, L), without D."""
@@ -393,7 +393,7 @@ class SSMLayer(nn.Module):
             setup = None  # the differentiable reference step builds its system in the graph
             if not self._needs_graph():
                 key = (rate, conv.liquid_kernel, conv.liquid_degree)
-                setup = self._step_cache.get(key, lambda: self._step_setup(rate))
+                setup = self._step_cache.get(key, self.cached_tensors, lambda: self._step_setup(rate))
             use_fast_path = setup is not None and setup.recurrence is not None
             if use_fast_path:
                 advance_from = setup.recurrence.advance_from_batch
