@@ -34,6 +34,7 @@ class StepSetup(NamedTuple):
     recurrence: object  # the fast step of `liquid_s4.ops.recurrence` for sys
     D: torch.Tensor  # the skip, flattened (channels * H,), in the SSM precision
     pb_coef: tuple[torch.Tensor, ...]  # the PB read-outs C B_bar^p, one (channels, H) tensor per degree
+    out_dtype: torch.dtype  # D's dtype: that of the layer's outputs (float16/bfloat16 layers: see SSMKernel)
 
 
 class SSMConvolution(nn.Module):

@@ -357,7 +357,8 @@ class SSMLayer(nn.Module):
             extra = sys.stored(sys.liquid_B) if self.liquid_kernel == "kb" else None
             rec = self.ssm.recurrence(sys, rate, extra)
             pb_coef = tuple(sys.liquid_coef) if self.liquid_kernel == "pb" else ()
-            return StepSetup(sys, rec, self.conv.D.reshape(-1).to(self.ssm.dtype), pb_coef)
+            D = self.conv.D
+            return StepSetup(sys, rec, D.reshape(-1).to(self.ssm.dtype), pb_coef, D.dtype)
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float | None = None):
         """One recurrent step. u_t: (B, H), state: (B, H, N') (see `default_state`).
@@ -384,16 +385,20 @@ class SSMLayer(nn.Module):
         # cost adds up at batch 1, where a step is a few dozen small tensor ops
         parts = self._modules
         ssm, conv, output = parts["ssm"], parts["conv"], parts["output"]
-        dtype = ssm.dtype
         # the SSM part runs in the SSM tensors' precision, also under autocast (as in forward)
         autocast = torch.is_autocast_enabled(u_t.device.type)
         with torch.autocast(device_type=u_t.device.type, enabled=False) if autocast else _NO_CONTEXT:
-            if u_t.dtype != dtype:
-                u_t = u_t.to(dtype)
             setup = None  # the differentiable reference step builds its system in the graph
             if not self._needs_graph():
                 key = (rate, conv.liquid_kernel, conv.liquid_degree)
                 setup = self._step_cache.get(key, self.cached_tensors, lambda: self._step_setup(rate))
+            # the SSM precision, and the outputs' (D's; they differ in float16/bfloat16 layers)
+            if setup is None:
+                dtype, out_dtype = ssm.dtype, conv.D.dtype
+            else:
+                dtype, out_dtype = setup.D.dtype, setup.out_dtype
+            if u_t.dtype != dtype:
+                u_t = u_t.to(dtype)
             use_fast_path = setup is not None and setup.recurrence is not None
             if use_fast_path:
                 advance_from = setup.recurrence.advance_from_batch
@@ -402,7 +407,7 @@ class SSMLayer(nn.Module):
             else:
                 sys = self.discrete(rate) if setup is None else setup.sys  # differentiable, not cached
                 y, state = conv.step(sys, u_t, state)
-        return output.step(y, conv.D.dtype), state
+        return output.step(y, out_dtype), state
 
     def extra_repr(self) -> str:
         return (
