@@ -146,6 +146,8 @@ def test_step_forms_replay_the_sequence_forms(degree, squash):
         v = step_correlations(u[..., k], hist, degree, squash)
         assert torch.allclose(v, v_ref[..., k], rtol=1e-14, atol=1e-15)
         assert torch.allclose(pb_readout_step(y0[..., k], v, coef), y_ref[..., k], rtol=1e-13, atol=1e-14)
+        one = pb_readout_step(y0[:, 0, :, k].clone(), v, coef[:, 0], inplace=True)  # one channel, (B, H)
+        assert torch.allclose(one, pb_readout_ref(y0[:, :1], u, coef[:, :1], hist0, squash)[:, 0, :, k])
         hist = push_history(hist, u[..., k])
         assert torch.equal(hist, last_inputs(u[..., : k + 1], degree - 1, hist0))
 

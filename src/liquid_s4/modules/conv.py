@@ -33,7 +33,7 @@ class StepSetup(NamedTuple):
     sys: DiscreteSSM  # the discrete system (with its liquid vectors and read-outs)
     recurrence: object  # the fast step of `liquid_s4.ops.recurrence` for sys
     D: torch.Tensor  # the skip, flattened (channels * H,), in the SSM precision
-    pb_coef: tuple[torch.Tensor, ...]  # the PB read-outs C B_bar^p, one (channels, H) tensor per degree
+    pb_coef: tuple[torch.Tensor, ...]  # the PB read-outs C B_bar^p per degree: (channels, H), or (H,)
     out_dtype: torch.dtype  # D's dtype: that of the layer's outputs (float16/bfloat16 layers: see SSMKernel)
 
 
@@ -175,7 +175,8 @@ class SSMConvolution(nn.Module):
                 new[..., n:-1] = state[..., n + 1 :]
             new[..., -1] = u_t
             if self.liquid_kernel == "pb":
-                pb_readout_step(y.unflatten(1, (C, -1)), v, setup.pb_coef, inplace=True)  # into y
+                y_c = y if C == 1 else y.unflatten(1, (C, -1))  # (B, H) or (B, C, H), a view of y
+                pb_readout_step(y_c, v, setup.pb_coef, inplace=True)
             state = new
         y.addcmul_(setup.D, u_t if C == 1 else u_t.repeat(1, C))
         return y, state

@@ -356,7 +356,9 @@ class SSMLayer(nn.Module):
             sys = self.discrete(rate)
             extra = sys.stored(sys.liquid_B) if self.liquid_kernel == "kb" else None
             rec = self.ssm.recurrence(sys, rate, extra)
-            pb_coef = tuple(sys.liquid_coef) if self.liquid_kernel == "pb" else ()
+            pb_coef = ()
+            if self.liquid_kernel == "pb":  # one channel: (H,) each, for the step's (B, H) outputs
+                pb_coef = tuple(sys.liquid_coef[:, 0] if self.channels == 1 else sys.liquid_coef)
             D = self.conv.D
             return StepSetup(sys, rec, D.reshape(-1).to(self.ssm.dtype), pb_coef, D.dtype)
 

@@ -137,9 +137,11 @@ def pb_readout_step(
 ) -> torch.Tensor:
     """The per-step form of `pb_readout`: y (B, C, H) + sum_p coef[p - 2] v[:, p - 2], with the signals
     v (B, P - 1, H) of `step_correlations` and coef (P - 1, C, H) (or the sequence of its P - 1 slices).
-    inplace: add into y (no autograd)."""
+    One output channel may also come as y (B, H) with coef (P - 1, H). inplace: add into y (no autograd)."""
+    per_channel = y.dim() == 3
     for p, c in enumerate(coef):
-        y = y.addcmul_(c, v[:, p, None]) if inplace else torch.addcmul(y, c, v[:, p, None])
+        v_p = v[:, p : p + 1] if per_channel else v[:, p]  # (B, 1, H) or (B, H)
+        y = y.addcmul_(c, v_p) if inplace else torch.addcmul(y, c, v_p)
     return y
 
 
