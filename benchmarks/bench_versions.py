@@ -6,9 +6,10 @@ backward, cached evaluation and recurrent step, and a model's training step.
 
 Each version's package folder is copied under another name (liquid_s4_before, liquid_s4_after: the
 package imports itself only relatively), and every measurement alternates between them round by
-round, so both see the same machine load. Reported: the median time of each, and the median of the
-per-round ratios after/before (below 1: faster). On a shared machine a single run drifts by tens of
-percent within minutes; the interleaved ratio is what to compare.
+round (which one goes first alternates too), so both see the same machine load. Reported: the
+median time of each, and the median of the per-round ratios after/before (below 1: faster). On a
+shared machine a single run drifts by tens of percent within minutes; the interleaved ratio is what
+to compare.
 """
 
 from __future__ import annotations
@@ -51,9 +52,13 @@ def compare(label: str, before, after, rounds: int) -> dict:
     """before/after: zero-argument callables, each one measurement (run once untimed first)."""
     before(), after()
     tb, ta = [], []
-    for _ in range(rounds):
-        tb.append(timed(before))
-        ta.append(timed(after))
+    for i in range(rounds):  # the order alternates, so that neither always runs first
+        if i % 2:
+            ta.append(timed(after))
+            tb.append(timed(before))
+        else:
+            tb.append(timed(before))
+            ta.append(timed(after))
     ratio = statistics.median(a / b for a, b in zip(ta, tb))
     row = {"what": label, "before_ms": statistics.median(tb) * 1e3, "after_ms": statistics.median(ta) * 1e3}
     row["ratio"] = ratio
