@@ -33,6 +33,7 @@ from .liquid import (
     product_skip_ref,
 )
 from .recurrence import DiagonalRecurrence, DPLRRecurrence
+from .scan import chunk_diag_scan, naive_diag_scan
 from .state import DiscreteSSM, power_apply, reverse_within, scan_dense, scan_diag
 
 __all__ = [
@@ -67,6 +68,8 @@ __all__ = [
     "DiscreteSSM",
     "DiagonalRecurrence",
     "DPLRRecurrence",
+    "chunk_diag_scan",
+    "naive_diag_scan",
     "scan_diag",
     "scan_dense",
     "power_apply",
