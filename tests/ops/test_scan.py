@@ -4,7 +4,7 @@ outputs and gradients, real and complex, with and without an initial state."""
 import pytest
 import torch
 
-from liquid_s4.ops.scan import chunk_diag_scan, naive_diag_scan
+from liquid_s4.ops.scan import chunk_diag_scan, liquid_scan, naive_diag_scan, naive_liquid_scan
 
 
 def _inputs(shape, dtype, decay=0.9, seed=0):
@@ -72,3 +72,64 @@ def test_bad_shapes_are_rejected():
         chunk_diag_scan(torch.ones(2, 5), torch.ones(2, 4))
     with pytest.raises(ValueError, match="x0 must have shape"):
         chunk_diag_scan(torch.ones(2, 5), torch.ones(2, 5), torch.ones(3))
+
+
+# ---- the liquid recurrence, read out ---------------------------------------------------------------
+def _liquid_system(H=3, N=4, Ch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    dA = torch.polar(
+        0.8 + 0.15 * torch.rand(H, N, generator=g, dtype=torch.float64),
+        torch.rand(H, N, generator=g, dtype=torch.float64) * 3,
+    )
+    dB = (
+        torch.complex(
+            torch.randn(H, N, generator=g, dtype=torch.float64),
+            torch.randn(H, N, generator=g, dtype=torch.float64),
+        )
+        * 0.1
+    )
+    C = torch.complex(
+        torch.randn(Ch, H, N, generator=g, dtype=torch.float64),
+        torch.randn(Ch, H, N, generator=g, dtype=torch.float64),
+    )
+    return dA, dB, C
+
+
+@pytest.mark.parametrize("L,block", [(1, 4), (23, 4), (23, 1024), (64, 16)])
+@pytest.mark.parametrize("with_x0", [False, True])
+def test_liquid_scan_equals_the_step_by_step_recurrence(L, block, with_x0):
+    dA, dB, C = _liquid_system()
+    u = torch.randn(2, 3, L, dtype=torch.float64)
+    x0 = torch.randn(2, 3, 4, dtype=torch.complex128) if with_x0 else None
+    y, xL = liquid_scan(u, dA, dB, C, x0, block)
+    y_ref, x_ref = naive_liquid_scan(u, dA, dB, C, x0)
+    assert torch.allclose(y, y_ref, rtol=1e-11, atol=1e-12) and torch.allclose(
+        xL, x_ref, rtol=1e-11, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("with_x0", [False, True])
+def test_liquid_scan_gradients_equal_the_references(with_x0):
+    dA, dB, C = _liquid_system(seed=1)
+    u = torch.randn(2, 3, 29, dtype=torch.float64)
+    x0 = torch.randn(2, 3, 4, dtype=torch.complex128) if with_x0 else None
+    leaves = [t.clone().requires_grad_() for t in (u, dA, dB, C) + ((x0,) if with_x0 else ())]
+    wy = torch.randn(2, 2, 3, 29, dtype=torch.float64)
+    wx = torch.randn(2, 3, 4, dtype=torch.complex128)
+
+    def loss(scan):
+        y, xL = scan(*leaves[:4], leaves[4] if with_x0 else None)
+        return (y * wy).sum() + (xL * wx.conj()).real.sum()
+
+    got = torch.autograd.grad(loss(lambda *a: liquid_scan(*a, block=8)), leaves)
+    want = torch.autograd.grad(loss(naive_liquid_scan), leaves)
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-11)
+
+
+def test_liquid_scan_gradcheck():
+    dA, dB, C = _liquid_system(H=2, N=2, Ch=1, seed=2)
+    u = torch.randn(1, 2, 7, dtype=torch.float64)
+    x0 = torch.randn(1, 2, 2, dtype=torch.complex128)
+    args = tuple(t.clone().requires_grad_() for t in (u, dA, dB, C, x0))
+    assert torch.autograd.gradcheck(lambda *a: liquid_scan(*a, block=3), args)

@@ -114,3 +114,95 @@ def chunk_diag_scan(
     if g.shape[-1] == 0:
         return g.clone()
     return _ChunkDiagScan.apply(f, g, x0, T)
+
+
+# ---- the liquid recurrence of a diagonal SSM, read out ---------------------------------------------
+def naive_liquid_scan(
+    u: torch.Tensor, dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, x0: torch.Tensor | None = None
+):
+    """The reference for `liquid_scan`, one step at a time (autograd):
+
+        x_k = (dA + dB u_k) x_{k-1} + dB u_k,   y_k[c] = 2 Re(sum_n C[c, :, n] x_k[n])
+
+    u (B, H, L) real; dA, dB (H, N) complex (the stored half of conjugate pairs); C (Ch, H, N); x0
+    (B, H, N) or None. Returns (y (B, Ch, H, L), x_L (B, H, N))."""
+    x = torch.zeros(*u.shape[:2], dA.shape[-1], dtype=dA.dtype, device=u.device) if x0 is None else x0
+    ys = []
+    for k in range(u.shape[-1]):
+        uk = u[..., k, None].to(dA.dtype)
+        x = (dA + dB * uk) * x + dB * uk
+        ys.append(2 * torch.einsum("chn,bhn->bch", C, x).real)
+    return torch.stack(ys, -1), x
+
+
+def _liquid_block(u, dA, dB):
+    """f, g (B, H, N, M) of the liquid recurrence for a block of inputs u (B, H, M)."""
+    ub = u[:, :, None, :].to(dA.dtype)
+    g = dB[..., None] * ub
+    return dA[..., None] + g, g
+
+
+class _LiquidScan(torch.autograd.Function):
+    """`liquid_scan` with an explicit backward: blocks of M steps, forward from the first and backward
+    from the last, recomputing each block's states from the state saved at its start."""
+
+    @staticmethod
+    def forward(ctx, u, dA, dB, C, x0, M):
+        B, H, L = u.shape
+        x = torch.zeros(B, H, dA.shape[-1], dtype=dA.dtype, device=u.device) if x0 is None else x0
+        starts, ys = [], []
+        for s in range(0, L, M):
+            f, g = _liquid_block(u[..., s : s + M], dA, dB)
+            starts.append(x)
+            xs = _scan_forward(f, g, x, _chunk_size(f.shape[-1]))  # (B, H, N, m)
+            ys.append(2 * torch.einsum("chn,bhnm->bchm", C, xs).real)
+            x = xs[..., -1]
+        ctx.save_for_backward(u, dA, dB, C, *starts)
+        ctx.M, ctx.has_x0 = M, x0 is not None
+        return torch.cat(ys, -1), x
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_xL):
+        u, dA, dB, C, *starts = ctx.saved_tensors
+        M = ctx.M
+        grad_u = torch.zeros_like(u)
+        grad_dA, grad_dB, grad_C = torch.zeros_like(dA), torch.zeros_like(dB), torch.zeros_like(C)
+        lam_next = None if grad_xL is None else grad_xL.to(dA.dtype)  # dL/dx at the end of the block
+        f_after = None  # the first factor of the following block
+        for i in range(len(starts) - 1, -1, -1):
+            s = i * M
+            ub = u[..., s : s + M]
+            f, g = _liquid_block(ub, dA, dB)
+            xs = _scan_forward(f, g, starts[i], _chunk_size(f.shape[-1]))
+            # dL/dx_k from the read-out: y = 2 Re(C x)
+            gx = 2 * torch.einsum("chn,bchm->bhnm", C.conj(), grad_y[..., s : s + M].to(dA.dtype))
+            if lam_next is not None:
+                carry = lam_next if f_after is None else f_after.conj() * lam_next
+                gx[..., -1] += carry
+            f_next = torch.cat([f[..., 1:], torch.zeros_like(f[..., :1])], -1).conj()
+            lam = _scan_forward(f_next.flip(-1), gx.flip(-1), None, _chunk_size(f.shape[-1])).flip(-1)
+            x_prev = torch.cat([starts[i][..., None], xs[..., :-1]], -1)
+            grad_f = lam * x_prev.conj()
+            grad_fg = grad_f + lam  # f and g both carry dB u
+            grad_dA += grad_f.sum((0, 3))
+            grad_dB += torch.einsum("bhnm,bhm->hn", grad_fg, ub.to(dA.dtype))
+            grad_u[..., s : s + M] = torch.einsum("bhnm,hn->bhm", grad_fg, dB.conj()).real
+            grad_C += 2 * torch.einsum("bchm,bhnm->chn", grad_y[..., s : s + M].to(dA.dtype), xs.conj())
+            lam_next, f_after = lam[..., 0], f[..., 0]
+        grad_x0 = (f_after.conj() * lam_next) if ctx.has_x0 else None
+        return grad_u, grad_dA, grad_dB, grad_C, grad_x0, None
+
+
+def liquid_scan(
+    u: torch.Tensor,
+    dA: torch.Tensor,
+    dB: torch.Tensor,
+    C: torch.Tensor,
+    x0: torch.Tensor | None = None,
+    block: int = 1024,
+):
+    """The liquid recurrence of a diagonal SSM, every term (see `naive_liquid_scan`), computed in
+    blocks of `block` steps with `chunk_diag_scan`'s method inside each: the (B, H, N, L) states are
+    never held at once, only one block's (B, H, N, block) and the state at each block start.
+    Returns (y (B, Ch, H, L), x_L (B, H, N)); gradients reach u, dA, dB, C and x0."""
+    return _LiquidScan.apply(u, dA, dB, C, x0, block)
