@@ -281,16 +281,7 @@ def test_the_module_keeps_the_typed_config_and_reads_batches_by_name():
 def test_load_from_checkpoint_rebuilds_the_typed_module(tmp_path):
     """Lightning's usual entry point works on our checkpoints: verified, rebuilt from the stored
     configuration, with the trained weights."""
-    cfg = load_config(
-        None,
-        [
-            "model.d_model=8",
-            "model.n_layers=1",
-            "trainer.max_epochs=1",
-            "trainer.progress=false",
-            "data.batch_size=128",
-        ],
-    )
+    cfg = load_config(None, TINY + ["trainer.max_epochs=1", "data.batch_size=128"])
     train(cfg, str(tmp_path / "run"), quiet=True)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     lit = LitSequenceModel.load_from_checkpoint(ckpt)

@@ -72,6 +72,13 @@ def _scan_forward(f: torch.Tensor, g: torch.Tensor, x0: torch.Tensor | None, T: 
     return x.reshape(*g.shape[:-1], n * T)[..., :L]
 
 
+def _adjoint_scan(f: torch.Tensor, grad_x: torch.Tensor, T: int) -> torch.Tensor:
+    """lambda_k = conj(f_{k+1}) lambda_{k+1} + grad_x_k (lambda after the last step: 0), the adjoint
+    of x_k = f_k x_{k-1} + g_k: the same scan on the reversed sequence."""
+    f_next = torch.cat([f[..., 1:], torch.zeros_like(f[..., :1])], -1).conj()
+    return _scan_forward(f_next.flip(-1), grad_x.flip(-1), None, T).flip(-1)
+
+
 class _ChunkDiagScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, f, g, x0, T):
@@ -83,9 +90,7 @@ class _ChunkDiagScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_x):
         f, x, x0 = ctx.saved_tensors
-        # lambda_k = conj(f_{k+1}) lambda_{k+1} + grad_x_k: the scan of the reversed sequence
-        f_next = torch.cat([f[..., 1:], torch.zeros_like(f[..., :1])], -1).conj()
-        lam = _scan_forward(f_next.flip(-1), grad_x.flip(-1), None, ctx.T).flip(-1)
+        lam = _adjoint_scan(f, grad_x, ctx.T)
         grad_f = grad_x0 = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
             first = torch.zeros_like(x[..., :1]) if x0 is None else x0[..., None].expand_as(x[..., :1])
@@ -179,8 +184,7 @@ class _LiquidScan(torch.autograd.Function):
             if lam_next is not None:
                 carry = lam_next if f_after is None else f_after.conj() * lam_next
                 gx[..., -1] += carry
-            f_next = torch.cat([f[..., 1:], torch.zeros_like(f[..., :1])], -1).conj()
-            lam = _scan_forward(f_next.flip(-1), gx.flip(-1), None, _chunk_size(f.shape[-1])).flip(-1)
+            lam = _adjoint_scan(f, gx, _chunk_size(f.shape[-1]))
             x_prev = torch.cat([starts[i][..., None], xs[..., :-1]], -1)
             grad_f = lam * x_prev.conj()
             grad_fg = grad_f + lam  # f and g both carry dB u
