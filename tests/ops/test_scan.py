@@ -1,10 +1,23 @@
 """Diagonal scans with time-varying coefficients: the chunked scan against the step-by-step reference,
 outputs and gradients, real and complex, with and without an initial state."""
 
+import math
+
 import pytest
 import torch
 
-from liquid_s4.ops.scan import chunk_diag_scan, liquid_scan, naive_diag_scan, naive_liquid_scan
+from liquid_s4.ops import fused_scan
+from liquid_s4.ops.discretize import discretize_diag
+from liquid_s4.ops.scan import (
+    SCAN_FORMS,
+    chunk_diag_scan,
+    chunk_liquid_scan,
+    liquid_coefficients,
+    liquid_scan,
+    naive_diag_scan,
+    naive_liquid_scan,
+    stable_liquid_b,
+)
 
 
 def _inputs(shape, dtype, decay=0.9, seed=0):
@@ -75,61 +88,187 @@ def test_bad_shapes_are_rejected():
 
 
 # ---- the liquid recurrence, read out ---------------------------------------------------------------
-def _liquid_system(H=3, N=4, Ch=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    dA = torch.polar(
-        0.8 + 0.15 * torch.rand(H, N, generator=g, dtype=torch.float64),
-        torch.rand(H, N, generator=g, dtype=torch.float64) * 3,
-    )
-    dB = (
+IMPLS = [
+    "chunk",
+    pytest.param(
+        "fused",
+        marks=pytest.mark.skipif(not fused_scan.available(), reason="numba (the fast extra) not installed"),
+    ),
+]
+
+
+def _cplx(g, *shape, scale=1.0):
+    return (
         torch.complex(
-            torch.randn(H, N, generator=g, dtype=torch.float64),
-            torch.randn(H, N, generator=g, dtype=torch.float64),
+            torch.randn(*shape, generator=g, dtype=torch.float64),
+            torch.randn(*shape, generator=g, dtype=torch.float64),
         )
-        * 0.1
-    )
-    C = torch.complex(
-        torch.randn(Ch, H, N, generator=g, dtype=torch.float64),
-        torch.randn(Ch, H, N, generator=g, dtype=torch.float64),
-    )
-    return dA, dB, C
-
-
-@pytest.mark.parametrize("L,block", [(1, 4), (23, 4), (23, 1024), (64, 16)])
-@pytest.mark.parametrize("with_x0", [False, True])
-def test_liquid_scan_equals_the_step_by_step_recurrence(L, block, with_x0):
-    dA, dB, C = _liquid_system()
-    u = torch.randn(2, 3, L, dtype=torch.float64)
-    x0 = torch.randn(2, 3, 4, dtype=torch.complex128) if with_x0 else None
-    y, xL = liquid_scan(u, dA, dB, C, x0, block)
-    y_ref, x_ref = naive_liquid_scan(u, dA, dB, C, x0)
-    assert torch.allclose(y, y_ref, rtol=1e-11, atol=1e-12) and torch.allclose(
-        xL, x_ref, rtol=1e-11, atol=1e-12
+        * scale
     )
 
 
-@pytest.mark.parametrize("with_x0", [False, True])
-def test_liquid_scan_gradients_equal_the_references(with_x0):
-    dA, dB, C = _liquid_system(seed=1)
-    u = torch.randn(2, 3, 29, dtype=torch.float64)
-    x0 = torch.randn(2, 3, 4, dtype=torch.complex128) if with_x0 else None
-    leaves = [t.clone().requires_grad_() for t in (u, dA, dB, C) + ((x0,) if with_x0 else ())]
-    wy = torch.randn(2, 2, 3, 29, dtype=torch.float64)
-    wx = torch.randn(2, 3, 4, dtype=torch.complex128)
+def _system(form, H=3, N=4, Ch=2, B=2, L=23, seed=0):
+    """Parameters of one form of the liquid scan (float64), stable enough for long sequences."""
+    g = torch.Generator().manual_seed(seed)
+    if form == "affine":  # a, b are A_bar, B_bar
+        a = torch.polar(
+            0.8 + 0.15 * torch.rand(H, N, generator=g, dtype=torch.float64),
+            torch.rand(H, N, generator=g, dtype=torch.float64) * 3,
+        )
+    else:  # continuous: Re a < 0
+        a = torch.complex(
+            -0.2 - torch.rand(H, N, generator=g, dtype=torch.float64),
+            3 * torch.randn(H, N, generator=g, dtype=torch.float64),
+        )
+    b = _cplx(g, H, N, scale=0.1 if form == "affine" else 0.5)
+    bt = stable_liquid_b(a, b) if form != "affine" else b
+    C = _cplx(g, Ch, H, N)
+    u = torch.randn(B, H, L, generator=g, dtype=torch.float64)
+    d = 0.05 + 0.2 * torch.rand(B, H, L, generator=g, dtype=torch.float64)
+    return u, d, a, b, bt, C
+
+
+def test_discrete_forms_are_the_layers_discretization_plus_the_liquid_term():
+    """At s = 0 the zoh and bilinear forms give the plain layer's A_bar and B_bar (ops.discretize); the
+    transition adds B_bar s."""
+    u, d, a, b, bt, C = _system("zoh")
+    dt = d[0, :, :1]  # (H, 1)
+    for form in ("zoh", "bilinear"):
+        dA, dB = discretize_diag(form, a, b, dt)
+        f, g = liquid_coefficients(form, a, b, bt, dt, torch.zeros(()), torch.ones(()))
+        assert torch.allclose(f, dA, rtol=1e-13) and torch.allclose(g, dB, rtol=1e-13)
+        f, _ = liquid_coefficients(form, a, b, bt, dt, torch.tensor(0.7, dtype=torch.float64), torch.ones(()))
+        assert torch.allclose(f, dA + 0.7 * dB, rtol=1e-13)
+
+
+def test_ode_form_is_the_exact_solution_over_the_step():
+    """One step of the "ode" form equals a fine RK4 integration of dx/dt = (a + bt s) x + b u (u held)."""
+    u, d, a, b, bt, C = _system("ode")
+    x0 = _cplx(torch.Generator().manual_seed(5), 3, 4)
+    uk, dk = 1.3, 0.3
+    s = math.tanh(uk)
+    f, g = liquid_coefficients("ode", a, b, bt, *(torch.tensor(v, dtype=torch.float64) for v in (dk, s, uk)))
+    x, n = x0.clone(), 2000
+    h = dk / n
+
+    def rhs(x):
+        return (a + bt * s) * x + b * uk
+
+    for _ in range(n):
+        k1 = rhs(x)
+        k2 = rhs(x + h / 2 * k1)
+        k3 = rhs(x + h / 2 * k2)
+        k4 = rhs(x + h * k3)
+        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    assert torch.allclose(f * x0 + g, x, rtol=1e-10, atol=1e-12)
+
+
+def test_ode_form_is_contractive_for_every_input():
+    """|f| <= 1 at every step whatever the input (|tanh u| <= 1 and |Re bt| <= -Re a, strict in exact
+    arithmetic), even for a large B."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.complex(
+        -torch.rand(8, 16, generator=g, dtype=torch.float64) * 2 - 1e-3,
+        torch.randn(8, 16, generator=g, dtype=torch.float64),
+    )
+    b = _cplx(g, 8, 16, scale=50.0)
+    bt = stable_liquid_b(a, b)
+    assert (bt.real.abs() <= -a.real).all()
+    u = torch.linspace(-100, 100, 41, dtype=torch.float64)[:, None, None]
+    d = torch.tensor(0.5, dtype=torch.float64)
+    f, _ = liquid_coefficients("ode", a, b, bt, d, torch.tanh(u), u)
+    assert (f.abs() <= 1).all()  # tanh and the bound saturate to equality in floating point
+    u = torch.linspace(-3, 3, 41, dtype=torch.float64)[:, None, None]
+    f, _ = liquid_coefficients("ode", a, b, bt, d, torch.tanh(u), u)
+    assert (f.abs() < 1).all()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("form", SCAN_FORMS)
+@pytest.mark.parametrize("L", [1, 23, 70])
+@pytest.mark.parametrize("extras", [False, True])
+def test_liquid_scan_equals_the_step_by_step_recurrence(impl, form, L, extras):
+    """Outputs and the state after each sequence's own number of inputs, with and without an initial
+    state, per-sequence ends (0, inside, L) and squashing."""
+    u, d, a, b, bt, C = _system(form, L=L, B=3)
+    x0 = _cplx(torch.Generator().manual_seed(1), 3, 3, 4) if extras else None
+    ends = torch.tensor([0, (L + 1) // 2, L]) if extras else None
+    kw = dict(x0=x0, ends=ends, squash=extras)
+    y, x = liquid_scan(form, u, d, a, b, bt, C, impl=impl, **kw)
+    y_ref, x_ref = naive_liquid_scan(form, u, d, a, b, bt, C, **kw)
+    assert y.shape == y_ref.shape == (3, 2, 3, L) and x.shape == (3, 3, 4)
+    assert torch.allclose(y, y_ref, rtol=1e-10, atol=1e-11)
+    assert torch.allclose(x, x_ref, rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("form", SCAN_FORMS)
+def test_liquid_scan_gradients_equal_the_references(impl, form):
+    """Gradients of u, d, a, b, bt, C and x0 (outputs and the state at per-sequence ends) equal autograd
+    through the step-by-step reference; several blocks (chunk: 8 steps; fused: 64 steps over L = 150)."""
+    u, d, a, b, bt, C = _system(form, L=150, seed=2)
+    x0 = _cplx(torch.Generator().manual_seed(4), 2, 3, 4)
+    ends = torch.tensor([97, 150])
+    leaves = [t.clone().requires_grad_() for t in (u, d, a, b, bt, C, x0)]
+    g = torch.Generator().manual_seed(6)
+    wy = torch.randn(2, 2, 3, 150, generator=g, dtype=torch.float64)
+    wx = _cplx(g, 2, 3, 4)
 
     def loss(scan):
-        y, xL = scan(*leaves[:4], leaves[4] if with_x0 else None)
-        return (y * wy).sum() + (xL * wx.conj()).real.sum()
+        y, x = scan(form, *leaves[:6], x0=leaves[6], ends=ends, squash=True)
+        return (y * wy).sum() + (x * wx.conj()).real.sum()
 
-    got = torch.autograd.grad(loss(lambda *a: liquid_scan(*a, block=8)), leaves)
-    want = torch.autograd.grad(loss(naive_liquid_scan), leaves)
-    for a, b in zip(got, want, strict=True):
-        assert torch.allclose(a, b, rtol=1e-10, atol=1e-11)
+    def fast(*args, **kw):
+        if impl == "chunk":
+            return chunk_liquid_scan(*args, block=8, **kw)
+        return liquid_scan(*args, impl="fused", **kw)
+
+    got = torch.autograd.grad(loss(fast), leaves, allow_unused=True, materialize_grads=True)
+    want = torch.autograd.grad(loss(naive_liquid_scan), leaves, allow_unused=True, materialize_grads=True)
+    for name, x, y in zip(("u", "d", "a", "b", "bt", "C", "x0"), got, want, strict=True):
+        assert torch.allclose(x, y, rtol=1e-9, atol=1e-10), name
 
 
-def test_liquid_scan_gradcheck():
-    dA, dB, C = _liquid_system(H=2, N=2, Ch=1, seed=2)
-    u = torch.randn(1, 2, 7, dtype=torch.float64)
-    x0 = torch.randn(1, 2, 2, dtype=torch.complex128)
-    args = tuple(t.clone().requires_grad_() for t in (u, dA, dB, C, x0))
-    assert torch.autograd.gradcheck(lambda *a: liquid_scan(*a, block=3), args)
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("form", ["affine", "ode"])
+def test_liquid_scan_gradcheck(impl, form):
+    u, d, a, b, bt, C = _system(form, H=2, N=2, Ch=1, B=1, L=7, seed=3)
+    x0 = _cplx(torch.Generator().manual_seed(7), 1, 2, 2)
+    args = tuple(t.clone().requires_grad_() for t in (u, d, a, b, bt, C, x0))
+
+    def fn(*t):
+        if impl == "chunk":
+            return chunk_liquid_scan(form, *t[:6], x0=t[6], block=3)
+        return liquid_scan(form, *t[:6], x0=t[6], impl="fused")
+
+    assert torch.autograd.gradcheck(fn, args)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_liquid_scan_in_float32_stays_close_to_float64(impl):
+    u, d, a, b, bt, C = _system("zoh", L=2000, seed=8)
+    y64, _ = naive_liquid_scan("zoh", u[:, :, :300], d[:, :, :300], a, b, bt, C)
+    args32 = [t.float() if not t.is_complex() else t.to(torch.complex64) for t in (u, d, a, b, bt, C)]
+    y32, _ = liquid_scan(
+        "zoh", *[t[:, :, :300] if t.dim() == 3 and not t.is_complex() else t for t in args32], impl=impl
+    )
+    assert y32.dtype == torch.float32
+    assert (y32.double() - y64).abs().max() <= 1e-4 * y64.abs().max()
+
+
+def test_liquid_scan_rejects_unknown_forms_and_impls():
+    u, d, a, b, bt, C = _system("zoh", L=3)
+    with pytest.raises(ValueError, match="unknown liquid scan form"):
+        liquid_scan("euler", u, d, a, b, bt, C)
+    with pytest.raises(ValueError, match="unknown impl"):
+        liquid_scan("zoh", u, d, a, b, bt, C, impl="cuda")
+
+
+@pytest.mark.skipif(not fused_scan.available(), reason="numba (the fast extra) not installed")
+def test_the_default_implementation_on_cpu_is_the_fused_one(monkeypatch):
+    calls = []
+    real = fused_scan.fused_liquid_scan
+    monkeypatch.setattr(fused_scan, "fused_liquid_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
+    u, d, a, b, bt, C = _system("affine", L=5)
+    liquid_scan("affine", u, d, a, b, bt, C)
+    assert calls == [1]

@@ -33,7 +33,16 @@ from .liquid import (
     product_skip_ref,
 )
 from .recurrence import DiagonalRecurrence, DPLRRecurrence
-from .scan import chunk_diag_scan, naive_diag_scan
+from .scan import (
+    SCAN_FORMS,
+    chunk_diag_scan,
+    chunk_liquid_scan,
+    liquid_coefficients,
+    liquid_scan,
+    naive_diag_scan,
+    naive_liquid_scan,
+    stable_liquid_b,
+)
 from .state import DiscreteSSM, power_apply, reverse_within, scan_dense, scan_diag
 
 __all__ = [
@@ -70,6 +79,12 @@ __all__ = [
     "DPLRRecurrence",
     "chunk_diag_scan",
     "naive_diag_scan",
+    "SCAN_FORMS",
+    "liquid_coefficients",
+    "stable_liquid_b",
+    "naive_liquid_scan",
+    "chunk_liquid_scan",
+    "liquid_scan",
     "scan_diag",
     "scan_dense",
     "power_apply",

@@ -122,91 +122,217 @@ def chunk_diag_scan(
 
 
 # ---- the liquid recurrence of a diagonal SSM, read out ---------------------------------------------
+SCAN_FORMS = ("affine", "zoh", "bilinear", "ode")
+
+
+def phi(w: torch.Tensor) -> torch.Tensor:
+    """(e^w - 1) / w, 1 at w = 0 (complex w)."""
+    small = w.abs() < 1e-3
+    ws = torch.where(small, torch.ones_like(w), w)
+    return torch.where(small, 1 + w * (1 / 2 + w * (1 / 6 + w / 24)), torch.expm1(ws) / ws)
+
+
+def liquid_coefficients(form: str, a, b, bt, d, s, u) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coefficients (f_k, g_k) of one step x_k = f_k x_{k-1} + g_k of the liquid recurrence of a
+    diagonal SSM, for a mode with parameters a, b (complex) and a step with input u_k, squashed input
+    s_k (u_k itself, or tanh(u_k)) and step size d_k > 0 (shapes broadcast):
+
+        affine    f = a + b s,                 g = b u       (a = A_bar, b = B_bar already discrete)
+        zoh       f = A_bar + B_bar s,         g = B_bar u   A_bar = e^{d a}, B_bar = (e^{d a} - 1)/a b
+        bilinear  f = A_bar + B_bar s,         g = B_bar u   A_bar = (1 + d a/2)/(1 - d a/2),
+                                                             B_bar = d b / (1 - d a/2)
+        ode       f = e^{d z},                 g = (e^{d z} - 1)/z b u,    z = a + bt s
+
+    "affine", "zoh" and "bilinear" are the paper's discrete liquid recurrence x_k = (A_bar + B_bar s_k)
+    x_{k-1} + B_bar u_k (the last two discretizing per step, for per-step step sizes). "ode" is the
+    exact solution over the step of the continuous liquid system dx/dt = (a + bt s) x + b u with the
+    input held (zero-order hold): |f| = e^{d Re z} < 1 whenever Re(a + bt s) < 0 (see
+    `stable_liquid_b`)."""
+    if form == "affine":
+        return a + b * s, b * u
+    if form in ("zoh", "bilinear"):
+        if form == "zoh":
+            w = d * a
+            dA, dB = torch.exp(w), d * phi(w) * b
+        else:
+            den = 1 - d * a / 2
+            dA, dB = (1 + d * a / 2) / den, d * b / den
+        return dA + dB * s, dB * u
+    if form == "ode":
+        w = d * (a + bt * s)
+        return torch.exp(w), d * phi(w) * b * u
+    raise ValueError(f"unknown liquid scan form {form!r}; expected one of {SCAN_FORMS}")
+
+
+def stable_liquid_b(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """bt = rho tanh(Re b / rho) + i Im b with rho = -Re a: the input vector of the "ode" form's
+    transition, whose real part is bounded by |Re bt| < -Re a. With |s| < 1 (s = tanh u) this gives
+    Re(a + bt s) < 0 for every input, so |f| = e^{d Re z} < 1 at every step: no input can make the
+    state grow (in floating point tanh and the bound can round to equality for inputs beyond about
+    19 or |Re b| beyond about 19 rho, giving |f| <= 1: still no growth). Close to b where
+    |Re b| << -Re a. Needs Re a < 0 (the layers' A)."""
+    rho = -a.real
+    return torch.complex(rho * torch.tanh(b.real / rho), b.imag)
+
+
 def naive_liquid_scan(
-    u: torch.Tensor, dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, x0: torch.Tensor | None = None
-):
-    """The reference for `liquid_scan`, one step at a time (autograd):
+    form: str, u, d, a, b, bt, C, x0=None, ends=None, squash: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference liquid scan, one step at a time (autograd):
 
-        x_k = (dA + dB u_k) x_{k-1} + dB u_k,   y_k[c] = 2 Re(sum_n C[c, :, n] x_k[n])
+        x_k = f_k x_{k-1} + g_k  (`liquid_coefficients`),   y_k[c] = 2 Re(sum_n C[c, :, n] x_k[n])
 
-    u (B, H, L) real; dA, dB (H, N) complex (the stored half of conjugate pairs); C (Ch, H, N); x0
-    (B, H, N) or None. Returns (y (B, Ch, H, L), x_L (B, H, N))."""
-    x = torch.zeros(*u.shape[:2], dA.shape[-1], dtype=dA.dtype, device=u.device) if x0 is None else x0
+    u, d (B, H, L) real (d the step sizes; any value for "affine"); a, b, bt (H, N) complex; C
+    (Ch, H, N); x0 (B, H, N) or None (zeros); ends (B,) or None: the returned state is the one after
+    ends[b] inputs (default L); squash: s = tanh(u) instead of u ("ode" always squashes).
+    Returns (y (B, Ch, H, L), x_end (B, H, N))."""
+    B, H, L = u.shape
+    x = torch.zeros(B, H, a.shape[-1], dtype=a.dtype, device=u.device) if x0 is None else x0
+    ends = torch.full((B,), L, device=u.device) if ends is None else ends
+    x_end = torch.where((ends == 0).view(B, 1, 1), x, torch.zeros_like(x))
+    s = torch.tanh(u) if squash or form == "ode" else u
     ys = []
-    for k in range(u.shape[-1]):
-        uk = u[..., k, None].to(dA.dtype)
-        x = (dA + dB * uk) * x + dB * uk
+    for k in range(L):
+        f, g = liquid_coefficients(form, a, b, bt, d[..., k, None], s[..., k, None], u[..., k, None])
+        x = f * x + g
         ys.append(2 * torch.einsum("chn,bhn->bch", C, x).real)
-    return torch.stack(ys, -1), x
+        x_end = torch.where((ends == k + 1).view(B, 1, 1), x, x_end)
+    return torch.stack(ys, -1), x_end
 
 
-def _liquid_block(u, dA, dB):
-    """f, g (B, H, N, M) of the liquid recurrence for a block of inputs u (B, H, M)."""
-    ub = u[:, :, None, :].to(dA.dtype)
-    g = dB[..., None] * ub
-    return dA[..., None] + g, g
-
-
-class _LiquidScan(torch.autograd.Function):
-    """`liquid_scan` with an explicit backward: blocks of M steps, forward from the first and backward
-    from the last, recomputing each block's states from the state saved at its start."""
+class _ChunkLiquidScan(torch.autograd.Function):
+    """`chunk_liquid_scan`: blocks of M steps, forward from the first and backward from the last,
+    recomputing each block's states from the state saved at its start; the gradients of a block's
+    coefficients reach their parameters through autograd on the block's `liquid_coefficients`."""
 
     @staticmethod
-    def forward(ctx, u, dA, dB, C, x0, M):
+    def forward(ctx, form, squash, M, u, d, a, b, bt, C, x0, ends):
         B, H, L = u.shape
-        x = torch.zeros(B, H, dA.shape[-1], dtype=dA.dtype, device=u.device) if x0 is None else x0
+        x = x0
+        x_end = torch.where((ends == 0).view(B, 1, 1), x0, torch.zeros_like(x0))
         starts, ys = [], []
-        for s in range(0, L, M):
-            f, g = _liquid_block(u[..., s : s + M], dA, dB)
+        for s0 in range(0, L, M):
+            f, g = _block_coefficients(form, squash, u, d, a, b, bt, s0, M)
             starts.append(x)
             xs = _scan_forward(f, g, x, _chunk_size(f.shape[-1]))  # (B, H, N, m)
             ys.append(2 * torch.einsum("chn,bhnm->bchm", C, xs).real)
+            x_end = _take_ends(xs, ends, s0, x_end)
             x = xs[..., -1]
-        ctx.save_for_backward(u, dA, dB, C, *starts)
-        ctx.M, ctx.has_x0 = M, x0 is not None
-        return torch.cat(ys, -1), x
+        ctx.save_for_backward(u, d, a, b, bt, C, ends, *starts)
+        ctx.form, ctx.squash, ctx.M = form, squash, M
+        return torch.cat(ys, -1), x_end
 
     @staticmethod
-    def backward(ctx, grad_y, grad_xL):
-        u, dA, dB, C, *starts = ctx.saved_tensors
-        M = ctx.M
-        grad_u = torch.zeros_like(u)
-        grad_dA, grad_dB, grad_C = torch.zeros_like(dA), torch.zeros_like(dB), torch.zeros_like(C)
-        lam_next = None if grad_xL is None else grad_xL.to(dA.dtype)  # dL/dx at the end of the block
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y, grad_x_end):
+        u, d, a, b, bt, C, ends, *starts = ctx.saved_tensors
+        form, squash, M = ctx.form, ctx.squash, ctx.M
+        B, H, L = u.shape
+        grad_u, grad_d = torch.zeros_like(u), torch.zeros_like(d)
+        params = [a, b, bt]
+        grads = [torch.zeros_like(t) for t in params]
+        grad_C = torch.zeros_like(C)
+        grad_y = (
+            torch.zeros(B, C.shape[0], H, L, dtype=u.dtype, device=u.device) if grad_y is None else grad_y
+        )
+        lam_next = None  # dL/dx at the end of the block, through the following blocks
         f_after = None  # the first factor of the following block
         for i in range(len(starts) - 1, -1, -1):
-            s = i * M
-            ub = u[..., s : s + M]
-            f, g = _liquid_block(ub, dA, dB)
-            xs = _scan_forward(f, g, starts[i], _chunk_size(f.shape[-1]))
-            # dL/dx_k from the read-out: y = 2 Re(C x)
-            gx = 2 * torch.einsum("chn,bchm->bhnm", C.conj(), grad_y[..., s : s + M].to(dA.dtype))
+            s0 = i * M
+            m = min(M, L - s0)
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_() for t in (u, d, *params)]
+                f, g = _block_coefficients(form, squash, *leaves[:2], *leaves[2:], s0, M)
+            xs = _scan_forward(f.detach(), g.detach(), starts[i], _chunk_size(m))
+            gy = grad_y[..., s0 : s0 + m].to(a.dtype)
+            gx = 2 * torch.einsum("chn,bchm->bhnm", C.conj(), gy)  # dL/dx_k from the read-out
+            if grad_x_end is not None:  # the state returned after ends[b] inputs
+                k = ends - 1 - s0
+                inside = (k >= 0) & (k < m)
+                if bool(inside.any()):
+                    sel = inside.nonzero()[:, 0]
+                    gx[sel, :, :, k[sel]] += grad_x_end[sel].to(gx.dtype)
             if lam_next is not None:
-                carry = lam_next if f_after is None else f_after.conj() * lam_next
-                gx[..., -1] += carry
-            lam = _adjoint_scan(f, gx, _chunk_size(f.shape[-1]))
+                gx[..., -1] += f_after.conj() * lam_next
+            lam = _adjoint_scan(f.detach(), gx, _chunk_size(m))
             x_prev = torch.cat([starts[i][..., None], xs[..., :-1]], -1)
-            grad_f = lam * x_prev.conj()
-            grad_fg = grad_f + lam  # f and g both carry dB u
-            grad_dA += grad_f.sum((0, 3))
-            grad_dB += torch.einsum("bhnm,bhm->hn", grad_fg, ub.to(dA.dtype))
-            grad_u[..., s : s + M] = torch.einsum("bhnm,hn->bhm", grad_fg, dB.conj()).real
-            grad_C += 2 * torch.einsum("bchm,bhnm->chn", grad_y[..., s : s + M].to(dA.dtype), xs.conj())
-            lam_next, f_after = lam[..., 0], f[..., 0]
-        grad_x0 = (f_after.conj() * lam_next) if ctx.has_x0 else None
-        return grad_u, grad_dA, grad_dB, grad_C, grad_x0, None
+            out = torch.autograd.grad(
+                (f, g), leaves, (lam * x_prev.conj(), lam), allow_unused=True, materialize_grads=True
+            )
+            grad_u += out[0]
+            grad_d += out[1]
+            for acc, gr in zip(grads, out[2:], strict=True):
+                acc += gr
+            grad_C += 2 * torch.einsum("bchm,bhnm->chn", gy, xs.conj())
+            lam_next, f_after = lam[..., 0], f[..., 0].detach()
+        grad_x0 = f_after.conj() * lam_next
+        if grad_x_end is not None:
+            grad_x0 = grad_x0 + torch.where(
+                (ends == 0).view(B, 1, 1), grad_x_end, torch.zeros_like(grad_x_end)
+            )
+        return None, None, None, grad_u, grad_d, *grads, grad_C, grad_x0, None
+
+
+def _block_coefficients(form, squash, u, d, a, b, bt, s0, M):
+    """f, g (B, H, N, m) for the inputs s0 .. s0 + m - 1."""
+    ub, db = u[..., s0 : s0 + M, None], d[..., s0 : s0 + M, None]  # (B, H, m, 1)
+    s = torch.tanh(ub) if squash or form == "ode" else ub
+    f, g = liquid_coefficients(form, a[:, None], b[:, None], bt[:, None], db, s, ub)
+    f, g = torch.broadcast_tensors(f, g)
+    return f.transpose(-1, -2), g.transpose(-1, -2)
+
+
+def _take_ends(xs, ends, s0, x_end):
+    """x_end[b] = xs[b, ..., ends[b] - 1 - s0] for the sequences whose end falls in this block."""
+    k = ends - 1 - s0
+    inside = (k >= 0) & (k < xs.shape[-1])
+    idx = k.clamp(0, xs.shape[-1] - 1).view(-1, 1, 1, 1).expand(*xs.shape[:-1], 1)
+    return torch.where(inside.view(-1, 1, 1), xs.gather(-1, idx)[..., 0], x_end)
+
+
+def chunk_liquid_scan(
+    form: str, u, d, a, b, bt, C, x0=None, ends=None, squash: bool = False, block: int = 1024
+):
+    """`naive_liquid_scan` (same arguments) in blocks of `block` steps with `chunk_diag_scan`'s method
+    inside each, in PyTorch (any device): the (B, H, N, L) states are never held at once, only one
+    block's and the state at each block start. Gradients reach u, d, a, b, bt, C and x0."""
+    B, H, L = u.shape
+    x0 = torch.zeros(B, H, a.shape[-1], dtype=a.dtype, device=u.device) if x0 is None else x0
+    ends = torch.full((B,), L, device=u.device, dtype=torch.long) if ends is None else ends
+    return _ChunkLiquidScan.apply(form, bool(squash), int(block), u, d, a, b, bt, C, x0, ends)
 
 
 def liquid_scan(
+    form: str,
     u: torch.Tensor,
-    dA: torch.Tensor,
-    dB: torch.Tensor,
+    d: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    bt: torch.Tensor,
     C: torch.Tensor,
     x0: torch.Tensor | None = None,
-    block: int = 1024,
-):
-    """The liquid recurrence of a diagonal SSM, every term (see `naive_liquid_scan`), computed in
-    blocks of `block` steps with `chunk_diag_scan`'s method inside each: the (B, H, N, L) states are
-    never held at once, only one block's (B, H, N, block) and the state at each block start.
-    Returns (y (B, Ch, H, L), x_L (B, H, N)); gradients reach u, dA, dB, C and x0."""
-    return _LiquidScan.apply(u, dA, dB, C, x0, block)
+    ends: torch.Tensor | None = None,
+    squash: bool = False,
+    impl: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The liquid recurrence of a diagonal SSM, every term (see `naive_liquid_scan` for the arguments
+    and `liquid_coefficients` for the forms). impl: "fused" (the numba kernels of
+    `liquid_s4.ops.fused_scan`: one pass per channel, CPU only), "chunk" (`chunk_liquid_scan`, PyTorch,
+    any device) or "naive"; None picks "fused" for CPU tensors when numba is installed (the `fast`
+    extra), else "chunk"."""
+    from . import fused_scan
+
+    if form not in SCAN_FORMS:
+        raise ValueError(f"unknown liquid scan form {form!r}; expected one of {SCAN_FORMS}")
+    if impl is None:
+        impl = "fused" if u.device.type == "cpu" and fused_scan.available() else "chunk"
+    B, H, L = u.shape
+    if impl == "naive":
+        return naive_liquid_scan(form, u, d, a, b, bt, C, x0, ends, squash)
+    x0 = torch.zeros(B, H, a.shape[-1], dtype=a.dtype, device=u.device) if x0 is None else x0
+    ends = torch.full((B,), L, device=u.device, dtype=torch.long) if ends is None else ends.long()
+    if impl == "fused":
+        return fused_scan.fused_liquid_scan(form, u, d, a, b, bt, C, x0, ends, squash or form == "ode")
+    if impl == "chunk":
+        return chunk_liquid_scan(form, u, d, a, b, bt, C, x0, ends, squash)
+    raise ValueError(f"unknown impl {impl!r}; expected 'fused', 'chunk', 'naive' or None")
