@@ -244,6 +244,42 @@ def test_collate_gives_batches_with_named_fields():
         assert (batch.x2 is None) == (batch.lengths2 is None) == (name != "pairs")
     assert batch.lengths.tolist() == [5, 4, 3] and batch.lengths2.tolist() == [4, 3, 2]
     assert torch.equal(batch.x2, batch.x + 1)
+    assert batch.dt is None
+
+
+def test_items_with_time_gaps_are_dicts_and_collate_to_batch_dt():
+    from torch.utils.data import DataLoader
+
+    from liquid_s4.data.common import Batch, collate
+
+    x, y, n = np.zeros((4, 5, 2), np.float32), np.arange(4), np.array([5, 4, 3, 2])
+    dt = np.linspace(0.5, 2.0, 20).reshape(4, 5)  # float64: items give float32
+    for lengths in (None, n):
+        ds = ArrayDataset(x, y, lengths=lengths, dt=dt)
+        item = ds[1]
+        assert set(item) == ({"x", "y", "dt"} if lengths is None else {"x", "y", "lengths", "dt"})
+        assert item["dt"].dtype == torch.float32 and torch.allclose(item["dt"], torch.tensor(dt[1]).float())
+        batch = next(iter(DataLoader(ds.subset([3, 1]), batch_size=2, collate_fn=collate)))
+        assert type(batch) is Batch and batch.dt.shape == (2, 5) and batch.y.tolist() == [3, 1]
+        assert torch.allclose(batch.dt, torch.tensor(dt[[3, 1]]).float())
+        assert (batch.lengths is None) == (lengths is None) and batch.x2 is None
+    pairs = ArrayDataset(x, y, lengths=n, x2=x + 1, lengths2=n, dt=dt)
+    assert set(pairs[0]) == {"x", "y", "lengths", "x2", "lengths2", "dt"}
+    with pytest.raises(ValueError, match=r"dt must be \(n, L\) with L = 5 steps like x, got \(4, 3\)"):
+        ArrayDataset(x, y, dt=dt[:, :3])
+    with pytest.raises(ValueError, match="dt has 3 rows, x has 4"):
+        ArrayDataset(x, y, dt=dt[:3])
+    with pytest.raises(ValueError, match="dict items need the keys x and y"):
+        collate([{"x": torch.zeros(2), "dt": torch.ones(2)}])
+    with pytest.raises(ValueError, match="same keys"):
+        collate(
+            [
+                {"x": torch.zeros(2), "y": torch.zeros(())},
+                {"x": torch.zeros(2), "y": torch.zeros(()), "dt": 1},
+            ]
+        )
+    data = SequenceData(ArrayDataset(x, y, lengths=n, dt=dt), None, None, DataInfo(2, 4))
+    assert "(padded; lengths kept) (with per-step time gaps dt)" in data.summary()
 
 
 def test_token_dtype_is_the_smallest_that_holds_the_ids():

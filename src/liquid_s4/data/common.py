@@ -9,7 +9,9 @@ Items are tuples, in this order:
     (x, y)                          fixed-length sequences
     (x, y, lengths)                 right-padded sequences with their valid lengths
     (x, y, lengths, x2, lengths2)   two-sequence tasks (the retrieval head)
-and `collate` stacks them into a `Batch`, whose fields are read by name (absent ones are None).
+or dicts keyed by `Batch` field names (x and y, plus any of lengths, x2, lengths2, dt), the form of
+items that carry per-step time gaps dt (L,) (irregularly sampled sequences). `collate` stacks them
+into a `Batch`, whose fields are read by name (absent ones are None).
 """
 
 from __future__ import annotations
@@ -95,18 +97,32 @@ def choose(value, allowed: Iterable, name: str):
 class Batch(NamedTuple):
     """A batch as the model reads it: inputs x and targets y; lengths (B,), the valid lengths of
     right-padded sequences; x2 and lengths2, the second sequence of two-sequence tasks (the
-    retrieval head). Fields a dataset does not have are None."""
+    retrieval head); dt (B, L) float32, the per-step time gaps of irregularly sampled sequences
+    (the time since the previous sample in units of the nominal step, passed to the model as its
+    per-step `rate`). Fields a dataset does not have are None."""
 
     x: torch.Tensor
     y: torch.Tensor
     lengths: torch.Tensor | None = None
     x2: torch.Tensor | None = None
     lengths2: torch.Tensor | None = None
+    dt: torch.Tensor | None = None
 
 
-def collate(items: list[tuple]) -> Batch:
-    """The DataLoader's collate_fn: items (x, y), (x, y, lengths) or (x, y, lengths, x2, lengths2)
-    stacked field by field (torch's default_collate, which also uses shared memory in workers)."""
+def collate(items: list[tuple | dict]) -> Batch:
+    """The DataLoader's collate_fn: items (x, y), (x, y, lengths) or (x, y, lengths, x2, lengths2),
+    or dicts keyed by `Batch` field names (every item with the same keys), stacked field by field
+    (torch's default_collate, which also uses shared memory in workers)."""
+    if items and isinstance(items[0], dict):
+        keys = set(items[0])
+        if not {"x", "y"} <= keys or not keys <= set(Batch._fields):
+            raise ValueError(
+                f"collate: dict items need the keys x and y and may have {list(Batch._fields[2:])}, got "
+                f"{sorted(keys)}"
+            )
+        if any(set(item) != keys for item in items):
+            raise ValueError("collate: every dict item of a batch must have the same keys")
+        return Batch(**default_collate(items))
     return Batch(*default_collate(items))
 
 
@@ -157,9 +173,10 @@ class ArrayDataset(Dataset):
     """Rows of compact arrays (numpy, possibly memory-mapped cache files, or tensors), converted per item.
 
     x: (n, L) or (n, L, C); y: (n,) labels/targets, or (n, L) per-step targets; lengths: (n,) valid
-    lengths; x2/lengths2: the second sequence of two-sequence tasks. `index` selects rows (a split)
-    without copying. `transform` maps one x row to the model's input (e.g. `Standardize`, `tokens`);
-    `target_transform` does the same for y.
+    lengths; x2/lengths2: the second sequence of two-sequence tasks; dt: (n, L) per-step time gaps
+    (irregular sampling; items are then dicts keyed by `Batch` field names, with dt as float32).
+    `index` selects rows (a split) without copying. `transform` maps one x row to the model's input
+    (e.g. `Standardize`, `tokens`); `target_transform` does the same for y.
     """
 
     def __init__(
@@ -172,14 +189,20 @@ class ArrayDataset(Dataset):
         index=None,
         transform: Callable | None = None,
         target_transform: Callable | None = None,
+        dt=None,
     ):
         n = len(x)
-        for name, a in (("y", y), ("lengths", lengths), ("x2", x2), ("lengths2", lengths2)):
+        for name, a in (("y", y), ("lengths", lengths), ("x2", x2), ("lengths2", lengths2), ("dt", dt)):
             if a is not None and len(a) != n:
                 raise ValueError(f"ArrayDataset: {name} has {len(a)} rows, x has {n}")
         if (x2 is None) != (lengths2 is None) or (x2 is not None and lengths is None):
             raise ValueError("ArrayDataset: two-sequence data needs lengths, x2 and lengths2")
+        if dt is not None and (len(dt.shape) != 2 or dt.shape[1] != x.shape[1]):
+            raise ValueError(
+                f"ArrayDataset: dt must be (n, L) with L = {x.shape[1]} steps like x, got {tuple(dt.shape)}"
+            )
         self.x, self.y, self.lengths, self.x2, self.lengths2 = x, y, lengths, x2, lengths2
+        self.dt = dt
         self.index = None if index is None else np.asarray(index, dtype=np.int64)
         self.transform, self.target_transform = transform, target_transform
 
@@ -193,12 +216,18 @@ class ArrayDataset(Dataset):
         y = _tensor(self.y[j])
         y = self.target_transform(y) if self.target_transform else y
         if self.lengths is None:
-            return x, y
-        out = (x, y, torch.as_tensor(int(self.lengths[j])))
-        if self.x2 is None:
+            out = (x, y)
+        else:
+            out = (x, y, torch.as_tensor(int(self.lengths[j])))
+            if self.x2 is not None:
+                x2 = _tensor(self.x2[j])
+                x2 = self.transform(x2) if self.transform else x2
+                out = (*out, x2, torch.as_tensor(int(self.lengths2[j])))
+        if self.dt is None:
             return out
-        x2 = _tensor(self.x2[j])
-        return (*out, self.transform(x2) if self.transform else x2, torch.as_tensor(int(self.lengths2[j])))
+        item = dict(zip(Batch._fields, out))
+        item["dt"] = _tensor(self.dt[j]).float()
+        return item
 
     def subset(self, index) -> ArrayDataset:
         base = np.arange(len(self.x)) if self.index is None else self.index
@@ -211,6 +240,7 @@ class ArrayDataset(Dataset):
             base[np.asarray(index, dtype=np.int64)],
             self.transform,
             self.target_transform,
+            self.dt,
         )
 
 
@@ -251,14 +281,15 @@ class SequenceData:
         """Shapes, classes and split sizes, printed before training and by `liquid-s4 data check`."""
         i = self.info
         first = self.train[0]
-        shapes = (
-            f"x {tuple(first[0].shape)} {str(first[0].dtype).replace('torch.', '')}, y "
-            f"{tuple(first[1].shape)}"
-        )
-        if len(first) > 2:
+        fields = first if isinstance(first, dict) else dict(zip(Batch._fields, first))
+        x, y = fields["x"], fields["y"]
+        shapes = f"x {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}, y {tuple(y.shape)}"
+        if "lengths" in fields:
             shapes += " (padded; lengths kept)"
-        if len(first) > 3:
+        if "x2" in fields:
             shapes += " (pairs of sequences)"
+        if "dt" in fields:
+            shapes += " (with per-step time gaps dt)"
         inputs = f"tokens, vocabulary {i.vocab_size}" if i.vocab_size else f"{i.d_input} feature(s) per step"
         outputs = (
             f"{i.d_output} classes" if i.task == "classification" else f"{i.d_output} regression target(s)"

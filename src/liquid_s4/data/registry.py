@@ -17,6 +17,9 @@ DATASETS = {
     "adding": "synthetic:build_adding",
     "delay": "synthetic:build_delay",
     "listops-generated": "listops:build_listops_generated",
+    "selective-copying": "selective:build_selective_copying",
+    "mqar": "selective:build_mqar",
+    "irregular-integral": "selective:build_irregular_integral",
     # bring your own arrays (npz, a folder of npz, CSV or Parquet)
     "arrays": "arrays:build_arrays",
     # official archives, read from --data-dir
