@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from liquid_s4.data import arrays
-from liquid_s4.data.common import CACHE_DIR, DataError, split_indices
+from liquid_s4.data.common import CACHE_DIR, DataError, collate, split_indices
 from liquid_s4.data.registry import build_dataset
 
 
@@ -552,3 +552,102 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch):
     os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
     d = build_dataset(spec(path, 0.0, 0.0))
     assert len(calls) == 3 and np.allclose(d.info.extra["mean"][0], new_x.mean())
+
+
+# ---- time stamps (irregular sampling) ---------------------------------------------------------
+
+
+def _irregular(n=20, L=6, seed=0, step=0.5):
+    rng = np.random.default_rng(seed)
+    gaps = step * rng.choice([1.0, 1.0, 1.0, 2.0, 3.0], size=(n, L))  # median gap = step
+    t = 100.0 + np.cumsum(gaps, axis=1)
+    return rng.normal(size=(n, L)), rng.integers(0, 2, n), t
+
+
+def test_npz_time_stamps_become_gaps_in_units_of_the_median_step(tmp_path):
+    x, y, t = _irregular()
+    path = write_npz(tmp_path / "t.npz", x=x, y=y, t=t)
+    d = build_dataset(spec(path, 0.0, 0.0, timestamps=True))
+    assert d.info.extra["nominal_step"] == pytest.approx(0.5) and d.info.extra["time_gaps"] == "rate"
+    assert "per-step time gaps (nominal step 0.5)" in d.info.description
+    for i in range(len(d.train)):
+        item = d.train[i]
+        j = d.train.index[i]
+        assert set(item) == {"x", "y", "dt"} and item["dt"].dtype == torch.float32
+        assert item["dt"][0] == 1.0  # nothing precedes the first step
+        assert np.allclose(item["dt"][1:].numpy(), np.diff(t[j]) / 0.5)
+    b = collate([d.train[i] for i in range(4)])
+    assert b.dt.shape == (4, 6) and b.lengths is None
+    # an explicit nominal step; without the option the time stamps are ignored (as before)
+    d2 = build_dataset(spec(path, 0.0, 0.0, timestamps=True, nominal_step=2.0))
+    j = d2.train.index[0]
+    assert np.allclose(d2.train[0]["dt"][1:].numpy(), np.diff(t[j]) / 2.0)
+    assert len(build_dataset(spec(path, 0.0, 0.0)).train[0]) == 2
+
+
+def test_time_stamps_with_padding_and_splits(tmp_path):
+    x, y, t = _irregular(n=12, L=5, seed=1)
+    lengths = np.array([5, 3, 2, 5] * 3)
+    t_padded = np.where(np.arange(5) < lengths[:, None], t, np.nan)  # padded steps may hold anything
+    root = write_npz_dir(
+        tmp_path / "d",
+        train={"x": x, "y": y, "lengths": lengths, "t": t_padded},
+        test={"x": x[:4], "y": y[:4], "lengths": lengths[:4], "t": t[:4]},
+    )
+    d = build_dataset(spec(root, 0.25, 0.0, timestamps=True))
+    for ds in (d.train, d.val, d.test):
+        for i in range(len(ds)):
+            item = ds[i]
+            n = int(item["lengths"])
+            assert (item["dt"][n:] == 1.0).all() and torch.isfinite(item["dt"]).all()
+            assert (item["dt"][1:n] > 0).all() and item["dt"][0] == 1.0
+    # the median gap is taken over the valid steps of the training split only
+    train_rows = d.train.index
+    gaps = np.concatenate([np.diff(t[j, : lengths[j]]) for j in train_rows])
+    assert d.info.extra["nominal_step"] == pytest.approx(np.median(gaps))
+
+
+def test_time_stamp_errors(tmp_path):
+    x, y, t = _irregular(n=6, L=4)
+    ok = {"x": x, "y": y, "t": t}
+
+    def build(**arrays_):
+        path = write_npz(tmp_path / "e.npz", **{**ok, **arrays_})
+        return build_dataset(spec(path, 0.0, 0.0, timestamps=True))
+
+    with pytest.raises(DataError, match="no array 't' of time stamps"):
+        path = write_npz(tmp_path / "none.npz", x=x, y=y)
+        build_dataset(spec(path, 0.0, 0.0, timestamps=True))
+    with pytest.raises(DataError, match=r"shape \(n, L\) = \(6, 4\) like x"):
+        build(t=t[:, :3])
+    bad = t.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(DataError, match="NaN or inf values .*sequence 2, step 1"):
+        build(t=bad)
+    bad = t.copy()
+    bad[3, 2] = bad[3, 1]
+    with pytest.raises(DataError, match=r"increase strictly .*sequence 3 has t\[2\]"):
+        build(t=bad)
+    path = write_npz(tmp_path / "ok.npz", **ok)
+    with pytest.raises(ValueError, match="nominal_step must be a number > 0"):
+        build_dataset(spec(path, timestamps=True, nominal_step=0))
+    with pytest.raises(ValueError, match="set data.options.timestamps=true"):
+        build_dataset(spec(path, nominal_step=1.0))
+    with pytest.raises(ValueError, match="timestamps must be true or false"):
+        build_dataset(spec(path, timestamps="yes"))
+
+
+def test_long_table_time_column_as_time_stamps(tmp_path):
+    seqs = random_sequences(6, lengths=[4, 3])
+    path = write_long_csv(tmp_path / "long.csv", seqs)  # times 0, 10, 20, ... in shuffled row order
+    d = build_dataset(spec(path, 0.0, 0.0, id_column="id", time_column="t", timestamps=True))
+    assert d.info.extra["nominal_step"] == 10.0
+    for i in range(len(d.train)):
+        item = d.train[i]
+        n = int(item["lengths"])
+        assert (item["dt"] == 1.0).all() and n in (3, 4)  # evenly spaced: every gap is one step
+    with pytest.raises(ValueError, match="needs the time of every step"):
+        wide = write_wide_csv(tmp_path / "w.csv", np.zeros((4, 3)), [0, 1, 0, 1])
+        build_dataset(spec(wide, timestamps=True))
+    with pytest.raises(ValueError, match="time_column: set it"):
+        build_dataset(spec(path, id_column="id", timestamps=True))

@@ -370,3 +370,106 @@ def test_config_sizes_left_to_the_data():
     assert SequenceModel(tokens)(torch.randint(0, 11, (2, 7))).shape == (2, 4)
     with pytest.raises(ValueError, match="d_output must be a positive integer"):
         partial.with_data_sizes(3, 0)
+
+
+# ---- per-step rate (irregular sampling) -------------------------------------------------------
+
+SCAN = dict(layer="s4d", layer_args=dict(d_state=4, liquid_kernel="scan"))
+
+
+def scan_layers_exist() -> bool:
+    try:
+        ModelConfig(d_input=1, d_output=1, d_model=4, n_layers=1, **SCAN)
+        SequenceModel(d_input=1, d_output=1, d_model=4, n_layers=1, **SCAN)
+    except ValueError:
+        return False
+    return True
+
+
+needs_scan = pytest.mark.skipif(not scan_layers_exist(), reason="S4D liquid_kernel='scan' not available")
+
+
+def capture_rates(m):
+    """Replace every block's SSM layer by one that records the rate it gets and returns its input."""
+    seen = []
+
+    def layer(z, lengths=None, rate=None):
+        seen.append(rate)
+        return z, None
+
+    for block in m.blocks:
+        block.layer.forward = layer
+    return seen
+
+
+def test_per_step_rate_reaches_every_block():
+    m = model(pool="none", **STACKS[1])
+    seen = capture_rates(m)
+    x, rate = torch.randn(2, 7, 3, dtype=torch.float64), torch.rand(2, 7, dtype=torch.float64) + 0.5
+    m(x, rate=rate)
+    assert len(seen) == 2 and all(r is rate for r in seen)  # unchanged, to every block
+    seen.clear()
+    m.features(x, rate=rate)
+    assert len(seen) == 2 and all(r is rate for r in seen)
+    seen.clear()
+    m(x, rate=2.0)  # a number as before
+    assert seen == [2.0, 2.0]
+
+
+def test_per_step_rate_at_padded_steps():
+    """Only valid steps are checked; padded steps that are not a positive number reach the layers as 1."""
+    m = model(pool="mean", **STACKS[1])
+    seen = capture_rates(m)
+    x, lengths = torch.randn(2, 5, 3, dtype=torch.float64), torch.tensor([5, 3])
+    rate = torch.full((2, 5), 0.5, dtype=torch.float64)
+    rate[1, 3:] = torch.tensor([0.0, float("nan")])
+    m(x, lengths=lengths, rate=rate)
+    expected = rate.clone()
+    expected[1, 3:] = 1.0
+    assert all(torch.equal(r, expected) for r in seen)
+    rate[1, 3:] = 7.0  # positive padded values pass as they are
+    seen.clear()
+    m(x, lengths=lengths, rate=rate)
+    assert all(r is rate for r in seen)
+
+
+def test_per_step_rate_errors():
+    m = model(pool="none", **STACKS[1])
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"shape \(B, L\) = \(2, 6\) like the inputs.*\(2, 5\)"):
+        m(x, rate=torch.ones(2, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"floating tensor .*torch.int64"):
+        m(x, rate=torch.ones(2, 6, dtype=torch.long))
+    bad = torch.ones(2, 6, dtype=torch.float64)
+    bad[1, 4] = 0.0
+    with pytest.raises(ValueError, match="finite and > 0 at every valid step .*0.0 at sequence 1, step 4"):
+        m(x, rate=bad)
+    bad[1, 4] = float("inf")
+    with pytest.raises(ValueError, match="finite and > 0"):
+        m(x, rate=bad)
+    with pytest.raises(ValueError, match=r"finite and > 0 .*sequence 1, step 4"):
+        m(x, lengths=torch.tensor([6, 5]), rate=bad)  # step 4 of sequence 1 is valid
+    r = model(head="retrieval", pool="mean", **STACKS[1])
+    with pytest.raises(ValueError, match="with a second sequence x2 .* pass rate as a number"):
+        r(x, torch.tensor([6, 6]), x, torch.tensor([6, 6]), rate=torch.ones(2, 6, dtype=torch.float64))
+    # convolution layers need one step size for the whole sequence: they refuse a per-step rate
+    for stack in STACKS:
+        with pytest.raises(ValueError, match="rate"):
+            model(pool="none", **stack)(x, rate=torch.ones(2, 6, dtype=torch.float64))
+
+
+@needs_scan
+def test_constant_per_step_rate_equals_the_number():
+    torch.manual_seed(0)
+    m = model(pool="none", **SCAN)
+    x = torch.randn(2, 16, 3, dtype=torch.float64)
+    for r in (1.0, 0.5):
+        per_step = m(x, rate=torch.full((2, 16), r, dtype=torch.float64))
+        assert torch.allclose(per_step, m(x, rate=r), atol=1e-10)
+    varying = torch.rand(2, 16, dtype=torch.float64) + 0.5
+    assert not torch.allclose(m(x, rate=varying), m(x), atol=1e-4)
+    # the rate of a step changes the outputs from that step on, never before it (causal)
+    later = varying.clone()
+    later[:, 10] *= 3
+    a, b = m(x, rate=varying), m(x, rate=later)
+    assert torch.allclose(a[:, :10], b[:, :10], atol=1e-12) and not torch.allclose(a[:, 10:], b[:, 10:])

@@ -36,6 +36,16 @@ steps excluded when lengths are given; the statistics are in info.extra["mean"/"
 with option `tokens: true` are token ids for an embedding instead (vocab_size = max id + 1; keep id 0
 for padding when sequences are padded). NaN or inf inputs are an error.
 
+Time stamps (irregular sampling): with option `timestamps: true` every sequence also has the time of
+each step: an array t (n, L) in the npz files (beside x), or, for a LONG table, the (numeric or
+datetime) time_column. They become per-step time gaps dt (Batch.dt, the model's per-step `rate`) in
+units of a nominal step: option `nominal_step` (in the units of t; datetimes in seconds), by default
+the median gap between consecutive valid steps of the training split. dt_k = (t_k - t_{k-1}) /
+nominal_step; the first step's gap is 1 (nothing precedes it), and padded steps beyond `lengths` get
+1. The time stamps must be finite and strictly increasing along each sequence's valid steps. Only S4D
+layers with liquid_kernel="scan" take a per-step rate (the others raise an error); the gaps are not
+an input feature (add them to x yourself for other models).
+
 Parsing happens once; the arrays are cached in `.liquid_s4_cache/` next to the data (see `cached`).
 """
 
@@ -69,12 +79,15 @@ DEFAULTS = {
     "time_column": None,
     "feature_columns": None,
     "tokens": False,
+    "timestamps": False,
+    "nominal_step": None,
 }
 TABLE_OPTIONS = ("label_column", "id_column", "time_column", "feature_columns")
 TABLES = (".csv", ".parquet", ".pq")
 SPLITS = ("train", "val", "test")
 FORMS = """\
     PATH.npz                            arrays x (n, L) or (n, L, C), y (n,) or (n, d), optional lengths (n,)
+                                        and time stamps t (n, L) (with data.options.timestamps=true)
     PATH/train.npz [val.npz] [test.npz]  the same arrays, one file per split
     PATH.csv or PATH.parquet            one row per sequence (label column + one column per step),
                                         or one row per step with data.options.id_column set"""
@@ -88,6 +101,24 @@ def _check_options(o: dict, table: bool) -> None:
     choose(o["task"], ("auto", "classification", "regression"), "data.options.task")
     if not isinstance(o["tokens"], bool):
         raise ValueError(f"data.options.tokens must be true or false, got {o['tokens']!r}")
+    if not isinstance(o["timestamps"], bool):
+        raise ValueError(f"data.options.timestamps must be true or false, got {o['timestamps']!r}")
+    step = o["nominal_step"]
+    if step is not None and (
+        isinstance(step, bool) or not isinstance(step, (int, float)) or not (np.isfinite(step) and step > 0)
+    ):
+        raise ValueError(f"data.options.nominal_step must be a number > 0, got {step!r}")
+    if step is not None and not o["timestamps"]:
+        raise ValueError("data.options.nominal_step applies to time stamps: set data.options.timestamps=true")
+    if o["timestamps"] and table and o["id_column"] is None:
+        raise ValueError(
+            "data.options.timestamps needs the time of every step: in a table, the long format with "
+            "data.options.id_column and time_column"
+        )
+    if o["timestamps"] and table and o["time_column"] is None:
+        raise ValueError(
+            "data.options.timestamps reads the time stamps from data.options.time_column: set it"
+        )
     for key in ("label_column", "id_column", "time_column"):
         if o[key] is not None and not isinstance(o[key], str):
             raise ValueError(f"data.options.{key} must be a column name, got {o[key]!r}")
@@ -120,7 +151,7 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
                         f"{path}: no array {k!r} (found {keys or 'no arrays'}); expected x (n, L) or (n, L, "
                         "C), y (n,) or (n, d) and optionally lengths (n,)"
                     )
-            return {k: f[k] for k in ("x", "y", "lengths") if k in keys}
+            return {k: f[k] for k in ("x", "y", "lengths", "t") if k in keys}
     except DataError:
         raise
     except (OSError, ValueError, EOFError) as e:
@@ -266,9 +297,26 @@ def _read_long(df, path: str, o: dict) -> dict[str, np.ndarray]:
     x[codes, step] = values
     first = np.unique(codes, return_index=True)[1]
     out = {"x": x, "y": _labels(df[label].iloc[order[first]])}
+    if o["timestamps"]:
+        out["t"] = np.zeros(x.shape[:2])
+        out["t"][codes, step] = _seconds(df[tc], path, tc)[order]
     if (counts != counts.max()).any():
         out["lengths"] = counts
     return out
+
+
+def _seconds(column, path: str, name: str) -> np.ndarray:
+    """A time column as float64 numbers: numbers as they are, datetimes in seconds."""
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return (column - column.min()).dt.total_seconds().to_numpy(dtype=np.float64)
+    if column.dtype.kind not in "iuf":
+        raise DataError(
+            f"{path}: data.options.timestamps needs a numeric or datetime time_column, {name!r} has dtype "
+            f"{column.dtype}"
+        )
+    return column.to_numpy(dtype=np.float64)
 
 
 def _read_source(path: str, o: dict) -> dict[str, dict[str, np.ndarray]]:
@@ -293,8 +341,9 @@ def _read_source(path: str, o: dict) -> dict[str, dict[str, np.ndarray]]:
 # ---- checking and converting ------------------------------------------------------------------
 
 
-def _check_part(p: dict, name: str, tokens_: bool) -> dict:
-    """Shapes, row counts, finiteness and lengths of one part; x (n, L, C) (tokens: (n, L))."""
+def _check_part(p: dict, name: str, tokens_: bool, timestamps: bool = False) -> dict:
+    """Shapes, row counts, finiteness and lengths of one part; x (n, L, C) (tokens: (n, L)); with
+    `timestamps`, the time stamps t (n, L) as float64."""
     x, y = np.asarray(p["x"]), np.asarray(p["y"])
     if x.dtype.kind not in "biuf":
         raise DataError(f"{name}: x must be numeric, got dtype {x.dtype}")
@@ -320,6 +369,8 @@ def _check_part(p: dict, name: str, tokens_: bool) -> dict:
         if n and (lengths.min() < 1 or lengths.max() > L):
             raise DataError(f"{name}: lengths must lie in [1, L={L}], got [{lengths.min()}, {lengths.max()}]")
         out["lengths"] = lengths.astype(np.int64)
+    if timestamps:
+        out["t"] = _check_times(p, name, n, L, out.get("lengths"))
     if tokens_:
         if x.shape[2] != 1:
             raise DataError(
@@ -330,6 +381,39 @@ def _check_part(p: dict, name: str, tokens_: bool) -> dict:
         if x.min() < 0:
             raise DataError(f"{name}: token ids must be >= 0, got {x.min()}")
     return out
+
+
+def _check_times(p: dict, name: str, n: int, L: int, lengths) -> np.ndarray:
+    """The time stamps t (n, L) of one part as float64: finite and strictly increasing along the valid
+    steps of each sequence (padded steps are set to 0), else a DataError."""
+    if "t" not in p:
+        raise DataError(
+            f"{name}: data.options.timestamps is set but there is no array 't' of time stamps (n, L) = "
+            f"({n}, {L}), one per step of x"
+        )
+    t = np.asarray(p["t"])
+    if t.dtype.kind not in "iuf" or t.shape != (n, L):
+        raise DataError(
+            f"{name}: the time stamps t must be numbers of shape (n, L) = ({n}, {L}) like x, got {t.dtype} "
+            f"{t.shape}"
+        )
+    t = t.astype(np.float64)
+    valid = np.ones((n, L), dtype=bool) if lengths is None else np.arange(L) < lengths[:, None]
+    bad = valid & ~np.isfinite(t)
+    if bad.any():
+        row, step = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"{name}: the time stamps t have NaN or inf values (first in sequence {row}, step {step})"
+        )
+    t = np.where(valid, t, 0.0)
+    bad = valid[:, 1:] & ~(np.diff(t, axis=1) > 0)
+    if bad.any():
+        row, step = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"{name}: the time stamps t must increase strictly along each sequence; sequence {row} has "
+            f"t[{step + 1}] = {t[row, step + 1]!r} after t[{step}] = {t[row, step]!r}"
+        )
+    return t
 
 
 def _label_kind(y: np.ndarray) -> str:
@@ -399,9 +483,12 @@ def _targets(parts: dict, task: str, where: str) -> tuple[dict, np.ndarray | Non
 
 def _prepare(path: str, o: dict) -> dict[str, np.ndarray]:
     """Read, check and convert the source; flat arrays `<part>_x`, `<part>_y`, `<part>_lengths`,
-    `classes` for the cache."""
+    `<part>_t`, `classes` for the cache."""
     raw = _read_source(path, o)
-    parts = {s: _check_part(p, f"{path} ({s})" if s != "all" else path, o["tokens"]) for s, p in raw.items()}
+    parts = {
+        s: _check_part(p, f"{path} ({s})" if s != "all" else path, o["tokens"], o["timestamps"])
+        for s, p in raw.items()
+    }
     channels = {p["x"].shape[2] for p in parts.values()}
     if len(channels) > 1:
         raise DataError(
@@ -416,6 +503,8 @@ def _prepare(path: str, o: dict) -> dict[str, np.ndarray]:
         out[f"{s}_x"], out[f"{s}_y"] = x, p["y"]
         if padded:
             out[f"{s}_lengths"] = p.get("lengths", np.full(len(x), x.shape[1], dtype=np.int64))
+        if "t" in p:
+            out[f"{s}_t"] = p["t"]
     if names is not None:
         out["classes"] = names
     return out
@@ -447,7 +536,7 @@ def _indices(arrays: dict, spec) -> dict[str, tuple[str, np.ndarray]]:
 
 def build_arrays(spec) -> SequenceData:
     """The user's own arrays at spec.data_dir (module docstring); options task, label_column, id_column,
-    time_column, feature_columns, tokens."""
+    time_column, feature_columns, tokens, timestamps, nominal_step."""
     path = spec.data_dir
     if not path:
         raise ValueError(
@@ -480,6 +569,29 @@ def build_arrays(spec) -> SequenceData:
         )
     arrays = cached(root, key, sources, o, lambda: _prepare(path, o), version=1)
     return _assemble(arrays, spec, o, path)
+
+
+def _valid_steps(t, lengths) -> np.ndarray:
+    L = t.shape[1]
+    return np.ones(t.shape, dtype=bool) if lengths is None else np.arange(L) < np.asarray(lengths)[:, None]
+
+
+def _median_gap(arrays: dict, part: str, index: np.ndarray) -> float:
+    """The median gap between consecutive valid steps of the training rows (1 if there is none)."""
+    t = np.asarray(arrays[f"{part}_t"])[index]
+    lengths = arrays.get(f"{part}_lengths")
+    valid = _valid_steps(t, None if lengths is None else np.asarray(lengths)[index])
+    d = np.diff(t, axis=1)[valid[:, 1:]]
+    return float(np.median(d)) if d.size else 1.0
+
+
+def _gaps(t, lengths, step: float) -> np.ndarray:
+    """Per-step gaps (n, L) float32 in units of `step`: (t_k - t_{k-1}) / step, 1 at the first step
+    and at padded steps."""
+    t = np.asarray(t, dtype=np.float64)
+    dt = np.ones(t.shape, dtype=np.float64)
+    dt[:, 1:] = np.diff(t, axis=1) / step
+    return np.where(_valid_steps(t, lengths), dt, 1.0).astype(np.float32)
 
 
 def _check_classes(arrays: dict, split: dict, path: str) -> None:
@@ -536,6 +648,11 @@ def _assemble(arrays: dict, spec, o: dict, path: str) -> SequenceData:
             d_output = len(extra["classes"])
     else:
         d_output, target_transform = ys[0].shape[1], None
+    gaps = {}
+    if o["timestamps"]:
+        step = o["nominal_step"] or _median_gap(arrays, part, index)
+        gaps = {p: _gaps(arrays[f"{p}_t"], arrays.get(f"{p}_lengths"), step) for p, _ in split.values()}
+        extra.update(time_gaps="rate", nominal_step=float(step))
     datasets = {}
     for s, (p, i) in split.items():
         if len(i) == 0:
@@ -548,6 +665,7 @@ def _assemble(arrays: dict, spec, o: dict, path: str) -> SequenceData:
             index=i,
             transform=transform,
             target_transform=target_transform,
+            dt=gaps.get(p),
         )
     n = sum(len(arrays[k]) for k in arrays if k.endswith("_x"))
     Ls = sorted({arrays[k].shape[1] for k in arrays if k.endswith("_x")})
@@ -555,6 +673,8 @@ def _assemble(arrays: dict, spec, o: dict, path: str) -> SequenceData:
     if padded:
         lens = np.concatenate([np.asarray(arrays[k]) for k in arrays if k.endswith("_lengths")])
         length += f" (padded; lengths {int(lens.min())}..{int(lens.max())})"
+    if gaps:
+        length += f", per-step time gaps (nominal step {extra['nominal_step']:g})"
     inputs = f"tokens (vocab {vocab})" if vocab else f"C={d_input}"
     outputs = f"{d_output} classes" if classification else f"{d_output} regression target(s)"
     sizes = "/".join(str(len(datasets[s]) if datasets[s] is not None else 0) for s in SPLITS)

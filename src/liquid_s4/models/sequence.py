@@ -199,7 +199,9 @@ class ResidualBlock(nn.Module):
         keep = torch.bernoulli(torch.full((*z.shape[:2], 1), 1 - self.p, dtype=z.dtype, device=z.device))
         return z * keep / (1 - self.p)  # one mask per sequence and channel, shared across length
 
-    def forward(self, x: torch.Tensor, lengths=None, mask=None, rate: float | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, lengths=None, mask=None, rate: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
         z = self.norm(x, mask) if self.prenorm else x
         z, _ = self.layer(z, lengths=lengths, rate=rate)
         x = x + self._dropout(z)
@@ -219,7 +221,13 @@ class SequenceModel(nn.Module):
       x: (B, L, d_input) float (or (B, L) when d_input == 1), or (B, L) integer tokens with vocab_size.
       lengths: (B,) valid lengths of right-padded sequences. x2/lengths2: the second sequence of the
       retrieval head. rate: run every SSM layer at step size rate*dt (e.g. 2.0 for audio at half the
-      training sampling rate). Returns (B, d_output) for pool "mean"/"last", (B, L, d_output) for "none".
+      training sampling rate); or a floating (B, L) tensor of per-step multipliers of dt for irregularly
+      sampled sequences (rate[b, k]: the time since the previous sample in units of the nominal step),
+      finite and > 0 at every valid step (padded steps beyond `lengths` are not checked and, where
+      they are not a positive number, are passed to the layers as 1). Only S4D layers with
+      liquid_kernel="scan" accept a per-step rate (the convolution kernels need one step size for
+      the whole sequence and raise a ValueError); the retrieval head takes only a number.
+      Returns (B, d_output) for pool "mean"/"last", (B, L, d_output) for "none".
     step(x_t, state) -> (y_t, state): recurrent inference, one step for the whole model; y_t is what
       forward would return for the sequence seen so far (start from `default_state(B)`).
     """
@@ -283,7 +291,9 @@ class SequenceModel(nn.Module):
             return enc(x).transpose(1, 2).contiguous()
         return torch.baddbmm(enc.bias[:, None], enc.weight.expand(x.shape[0], -1, -1), x.transpose(1, 2))
 
-    def _features(self, x: torch.Tensor, lengths=None, rate: float | None = None) -> torch.Tensor:
+    def _features(
+        self, x: torch.Tensor, lengths=None, rate: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Backbone features before pooling, channels-first (B, d_model, L), zero at padded positions."""
         h = self._encode_channels_first(x)  # (B, H, L)
         B, _, L = h.shape
@@ -297,14 +307,19 @@ class SequenceModel(nn.Module):
                 )
             mask = lengths_mask(lengths, L)  # (B, L)
             h = h * mask[:, None]
+        if isinstance(rate, torch.Tensor) and rate.dim() > 0:
+            rate = _per_step_rate(rate, B, L, mask, h.device)
         for block in self.blocks:
             h = block(h, lengths=lengths, mask=mask, rate=rate)
         h = self.final_norm(h, mask) if isinstance(self.final_norm, Norm) else h
         return h if mask is None else h * mask[:, None]
 
-    def features(self, x: torch.Tensor, lengths=None, rate: float | None = None) -> torch.Tensor:
+    def features(
+        self, x: torch.Tensor, lengths=None, rate: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Backbone features before pooling: (B, L, d_model), zero at padded positions (the model
-        computes them channels-first; this returns a contiguous copy in the (B, L, H) layout)."""
+        computes them channels-first; this returns a contiguous copy in the (B, L, H) layout). `rate`
+        as in `forward`."""
         return self._features(x, lengths, rate).transpose(1, 2).contiguous()
 
     def _pool(self, h: torch.Tensor, lengths) -> torch.Tensor:
@@ -329,8 +344,13 @@ class SequenceModel(nn.Module):
         lengths=None,
         x2: torch.Tensor | None = None,
         lengths2=None,
-        rate: float | None = None,
+        rate: float | torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if x2 is not None and isinstance(rate, torch.Tensor) and rate.dim() > 0:
+            raise ValueError(
+                "SequenceModel: a per-step rate (a (B, L) tensor) describes the steps of x only; with a "
+                "second sequence x2 (the retrieval head) pass rate as a number"
+            )
         a = self._pool(self._features(x, lengths, rate), lengths)
         if self.config.head == "retrieval":
             if x2 is None:
@@ -501,6 +521,29 @@ def _check_sums(
             "changed or damaged after saving); restore it, or save the model again. To change settings such "
             "as dropout when loading, pass them to from_pretrained(directory, key=value) instead"
         )
+
+
+def _per_step_rate(rate: torch.Tensor, B: int, L: int, mask: torch.Tensor | None, device) -> torch.Tensor:
+    """A per-step rate checked for the inputs (B, L): floating, finite and > 0 at every valid step (mask
+    (B, L) True, or every step without one); padded steps that are not a finite number > 0 become 1."""
+    if tuple(rate.shape) != (B, L) or not rate.is_floating_point():
+        raise ValueError(
+            f"SequenceModel: a per-step rate must be a floating tensor of shape (B, L) = ({B}, {L}) like "
+            f"the inputs (the time gap before each step, in units of the nominal step), got {rate.dtype} "
+            f"{tuple(rate.shape)}"
+        )
+    rate = rate.to(device)
+    good = torch.isfinite(rate) & (rate > 0)
+    bad = ~good if mask is None else mask & ~good
+    if bool(bad.any()):
+        b, k = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            "SequenceModel: a per-step rate must be finite and > 0 at every valid step (it multiplies the "
+            f"step size dt), got {rate[b, k].item()!r} at sequence {b}, step {k}"
+        )
+    if mask is not None and not bool(good.all()):
+        rate = torch.where(good, rate, torch.ones((), dtype=rate.dtype, device=device))
+    return rate
 
 
 def _saved_dtype(weights: dict[str, torch.Tensor]) -> torch.dtype | None:

@@ -23,7 +23,9 @@ from .pl import L
 
 class LitSequenceModel(L.LightningModule):
     """The model of a run (`config.model`, with the sizes of the dataset described by `info`) with its
-    training, validation and test steps, which read `Batch` fields by name.
+    training, validation and test steps, which read `Batch` fields by name. Batches with per-step time
+    gaps (`Batch.dt`, irregularly sampled data) run the model at that per-step rate, in every split
+    (a test set's own rate multiplies it).
 
     The checkpoint's hyperparameters hold the configuration and the data info as plain values
     ("config": `RunConfig.to_dict()`, "info": the DataInfo fields); `from_hyperparameters` rebuilds
@@ -116,6 +118,11 @@ class LitSequenceModel(L.LightningModule):
         return metrics
 
     def _forward_metrics(self, batch: Batch, rate: float | None = None):
+        """Metrics of a batch; the model runs at `rate` (a number, None for the layers' own), times the
+        per-step time gaps `batch.dt` (B, L) when the dataset has them (irregularly sampled data)."""
+        dt = getattr(batch, "dt", None)
+        if dt is not None:
+            rate = dt if rate is None else dt * rate
         out = self(batch.x, batch.lengths, batch.x2, batch.lengths2, rate=rate)
         return self._metrics(out, batch.y, batch.lengths)
 
