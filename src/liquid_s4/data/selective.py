@@ -75,7 +75,7 @@ from .common import (
 
 SPLITS = ("train", "val", "test")
 SIZES = {"n_train": 10000, "n_val": 1000, "n_test": 1000, "seed": 0}
-SELECTIVE_COPYING = {"noise": 64, "tokens": 4, "alphabet": 8, **SIZES}
+SELECTIVE_COPYING = {"noise": 128, "tokens": 8, "alphabet": 8, **SIZES}
 MQAR = {"vocab_size": 128, "length": 64, "kv_pairs": 4, "power_a": 0.01, "random_non_queries": True, **SIZES}
 IRREGULAR = {"length": 128, "spread": 1.0, "gaps": "rate", **SIZES}
 GAPS = ("rate", "input", "both", "none")
@@ -117,7 +117,7 @@ def _subsets(rng: np.random.Generator, n: int, size: int, k: int, logits=None) -
 # ---- the generators ---------------------------------------------------------------------------
 
 
-def selective_copying(n: int, noise: int = 64, n_tokens: int = 4, alphabet: int = 8, seed=0):
+def selective_copying(n: int, noise: int = 128, n_tokens: int = 8, alphabet: int = 8, seed=0):
     """`n` selective-copying sequences: x (n, L) tokens, y (n, L) int64 targets, with
     L = noise + 2 * n_tokens (see the module docstring). `seed`: an int, a sequence of ints or a
     numpy Generator."""
