@@ -7,7 +7,8 @@ from ..utils import is_positive_int
 from .block import ACTIVATIONS, POSTACTS
 from .kernel import SSMKernel
 
-LIQUID_KERNELS = (None, "pb", "kb")
+LIQUID_KERNELS = (None, "pb", "kb", "scan")
+LIQUID_FORMS = ("discrete", "ode")
 
 
 def check_layer_arguments(name: str, cls: type[SSMKernel], **a) -> None:
@@ -47,10 +48,27 @@ def check_layer_arguments(name: str, cls: type[SSMKernel], **a) -> None:
         raise ValueError(
             f"{name}: unknown liquid_kernel {a['liquid_kernel']!r}; expected one of {LIQUID_KERNELS}"
         )
+    if a["liquid_kernel"] == "scan" and not cls.diagonal:
+        raise ValueError(
+            f"{name}: liquid_kernel='scan' needs a diagonal state matrix (with a dense or low-rank A every "
+            "step is an N x N product); use S4D, whose init='legs' gives the diagonal part of S4's HiPPO "
+            "matrix: S4D(d_model, d_state, init='legs', liquid_kernel='scan')"
+        )
     if a["liquid_kernel"] is not None and not cls.modal:
         raise ValueError(
             f"{name}: liquid kernels are defined for S4 and S4D (state in diagonal coordinates); "
             "use one of those"
+        )
+    if a["liquid_form"] not in LIQUID_FORMS:
+        raise ValueError(f"{name}: unknown liquid_form {a['liquid_form']!r}; expected one of {LIQUID_FORMS}")
+    if a["liquid_form"] == "ode" and a["disc"] != "zoh":
+        raise ValueError(
+            f"{name}: liquid_form='ode' is the zero-order-hold solution of the liquid ODE; set disc='zoh' "
+            f"(got disc={a['disc']!r})"
+        )
+    if a["liquid_form"] != "discrete" and a["liquid_kernel"] != "scan":
+        raise ValueError(
+            f"{name}: liquid_form={a['liquid_form']!r} is a form of the exact scan; set liquid_kernel='scan'"
         )
     if not isinstance(liquid_degree, int) or isinstance(liquid_degree, bool) or liquid_degree < 2:
         raise ValueError(

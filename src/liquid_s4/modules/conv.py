@@ -24,7 +24,9 @@ from ..ops.liquid import (
     step_correlations,
 )
 from ..ops.recurrence import real_view
-from ..ops.state import DiscreteSSM
+from ..ops.scan import liquid_coefficients, liquid_scan
+from ..ops.state import DiscreteSSM, reverse_within
+from .kernel import ScanCoefficients
 
 
 class StepSetup(NamedTuple):
@@ -47,8 +49,14 @@ class SSMConvolution(nn.Module):
     `liquid_s4.ops.liquid`) add input products with their read-outs (PB) or kernels (KB).
 
     State: the stored SSM state (B, H, n) of the kernel module's discrete system, followed, for a
-    liquid layer, by the last P - 1 inputs (as real parts, oldest first), from which the liquid
+    PB/KB liquid layer, by the last P - 1 inputs (as real parts, oldest first), from which the liquid
     terms of the next chunk or step are formed.
+
+    liquid_kernel "scan" replaces the convolution by the exact liquid recurrence of a diagonal SSM
+    (`scan`, `step_scan`; see `liquid_s4.ops.scan`), in the form liquid_form ("discrete": the paper's
+    x_k = (A_bar + B_bar s_k) x_{k-1} + B_bar u_k; "ode": its stable continuous-time solution), with
+    s_k = tanh(u_k) if liquid_squash is "tanh" (always for "ode"), else u_k. Its state is the SSM
+    state alone.
     """
 
     def __init__(
@@ -59,6 +67,7 @@ class SSMConvolution(nn.Module):
         liquid_kernel: str | None = None,
         liquid_degree: int = 2,
         liquid_squash: str | None = None,
+        liquid_form: str = "discrete",
     ):
         super().__init__()
         self.channels, self.bidirectional = channels, bidirectional
@@ -67,17 +76,19 @@ class SSMConvolution(nn.Module):
             liquid_degree,
             liquid_squash,
         )
+        self.liquid_form = liquid_form
         self.D = nn.Parameter(torch.randn(channels, d_model))
 
     @property
     def history_size(self) -> int:
-        """Inputs the state keeps for the liquid terms: P - 1 (0 for a plain layer)."""
-        return self.liquid_degree - 1 if self.liquid_kernel is not None else 0
+        """Inputs the state keeps for the liquid terms: P - 1 (0 for a plain layer and the scan)."""
+        return self.liquid_degree - 1 if self.liquid_kernel in ("pb", "kb") else 0
 
     @property
     def system_degree(self) -> int | None:
-        """The liquid degree the discrete system must carry vectors for (None for a plain layer)."""
-        return self.liquid_degree if self.liquid_kernel is not None else None
+        """The liquid degree the discrete system must carry vectors for (None for a plain layer and the
+        scan)."""
+        return self.liquid_degree if self.liquid_kernel in ("pb", "kb") else None
 
     def kernel_request(self, L: int) -> tuple[tuple[int, ...], int]:
         """(powers, L_powers) for `SSMKernel.kernels`: the powers B_bar^p the liquid terms need, and
@@ -180,3 +191,60 @@ class SSMConvolution(nn.Module):
             state = new
         y.addcmul_(setup.D, u_t if C == 1 else u_t.repeat(1, C))
         return y, state
+
+    # ---- the exact liquid scan (liquid_kernel "scan") ---------------------------------------------
+    @property
+    def squash(self) -> bool:
+        """Whether the scan's transition reads tanh(u) rather than u."""
+        return self.liquid_squash == "tanh" or self.liquid_form == "ode"
+
+    @staticmethod
+    def step_sizes(
+        coef: ScanCoefficients, rate, shape: tuple[int, int, int], x: torch.Tensor
+    ) -> torch.Tensor:
+        """The step size of every step, (B, H, L): dt * rate for a number, dt[h] * rate[b, k] for a (B, L)
+        tensor (zeros, unread, for the "affine" form)."""
+        if coef.dt is None:
+            return x.new_zeros(()).expand(shape)
+        if isinstance(rate, torch.Tensor):
+            return coef.dt[:, None] * rate.to(coef.dt.dtype)[:, None, :]
+        return (coef.dt * rate)[:, None].expand(shape)
+
+    def scan(self, coef: ScanCoefficients, x: torch.Tensor, rate, x0=None, lengths=None):
+        """x (B, H, L) -> (y (B, C, H, L) with the D skip, the SSM state after each sequence's own
+        inputs). rate: a number or a (B, L) tensor of per-step multipliers of dt; x0 (B, H, N/2) or None
+        (zeros); lengths (B,) or None.
+
+        Bidirectional: the second half of the output vectors reads out the same recurrence run on each
+        sequence reversed within its length (pairs of input and step size reversed together), and
+        adds at step k what that reversed pass holds after the inputs k+1 .. len-1, as the anti-causal
+        half of a two-sided kernel does."""
+        B, H, L = x.shape
+        C = self.channels
+        d = self.step_sizes(coef, rate, (B, H, L), x)
+        y, x_end = liquid_scan(coef.form, x, d, coef.a, coef.b, coef.bt, coef.C[:C], x0, lengths, self.squash)
+        if self.bidirectional:
+            xr = reverse_within(x, lengths)
+            dr = d if coef.dt is None or not isinstance(rate, torch.Tensor) else reverse_within(d, lengths)
+            yr, _ = liquid_scan(
+                coef.form, xr, dr, coef.a, coef.b, coef.bt, coef.C[C:], None, None, self.squash
+            )
+            yr = reverse_within(yr, lengths)  # yr[k]: the reversed pass after inputs len-1 .. k
+            y = y + nn.functional.pad(yr[..., 1:], (0, 1))
+        y = torch.addcmul(y, self.D.to(y.dtype)[..., None], x[:, None])
+        return y, x_end
+
+    def step_scan(self, coef: ScanCoefficients, u_t: torch.Tensor, state: torch.Tensor, rate):
+        """One step of the scan (differentiable): u_t (B, H), state (B, H, N/2), rate a number or a (B,)
+        tensor -> (y (B, C * H) with the D skip, next state)."""
+        s = torch.tanh(u_t) if self.squash else u_t
+        d = None
+        if coef.dt is not None:
+            d = coef.dt[:, None] * (
+                rate.to(coef.dt.dtype)[:, None, None] if isinstance(rate, torch.Tensor) else rate
+            )
+        f, g = liquid_coefficients(coef.form, coef.a, coef.b, coef.bt, d, s[..., None], u_t[..., None])
+        x = torch.addcmul(g, f, state)
+        y = 2 * (coef.C[: self.channels] * x[:, None]).sum(-1).real  # (B, C, H)
+        y = torch.addcmul(y, self.D.to(y.dtype), u_t[:, None]).flatten(1)
+        return y, x

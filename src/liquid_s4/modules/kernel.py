@@ -8,6 +8,7 @@ convolution, the liquid terms and the output block around one of them.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -63,6 +64,7 @@ class SSMKernel(nn.Module):
     parameter_groups: tuple[str, ...] = ()  # the names `freeze` takes
     complex_state: bool = True  # N/2 complex modes (conjugate pairs implied) or N real entries
     modal: bool = True  # the state is in diagonal coordinates (what the liquid terms need)
+    diagonal: bool = False  # A itself is diagonal (the exact liquid scan needs it)
 
     def __init__(
         self,
@@ -165,10 +167,28 @@ class SSMKernel(nn.Module):
         bidirectional layer), with the liquid input vectors B_bar^p for p <= liquid_degree if given."""
         raise NotImplementedError
 
+    def scan_coefficients(self, rate, form: str = "discrete") -> ScanCoefficients:
+        """The coefficients of the exact liquid scan (`liquid_s4.ops.scan`); diagonal kernels only."""
+        raise NotImplementedError(f"{type(self).__name__} has no diagonal A: the liquid scan needs S4D")
+
     def recurrence(self, sys: DiscreteSSM, rate: float, extra_B: torch.Tensor | None = None):
         """A fast inference step for `sys` (see `liquid_s4.ops.recurrence`; extra_B: the vectors of
         extra inputs, e.g. the KB liquid terms'), or None to step with the reference `sys.step`."""
         return None
+
+
+class ScanCoefficients(NamedTuple):
+    """The parameters of `liquid_s4.ops.scan.liquid_scan` for a diagonal SSM: form ("affine": a, b
+    are A_bar, B_bar for one fixed step; "zoh"/"bilinear"/"ode": a = A, b = B continuous, discretized at
+    each step with step size dt * rate_k), a, b, bt (H, N/2) complex, C (C', H, N/2) complex, and
+    dt (H,) the nominal step sizes (None for "affine")."""
+
+    form: str
+    a: torch.Tensor
+    b: torch.Tensor
+    bt: torch.Tensor
+    C: torch.Tensor
+    dt: torch.Tensor | None
 
 
 class ModalKernel(SSMKernel):

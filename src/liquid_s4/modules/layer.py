@@ -54,6 +54,11 @@ class SSMLayer(nn.Module):
 
     Liquid terms (S4 and S4D; see `liquid_s4.ops.liquid` for the definitions):
     liquid_kernel None, "pb" or "kb"; liquid_degree P >= 2; liquid_squash None or "tanh".
+    The exact liquid recurrence (S4D only; see `liquid_s4.ops.scan`): liquid_kernel "scan", with
+    liquid_form "discrete" (x_k = (A_bar + B_bar s_k) x_{k-1} + B_bar u_k, every term, in the
+    coordinates of the PB/KB terms; s_k = tanh(u_k) with liquid_squash "tanh", else u_k) or "ode"
+    (the zero-order-hold solution of dx/dt = (A + B~ tanh(u)) x + B u, stable by construction). The
+    scan also takes per-step step sizes: `rate` a (B, L) tensor (irregular sampling).
 
     Inference caches: when no gradient can reach the parameters (evaluation under torch.no_grad() or
     inference_mode, or frozen layers), the kernels of the last call (`forward`) and the step set-up
@@ -91,6 +96,7 @@ class SSMLayer(nn.Module):
         liquid_kernel: str | None = None,
         liquid_degree: int = 2,
         liquid_squash: str | None = None,
+        liquid_form: str = "discrete",
     ):
         super().__init__()
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # the arguments above
@@ -112,7 +118,7 @@ class SSMLayer(nn.Module):
             freeze=tuple(freeze),
         )
         self.conv = SSMConvolution(
-            d_model, channels, bidirectional, liquid_kernel, liquid_degree, liquid_squash
+            d_model, channels, bidirectional, liquid_kernel, liquid_degree, liquid_squash, liquid_form
         )
         self.output = OutputBlock(channels * d_model, d_model, activation, dropout, postact)
         self._kernel_cache, self._step_cache = TensorCache(), TensorCache()
@@ -142,6 +148,11 @@ class SSMLayer(nn.Module):
     @property
     def liquid_squash(self) -> str | None:
         return self.conv.liquid_squash
+
+    @property
+    def liquid_form(self) -> str:
+        """The form of the exact scan ("discrete" or "ode"; see `liquid_s4.ops.scan`)."""
+        return self.conv.liquid_form
 
     @property
     def D(self) -> torch.Tensor:
@@ -214,8 +225,12 @@ class SSMLayer(nn.Module):
     def rate(self, value) -> None:
         self._rate = self._check_rate(value)
 
-    def _check_rate(self, rate) -> float:
-        """rate as a float, or a ValueError unless it is a finite number > 0."""
+    def _check_rate(self, rate, shape: tuple[int, ...] | None = None):
+        """rate as a float, or a ValueError unless it is a finite number > 0. With `shape` ((B, L) in
+        forward, (B,) in step), a tensor of that shape of finite values > 0 is also accepted (per-step
+        step sizes) by layers with liquid_kernel="scan"."""
+        if isinstance(rate, torch.Tensor) and rate.dim() > 0:
+            return self._check_rate_tensor(rate, shape)
         try:
             r = float(rate)
         except (TypeError, ValueError, RuntimeError):
@@ -226,6 +241,25 @@ class SSMLayer(nn.Module):
                 f"got {rate!r}"
             )
         return r
+
+    def _check_rate_tensor(self, rate: torch.Tensor, shape) -> torch.Tensor:
+        name = type(self).__name__
+        if self.liquid_kernel != "scan" or shape is None:
+            raise ValueError(
+                f"{name}: a per-step rate tensor needs liquid_kernel='scan' (S4D): the convolution "
+                "kernels use one step size for the whole sequence; pass a number"
+            )
+        if tuple(rate.shape) != tuple(shape) or not rate.is_floating_point():
+            raise ValueError(
+                f"{name}: a per-step rate must be a floating-point tensor of shape {tuple(shape)} "
+                f"(one positive multiplier of dt per step), got {rate.dtype} {tuple(rate.shape)}"
+            )
+        if not bool(torch.isfinite(rate).all()) or bool((rate <= 0).any()):
+            raise ValueError(
+                f"{name}: a per-step rate must be finite and > 0 at every step (the time since the previous "
+                "sample in units of the nominal step; give padded steps 1)"
+            )
+        return rate
 
     # ---- input checks ------------------------------------------------------------------------
     def _check_input(self, u: torch.Tensor) -> torch.Tensor:
@@ -302,7 +336,9 @@ class SSMLayer(nn.Module):
         right-padded sequences; padded inputs are ignored, outputs there are zero, and
         next_state is each sequence's state after its own last input.
         rate: multiplies dt (rate=2 runs a layer trained at 16 kHz on 8 kHz input); a finite
-        number > 0 (else a ValueError), default `self.rate`.
+        number > 0 (else a ValueError), default `self.rate`. Layers with liquid_kernel="scan" also
+        take a (B, L) tensor: the step size of each step (irregular sampling: the time since the
+        previous sample, in units of the nominal step); the other layers raise a ValueError for it.
 
         Non-finite inputs: the convolution runs through FFTs over the whole sequence, so one NaN or
         inf input makes every output of that sequence NaN, earlier steps included (the FFT mixes
@@ -310,9 +346,9 @@ class SSMLayer(nn.Module):
         in that channel. Other sequences of the batch are unaffected. `step` affects only the
         current and later steps. An empty batch (B = 0) gives empty outputs.
         """
-        rate = self._rate if rate is None else self._check_rate(rate)
         x = self._check_input(u)  # (B, H, L)
         B, H, L = x.shape
+        rate = self._rate if rate is None else self._check_rate(rate, (B, L))
         mask = None
         if lengths is not None:
             lengths = self._check_lengths(lengths, B, L)
@@ -329,6 +365,15 @@ class SSMLayer(nn.Module):
         # the SSM part (kernels, FFTs, complex math, state) always runs in the layer's own precision,
         # also under torch.autocast; the output projection below follows autocast
         with torch.autocast(device_type=x.device.type, enabled=False):
+            if self.conv.liquid_kernel == "scan":
+                if isinstance(rate, torch.Tensor):
+                    rate = rate.to(x.device)
+                coef = self.ssm.scan_coefficients(rate, self.conv.liquid_form)
+                y, next_state = self.conv.scan(coef, x, rate, state, lengths)
+                y = self.output(y.flatten(1, 2), self.conv.D.dtype, self.transposed)
+                if mask is not None:
+                    y = y * (mask[:, None] if self.transposed else mask[..., None])
+                return y, (next_state if state is not None else None)
             k, kp = self._kernels(L, rate)
             y, v = self.conv(x, k, kp, hist)  # (B, C, H, L), D u and the liquid terms included
             next_state = None
@@ -382,7 +427,7 @@ class SSMLayer(nn.Module):
         if not u_t.is_floating_point():
             raise TypeError(f"{name}.step: expected a floating-point input, got dtype {u_t.dtype}")
         self.check_state(state, u_t.shape[0])
-        rate = self._rate if rate is None else self._check_rate(rate)
+        rate = self._rate if rate is None else self._check_rate(rate, (u_t.shape[0],))
         # the parts, read once: nn.Module finds submodules through a Python-level __getattr__, whose
         # cost adds up at batch 1, where a step is a few dozen small tensor ops
         parts = self._modules
@@ -390,6 +435,8 @@ class SSMLayer(nn.Module):
         # the SSM part runs in the SSM tensors' precision, also under autocast (as in forward)
         autocast = torch.is_autocast_enabled(u_t.device.type)
         with torch.autocast(device_type=u_t.device.type, enabled=False) if autocast else _NO_CONTEXT:
+            if conv.liquid_kernel == "scan":
+                return self._step_scan(u_t, state, rate)
             setup = None  # the differentiable reference step builds its system in the graph
             if not self._needs_graph():
                 key = (rate, conv.liquid_kernel, conv.liquid_degree)
@@ -411,13 +458,37 @@ class SSMLayer(nn.Module):
                 y, state = conv.step(sys, u_t, state)
         return output.step(y, out_dtype), state
 
+    def _step_scan(self, u_t: torch.Tensor, state: torch.Tensor, rate):
+        """`step` of a liquid_kernel="scan" layer: the coefficients are cached like the step set-up when
+        no gradient can reach the parameters and the rate is a number."""
+        ssm, conv = self._modules["ssm"], self._modules["conv"]
+        if isinstance(rate, torch.Tensor):
+            rate = rate.to(u_t.device)
+        if self._needs_graph() or isinstance(rate, torch.Tensor):
+            coef = ssm.scan_coefficients(rate, conv.liquid_form)
+        else:
+            key = ("scan", rate, conv.liquid_form)
+
+            def build():
+                with torch.no_grad():
+                    return ssm.scan_coefficients(rate, conv.liquid_form)
+
+            coef = self._step_cache.get(key, self.cached_tensors, build)
+        y, state = conv.step_scan(coef, u_t.to(ssm.dtype), state, rate)
+        return self._modules["output"].step(y, conv.D.dtype), state
+
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, l_max={self.l_max}, channels={self.channels}, "
             f"init={self.init!r}, disc={self.disc!r}, bidirectional={self.bidirectional}"
             + (
                 f", liquid_kernel={self.liquid_kernel!r}, liquid_degree={self.liquid_degree}"
-                if self.liquid_kernel
+                if self.liquid_kernel in ("pb", "kb")
+                else ""
+            )
+            + (
+                f", liquid_kernel='scan', liquid_form={self.liquid_form!r}"
+                if self.liquid_kernel == "scan"
                 else ""
             )
             + (f", liquid_squash={self.liquid_squash!r}" if self.liquid_squash else "")

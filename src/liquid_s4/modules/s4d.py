@@ -11,8 +11,9 @@ from ..ops.discretize import discretize_diag
 from ..ops.hippo import nplr
 from ..ops.kernels import vandermonde
 from ..ops.recurrence import DiagonalRecurrence
+from ..ops.scan import stable_liquid_b
 from ..ops.state import DiscreteSSM
-from .kernel import ModalKernel
+from .kernel import ModalKernel, ScanCoefficients
 from .layer import SSMLayer
 
 S4D_INITS = ("lin", "inv", "legs", "real", "random")
@@ -55,6 +56,7 @@ class DiagonalKernel(ModalKernel):
 
     inits = S4D_INITS
     discs = ("zoh", "bilinear")
+    diagonal = True
     parameter_groups = ("A", "B", "C", "dt")
 
     def __init__(self, d_model: int, d_state: int, init: str = "lin", **kwargs):
@@ -86,6 +88,20 @@ class DiagonalKernel(ModalKernel):
 
     def recurrence(self, sys: DiscreteSSM, rate: float, extra_B: torch.Tensor | None = None):
         return DiagonalRecurrence(sys.dA, sys.dB, sys.C, extra_B)
+
+    def scan_coefficients(self, rate=1.0, form: str = "discrete") -> ScanCoefficients:
+        """For form "discrete" and one step size for the whole sequence (rate a number): "affine" with
+        this kernel's own A_bar, B_bar (`discrete`: the coordinates of the PB/KB terms); with per-step
+        step sizes (rate a tensor): the kernel's discretization (zoh or bilinear) applied at each step.
+        For form "ode": the zero-order-hold solution of the liquid ODE (stable by construction)."""
+        C = torch.view_as_complex(self.C)
+        if form == "discrete" and not isinstance(rate, torch.Tensor):
+            dA, _, dB = self._discretize(rate)
+            return ScanCoefficients("affine", dA, dB, dB, C, None)
+        A, B = self.Lambda(), torch.view_as_complex(self.B)
+        if form == "discrete":
+            return ScanCoefficients(self.disc, A, B, B, C, self.dt())
+        return ScanCoefficients("ode", A, B, stable_liquid_b(A, B), C, self.dt())
 
 
 class S4D(SSMLayer):

@@ -302,6 +302,29 @@ def chunk_liquid_scan(
     return _ChunkLiquidScan.apply(form, bool(squash), int(block), u, d, a, b, bt, C, x0, ends)
 
 
+def _check_scan_arguments(u, d, a, b, bt, C, x0, ends) -> None:
+    """A ValueError unless the shapes fit together (the fused kernels do not check their indices)."""
+    if u.dim() != 3 or u.is_complex():
+        raise ValueError(f"liquid_scan: u must be real (B, H, L), got {u.dtype} {tuple(u.shape)}")
+    B, H, L = u.shape
+    N = a.shape[-1] if a.dim() == 2 else -1
+    want = {
+        "d": (d, (B, H, L)),
+        "a": (a, (H, N)),
+        "b": (b, (H, N)),
+        "bt": (bt, (H, N)),
+        "x0": (x0, (B, H, N)),
+        "ends": (ends, (B,)),
+    }
+    for name, (t, shape) in want.items():
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"liquid_scan: {name} must have shape {shape}, got {tuple(t.shape)}")
+    if C.dim() != 3 or C.shape[0] < 1 or tuple(C.shape[1:]) != (H, N):
+        raise ValueError(f"liquid_scan: C must have shape (Ch >= 1, {H}, {N}), got {tuple(C.shape)}")
+    if ends is not None and L and (bool((ends < 0).any()) or bool((ends > L).any())):
+        raise ValueError(f"liquid_scan: ends must lie in [0, {L}], got {ends.tolist()}")
+
+
 def liquid_scan(
     form: str,
     u: torch.Tensor,
@@ -324,6 +347,7 @@ def liquid_scan(
 
     if form not in SCAN_FORMS:
         raise ValueError(f"unknown liquid scan form {form!r}; expected one of {SCAN_FORMS}")
+    _check_scan_arguments(u, d, a, b, bt, C, x0, ends)
     if impl is None:
         impl = "fused" if u.device.type == "cpu" and fused_scan.available() else "chunk"
     B, H, L = u.shape
