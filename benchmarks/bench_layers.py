@@ -7,10 +7,11 @@ Run from the repository root:
     python benchmarks/bench_layers.py --layers S4D,S4 --shapes small --repeats 2 --json results.json
     python benchmarks/bench_layers.py --layers liquid --shapes 2   # PB/KB against their plain bases
 
-Layers: S4D, S4, LSSL (plain), and BASE-KINDDEGREE for the liquid kernels, e.g. S4-PB2 (= LiquidS4),
-S4D-KB3; "plain" and "liquid" name the two groups. For every (layer, shape) a fresh subprocess
-(`--worker LAYER B H N L`) builds the layer with d_model=H, d_state=N and default options, and
-times on a float32 input of shape (B, L, H):
+Layers: S4D, S4, LSSL (plain), BASE-KINDDEGREE for the liquid kernels, e.g. S4-PB2 (= LiquidS4),
+S4D-KB3, and S4D-SCAN / S4D-ODE for the exact liquid scan (liquid_form "discrete" / "ode"; the fused
+CPU kernels when numba is installed); "plain", "liquid" and "scan" name groups. For every (layer,
+shape) a fresh subprocess (`--worker LAYER B H N L`) builds the layer with d_model=H, d_state=N and
+default options, and times on a float32 input of shape (B, L, H):
   * fwd:      forward under torch.no_grad() in eval mode,
   * fwd+bwd:  forward, loss = y.square().mean(), backward, in train mode,
 as the median of --repeats runs after one warm-up run (at most 3 runs for L >= 16384). Peak
@@ -37,8 +38,14 @@ PLAIN = ("S4D", "S4", "LSSL")
 LIQUID = tuple(
     f"{base}-{kind}{degree}" for base in ("S4D", "S4") for kind in ("PB", "KB") for degree in (2, 3)
 )
-LAYERS = PLAIN + LIQUID
-GROUPS = {"plain": PLAIN, "liquid": ("S4D", "S4") + LIQUID, "all": LAYERS}
+SCAN = ("S4D-SCAN", "S4D-ODE")  # the exact liquid scan: liquid_form "discrete" and "ode"
+LAYERS = PLAIN + LIQUID + SCAN
+GROUPS = {
+    "plain": PLAIN,
+    "liquid": ("S4D", "S4") + LIQUID,
+    "scan": ("S4D", "S4D-PB2") + SCAN,
+    "all": LAYERS + SCAN,
+}
 
 
 def build(name: str, H: int, N: int):
@@ -46,7 +53,10 @@ def build(name: str, H: int, N: int):
     import liquid_s4
 
     base, _, liquid = name.partition("-")
-    kwargs = {"liquid_kernel": liquid[:2].lower(), "liquid_degree": int(liquid[2:])} if liquid else {}
+    if liquid in ("SCAN", "ODE"):
+        kwargs = {"liquid_kernel": "scan", "liquid_form": "ode" if liquid == "ODE" else "discrete"}
+    else:
+        kwargs = {"liquid_kernel": liquid[:2].lower(), "liquid_degree": int(liquid[2:])} if liquid else {}
     return getattr(liquid_s4, base)(H, N, **kwargs)
 
 

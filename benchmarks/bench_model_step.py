@@ -26,7 +26,14 @@ import subprocess
 import sys
 import time
 
-LAYERS = {"s4d": {}, "s4": {}, "liquid_s4": {"liquid_kernel": "pb", "liquid_degree": 2}}
+LAYERS = {
+    "s4d": {},
+    "s4": {},
+    "liquid_s4": {"liquid_kernel": "pb", "liquid_degree": 2},
+    "s4d_pb": {"liquid_kernel": "pb", "liquid_degree": 2},
+    "s4d_scan": {"liquid_kernel": "scan"},
+}
+BASES = {"liquid_s4": "s4", "s4d_pb": "s4d", "s4d_scan": "s4d"}  # the layer family of each entry
 
 
 def audio(layer: str, repeats: int, warmup: int) -> dict:
@@ -35,7 +42,7 @@ def audio(layer: str, repeats: int, warmup: int) -> dict:
     import liquid_s4
 
     layer_args = {"d_state": 64, **LAYERS[layer]}
-    name = "s4" if layer == "liquid_s4" else layer
+    name = BASES.get(layer, layer)
     model = liquid_s4.SequenceModel(
         d_input=1, d_output=35, d_model=64, n_layers=4, layer=name, layer_args=layer_args, norm="batch"
     )
@@ -79,7 +86,7 @@ def recurrent(layer: str, steps: int) -> dict:
 
     import liquid_s4
 
-    cls = liquid_s4.S4D if layer == "s4d" else liquid_s4.S4
+    cls = liquid_s4.S4D if BASES.get(layer, layer) == "s4d" else liquid_s4.S4
     m = cls(256, 64, **LAYERS[layer]).eval()
     out = {}
     for B in (1, 64):
