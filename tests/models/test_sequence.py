@@ -377,18 +377,6 @@ def test_config_sizes_left_to_the_data():
 SCAN = dict(layer="s4d", layer_args=dict(d_state=4, liquid_kernel="scan"))
 
 
-def scan_layers_exist() -> bool:
-    try:
-        ModelConfig(d_input=1, d_output=1, d_model=4, n_layers=1, **SCAN)
-        SequenceModel(d_input=1, d_output=1, d_model=4, n_layers=1, **SCAN)
-    except ValueError:
-        return False
-    return True
-
-
-needs_scan = pytest.mark.skipif(not scan_layers_exist(), reason="S4D liquid_kernel='scan' not available")
-
-
 def capture_rates(m):
     """Replace every block's SSM layer by one that records the rate it gets and returns its input."""
     seen = []
@@ -458,7 +446,6 @@ def test_per_step_rate_errors():
             model(pool="none", **stack)(x, rate=torch.ones(2, 6, dtype=torch.float64))
 
 
-@needs_scan
 def test_constant_per_step_rate_equals_the_number():
     torch.manual_seed(0)
     m = model(pool="none", **SCAN)

@@ -120,7 +120,18 @@ def test_preset_matches_the_paper_table(name):
 
 
 def test_every_preset_is_in_the_table_or_runs_without_files():
-    offline = {"digits", "copying", "adding", "delay", "listops-generated", "smnist", "psmnist"}
+    offline = {
+        "digits",
+        "copying",
+        "adding",
+        "delay",
+        "listops-generated",
+        "smnist",
+        "psmnist",
+        "selective-copying",
+        "mqar",
+        "irregular-integral",
+    }
     assert set(preset_names()) - offline == set(TABLE)
 
 

@@ -11,8 +11,6 @@ from liquid_s4.train.config import load_config
 from liquid_s4.train.module import LitSequenceModel
 from liquid_s4.train.run import train
 
-from ..models.test_sequence import needs_scan
-
 TINY = [
     "model.d_model=8",
     "model.n_layers=1",
@@ -83,7 +81,6 @@ def test_generated_preset_trains_without_the_scan_layer(tmp_path, name):
     assert (0 <= metrics["test/acc"] <= 1) if name != "irregular-integral" else metrics["test/mse"] >= 0
 
 
-@needs_scan
 @pytest.mark.parametrize("name", ["selective-copying", "mqar", "irregular-integral"])
 def test_generated_preset_trains(tmp_path, name):
     extra = ["data.options.length=16"] if name == "irregular-integral" else []
@@ -92,7 +89,6 @@ def test_generated_preset_trains(tmp_path, name):
     assert (0 <= metrics["test/acc"] <= 1) if name != "irregular-integral" else metrics["test/mse"] >= 0
 
 
-@needs_scan
 def test_irregular_fit_end_to_end(tmp_path):
     """A tiny fit with per-step gaps: the logged test error equals the saved model run on the test
     batches at their gaps, and differs from the model run without them."""
