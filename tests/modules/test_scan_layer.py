@@ -325,3 +325,20 @@ def test_sequence_model_with_scan_layers_steps_like_its_forward():
             yt, state = model.step(x[:, t], state)
             ys.append(yt)
     assert torch.allclose(torch.stack(ys, 1), y, rtol=1e-4, atol=1e-5)
+
+
+def test_the_cached_step_coefficients_follow_every_parameter_edit():
+    """Evaluation caches the scan's step coefficients; an in-place edit of any SSM tensor (p.data) or D
+    rebuilds them, so the step keeps equalling the forward."""
+    layer = _layer("discrete", "zoh").eval()
+    u = torch.randn(2, 3, 5, dtype=torch.float64)
+    with torch.no_grad():
+        layer.step(u[..., 0], layer.default_state(2))  # fills the cache
+        for p in [*layer.ssm.parameters(), layer.conv.D]:
+            p.data.mul_(0.9)
+            y, _ = layer(u)
+            state, ys = layer.default_state(2), []
+            for t in range(5):
+                yt, state = layer.step(u[..., t], state)
+                ys.append(yt)
+            assert torch.allclose(torch.stack(ys, -1), y, rtol=1e-10, atol=1e-10)
