@@ -27,7 +27,6 @@ implementation `chunk_liquid_scan`.
 
 from __future__ import annotations
 
-import cmath
 import math
 
 import numpy as np
@@ -56,53 +55,54 @@ def _jit(**options):
 
 # ---- scalar helpers (complex128) -----------------------------------------------------------------
 @_jit(inline="always")
-def _expm1(w):
-    """e^w - 1 without cancellation for small |w|."""
-    x, y = w.real, w.imag
-    s = math.sin(0.5 * y)
-    return complex(math.expm1(x) * math.cos(y) - 2.0 * s * s, math.exp(x) * math.sin(y))
+def _cexp(w):
+    """e^w from one real exponential and one sine and cosine."""
+    e = math.exp(w.real)
+    return complex(e * math.cos(w.imag), e * math.sin(w.imag))
 
 
 @_jit(inline="always")
-def _phi(w):
-    """phi(w) = (e^w - 1) / w (1 at w = 0)."""
-    if abs(w) < 0.1:
+def _phi(w, E):
+    """phi(w) = (e^w - 1) / w (1 at w = 0), given E = e^w: a series near 0, where the quotient cancels."""
+    if w.real * w.real + w.imag * w.imag < 0.01:
         return 1.0 + w * (
             1.0 / 2
             + w
             * (1.0 / 6 + w * (1.0 / 24 + w * (1.0 / 120 + w * (1.0 / 720 + w * (1.0 / 5040 + w / 40320)))))
         )
-    return _expm1(w) / w
+    return (E - 1.0) / w
 
 
 @_jit(inline="always")
-def _psi(w):
-    """psi(w) = phi'(w) = (w e^w - e^w + 1) / w^2 (1/2 at w = 0)."""
-    if abs(w) < 0.1:
+def _psi(w, E, ph):
+    """psi(w) = phi'(w) = (e^w - phi(w)) / w (1/2 at w = 0), given E = e^w and ph = phi(w)."""
+    if w.real * w.real + w.imag * w.imag < 0.01:
         return 0.5 + w * (
             1.0 / 3
             + w
             * (1.0 / 8 + w * (1.0 / 30 + w * (1.0 / 144 + w * (1.0 / 840 + w * (1.0 / 5760 + w / 45360)))))
         )
-    em1 = _expm1(w)
-    return (w * (em1 + 1.0) - em1) / (w * w)
+    return (E - ph) / w
 
 
 @_jit(inline="always")
 def _coefficients(mode, a, b, bt, d, s, u):
-    """(f, g) of one step and mode (see the module docstring)."""
+    """(f, g, E) of one step and mode (see the module docstring); E = e^w for zoh and ode (else 0), which
+    the backward keeps so as not to evaluate the exponential twice."""
     if mode == AFFINE:
-        return a + b * s, b * u
+        return a + b * s, b * u, 0j
     if mode == ZOH:
         w = d * a
-        beta = d * _phi(w) * b
-        return cmath.exp(w) + beta * s, beta * u
+        E = _cexp(w)
+        beta = d * _phi(w, E) * b
+        return E + beta * s, beta * u, E
     if mode == BILINEAR:
         den = 1.0 - 0.5 * d * a
         beta = d * b / den
-        return (1.0 + 0.5 * d * a) / den + beta * s, beta * u
+        return (1.0 + 0.5 * d * a) / den + beta * s, beta * u, 0j
     w = d * (a + bt * s)
-    return cmath.exp(w), d * _phi(w) * b * u
+    E = _cexp(w)
+    return E, d * _phi(w, E) * b * u, E
 
 
 # ---- kernels -------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def _forward(mode, squash, u, d, a, b, bt, C, x0, ends, M, y, xL, starts):
                 acc = 0.0
                 if c == 0:
                     for n in range(N):
-                        f, g = _coefficients(mode, a[h, n], b[h, n], bt[h, n], dk, sk, uk)
+                        f, g, _ = _coefficients(mode, a[h, n], b[h, n], bt[h, n], dk, sk, uk)
                         x[n] = f * x[n] + g
                         acc += (C[c, h, n] * x[n]).real
                 else:
@@ -155,6 +155,7 @@ def _backward(mode, squash, u, d, a, b, bt, C, ends, M, starts, gy, gxL, gu, gd,
         bi, h = bh // H, bh % H
         lam = np.zeros(N, np.complex128)
         xs = np.empty((M + 1, N), np.complex128)
+        Es = np.empty((M, N), np.complex128)  # e^w of each step of the block (zoh, ode)
         if ends[bi] == 0:
             for n in range(N):
                 lam[n] = gxL[bi, h, n]
@@ -168,7 +169,7 @@ def _backward(mode, squash, u, d, a, b, bt, C, ends, M, starts, gy, gxL, gu, gd,
                 uk = u[bi, h, k]
                 sk = math.tanh(uk) if squash else uk
                 for n in range(N):
-                    f, g = _coefficients(mode, a[h, n], b[h, n], bt[h, n], d[bi, h, k], sk, uk)
+                    f, g, Es[j, n] = _coefficients(mode, a[h, n], b[h, n], bt[h, n], d[bi, h, k], sk, uk)
                     xs[j + 1, n] = f * xs[j, n] + g
             for j in range(m - 1, -1, -1):
                 k = s0 + j
@@ -197,13 +198,13 @@ def _backward(mode, squash, u, d, a, b, bt, C, ends, M, starts, gy, gxL, gu, gd,
                         gus += (lk * bn.conjugate()).real
                     elif mode == ZOH:
                         w = dk * an
-                        E = cmath.exp(w)
-                        ph = _phi(w)
+                        E = Es[j, n]
+                        ph = _phi(w, E)
                         beta = dk * ph * bn
                         f = E + beta * sk
                         gbeta = gf * sk + lk * uk
                         ga[bi, h, n] += (
-                            gf * (dk * E).conjugate() + gbeta * (dk * dk * _psi(w) * bn).conjugate()
+                            gf * (dk * E).conjugate() + gbeta * (dk * dk * _psi(w, E, ph) * bn).conjugate()
                         )
                         gb[bi, h, n] += gbeta * (dk * ph).conjugate()
                         gdk += (gf * (an * E).conjugate() + gbeta * (bn * E).conjugate()).real
@@ -225,10 +226,10 @@ def _backward(mode, squash, u, d, a, b, bt, C, ends, M, starts, gy, gxL, gu, gd,
                     else:  # ODE
                         z = an + bt[h, n] * sk
                         w = dk * z
-                        E = cmath.exp(w)
-                        ph = _phi(w)
+                        E = Es[j, n]
+                        ph = _phi(w, E)
                         f = E
-                        gz = gf * (dk * E).conjugate() + lk * (bn * uk * dk * dk * _psi(w)).conjugate()
+                        gz = gf * (dk * E).conjugate() + lk * (bn * uk * dk * dk * _psi(w, E, ph)).conjugate()
                         ga[bi, h, n] += gz
                         gbt[bi, h, n] += gz * sk
                         gb[bi, h, n] += lk * (uk * dk * ph).conjugate()
