@@ -342,3 +342,27 @@ def test_the_cached_step_coefficients_follow_every_parameter_edit():
                 yt, state = layer.step(u[..., t], state)
                 ys.append(yt)
             assert torch.allclose(torch.stack(ys, -1), y, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("pool", ["none", "mean"])
+def test_sequence_model_steps_with_per_step_time_gaps_like_its_forward(pool):
+    torch.manual_seed(1)
+    model = SequenceModel(
+        d_input=1,
+        d_output=2,
+        d_model=8,
+        n_layers=2,
+        layer="s4d",
+        pool=pool,
+        layer_args={"d_state": 8, "liquid_kernel": "scan", "liquid_form": "ode"},
+    ).eval()
+    x, rate = torch.randn(3, 25, 1), 0.2 + 2 * torch.rand(3, 25)
+    with torch.no_grad():
+        y = model(x, rate=rate)
+        state = model.default_state(3)
+        for t in range(25):
+            yt, state = model.step(x[:, t], state, rate=rate[:, t])
+            if pool == "none":
+                assert torch.allclose(yt, y[:, t], rtol=1e-4, atol=1e-5)
+    if pool == "mean":
+        assert torch.allclose(yt, y, rtol=1e-4, atol=1e-5)

@@ -207,9 +207,9 @@ class ResidualBlock(nn.Module):
         x = x + self._dropout(z)
         return x if self.prenorm else self.norm(x, mask)
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+    def step(self, x_t: torch.Tensor, state: torch.Tensor, rate=None):
         z = self.norm(x_t) if self.prenorm else x_t
-        z, state = self.layer.step(z, state)
+        z, state = self.layer.step(z, state, rate=rate)
         x_t = x_t + z
         return (x_t if self.prenorm else self.norm(x_t)), state
 
@@ -228,8 +228,10 @@ class SequenceModel(nn.Module):
       liquid_kernel="scan" accept a per-step rate (the convolution kernels need one step size for
       the whole sequence and raise a ValueError); the retrieval head takes only a number.
       Returns (B, d_output) for pool "mean"/"last", (B, L, d_output) for "none".
-    step(x_t, state) -> (y_t, state): recurrent inference, one step for the whole model; y_t is what
-      forward would return for the sequence seen so far (start from `default_state(B)`).
+    step(x_t, state, rate=None) -> (y_t, state): recurrent inference, one step for the whole model; y_t
+      is what forward would return for the sequence seen so far (start from `default_state(B)`). rate:
+      a number, or a (B,) tensor of this step's multipliers of dt (the column rate[:, t] of forward's
+      per-step rate; liquid_kernel="scan" layers only).
     """
 
     def __init__(self, config: ModelConfig | None = None, **kwargs):
@@ -375,8 +377,9 @@ class SequenceModel(nn.Module):
             "count": 0,
         }
 
-    def step(self, x_t: torch.Tensor, state: dict[str, Any]):
-        """x_t: (B, d_input) (or (B,) tokens / scalars). Returns (y_t, state)."""
+    def step(self, x_t: torch.Tensor, state: dict[str, Any], rate=None):
+        """x_t: (B, d_input) (or (B,) tokens / scalars); rate: None, a number, or a (B,) tensor (this
+        step's time gap, see the class docstring). Returns (y_t, state)."""
         if self.training and self.config.norm == "batch":
             raise RuntimeError(
                 "SequenceModel.step: BatchNorm needs eval mode for stepping; call model.eval()"
@@ -384,7 +387,7 @@ class SequenceModel(nn.Module):
         h = self._encode(x_t[:, None])[:, 0]  # (B, d_model)
         layers = []
         for block, s in zip(self.blocks, state["layers"], strict=True):
-            h, s = block.step(h, s)
+            h, s = block.step(h, s, rate)
             layers.append(s)
         h = self.final_norm(h) if isinstance(self.final_norm, Norm) else h
         total, count = state["sum"] + h, state["count"] + 1
