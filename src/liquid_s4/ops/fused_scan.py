@@ -55,8 +55,13 @@ def _jit(**options):
 
 # ---- scalar helpers (complex128) -----------------------------------------------------------------
 @_jit(inline="always")
-def _cexp(w):
-    """e^w from one real exponential and one sine and cosine."""
+def _cexp(w, single):
+    """e^w from one real exponential and one sine and cosine, evaluated in float32 if `single` (about 2.5x
+    faster; the precision of a float32 layer), else in float64."""
+    if single:
+        x, y = np.float32(w.real), np.float32(w.imag)
+        e = math.exp(x)
+        return complex(np.float64(e * math.cos(y)), np.float64(e * math.sin(y)))
     e = math.exp(w.real)
     return complex(e * math.cos(w.imag), e * math.sin(w.imag))
 
@@ -86,14 +91,14 @@ def _psi(w, E, ph):
 
 
 @_jit(inline="always")
-def _coefficients(mode, a, b, bt, d, s, u):
+def _coefficients(mode, a, b, bt, d, s, u, single):
     """(f, g, E) of one step and mode (see the module docstring); E = e^w for zoh and ode (else 0), which
     the backward keeps so as not to evaluate the exponential twice."""
     if mode == AFFINE:
         return a + b * s, b * u, 0j
     if mode == ZOH:
         w = d * a
-        E = _cexp(w)
+        E = _cexp(w, single)
         beta = d * _phi(w, E) * b
         return E + beta * s, beta * u, E
     if mode == BILINEAR:
@@ -101,13 +106,13 @@ def _coefficients(mode, a, b, bt, d, s, u):
         beta = d * b / den
         return (1.0 + 0.5 * d * a) / den + beta * s, beta * u, 0j
     w = d * (a + bt * s)
-    E = _cexp(w)
+    E = _cexp(w, single)
     return E, d * _phi(w, E) * b * u, E
 
 
 # ---- kernels -------------------------------------------------------------------------------------
 @_jit(parallel=True)
-def _forward(mode, squash, u, d, a, b, bt, C, x0, ends, M, y, xL, starts):
+def _forward(mode, squash, single, u, d, a, b, bt, C, x0, ends, M, y, xL, starts):
     """y (B, Ch, H, L), xL (B, H, N) and starts (B, H, nblocks, N) from u (B, H, L), d (B, H, L) (zeros for
     affine), a, b, bt (H, N), C (Ch, H, N), x0 (B, H, N), ends (B,): the state after ends[b] inputs
     goes to xL."""
@@ -132,7 +137,7 @@ def _forward(mode, squash, u, d, a, b, bt, C, x0, ends, M, y, xL, starts):
                 acc = 0.0
                 if c == 0:
                     for n in range(N):
-                        f, g, _ = _coefficients(mode, a[h, n], b[h, n], bt[h, n], dk, sk, uk)
+                        f, g, _ = _coefficients(mode, a[h, n], b[h, n], bt[h, n], dk, sk, uk, single)
                         x[n] = f * x[n] + g
                         acc += (C[c, h, n] * x[n]).real
                 else:
@@ -145,7 +150,9 @@ def _forward(mode, squash, u, d, a, b, bt, C, x0, ends, M, y, xL, starts):
 
 
 @_jit(parallel=True)
-def _backward(mode, squash, u, d, a, b, bt, C, ends, M, starts, gy, gxL, gu, gd, ga, gb, gbt, gC, gx0):
+def _backward(
+    mode, squash, single, u, d, a, b, bt, C, ends, M, starts, gy, gxL, gu, gd, ga, gb, gbt, gC, gx0
+):
     """The gradients, per sequence b (summed over b by the caller): gu, gd (B, H, L); ga, gb, gbt
     (B, H, N); gC (B, Ch, H, N); gx0 (B, H, N). gy (B, Ch, H, L), gxL (B, H, N) the incoming gradients."""
     Bs, H, L = u.shape
@@ -169,7 +176,9 @@ def _backward(mode, squash, u, d, a, b, bt, C, ends, M, starts, gy, gxL, gu, gd,
                 uk = u[bi, h, k]
                 sk = math.tanh(uk) if squash else uk
                 for n in range(N):
-                    f, g, Es[j, n] = _coefficients(mode, a[h, n], b[h, n], bt[h, n], d[bi, h, k], sk, uk)
+                    f, g, Es[j, n] = _coefficients(
+                        mode, a[h, n], b[h, n], bt[h, n], d[bi, h, k], sk, uk, single
+                    )
                     xs[j + 1, n] = f * xs[j, n] + g
             for j in range(m - 1, -1, -1):
                 k = s0 + j
@@ -389,9 +398,10 @@ class _FusedLiquidScan(torch.autograd.Function):
         xL = np.empty((Bs, H, N), np.complex128)
         starts = np.empty((Bs, H, max(1, -(-L // M)), N), np.complex128)
         arrays = [_np(t) for t in (u.double(), d.double(), a.to(cdt), b.to(cdt), bt.to(cdt), C.to(cdt))]
-        _forward(mode, squash, *arrays, _np(x0.to(cdt)), _np(ends), M, y, xL, starts)
+        single = u.dtype != torch.float64
+        _forward(mode, squash, single, *arrays, _np(x0.to(cdt)), _np(ends), M, y, xL, starts)
         ctx.save_for_backward(u, d, a, b, bt, C, ends)
-        ctx.starts, ctx.mode, ctx.squash, ctx.M = starts, mode, squash, M
+        ctx.starts, ctx.mode, ctx.squash, ctx.M, ctx.single = starts, mode, squash, M, single
         ctx.dtypes = (x0.dtype, a.dtype, b.dtype, bt.dtype, C.dtype, d.dtype)
         return torch.from_numpy(y).to(u.dtype), torch.from_numpy(xL).to(x0.dtype)
 
@@ -411,7 +421,22 @@ class _FusedLiquidScan(torch.autograd.Function):
         gx0 = np.empty((Bs, H, N), np.complex128)
         arrays = [_np(t) for t in (u.double(), d.double(), a.to(cdt), b.to(cdt), bt.to(cdt), C.to(cdt))]
         _backward(
-            ctx.mode, ctx.squash, *arrays, _np(ends), ctx.M, ctx.starts, gy, gxL, gu, gd, ga, gb, gbt, gC, gx0
+            ctx.mode,
+            ctx.squash,
+            ctx.single,
+            *arrays,
+            _np(ends),
+            ctx.M,
+            ctx.starts,
+            gy,
+            gxL,
+            gu,
+            gd,
+            ga,
+            gb,
+            gbt,
+            gC,
+            gx0,
         )
         x0_dt, a_dt, b_dt, bt_dt, C_dt, d_dt = ctx.dtypes
         t = torch.from_numpy
