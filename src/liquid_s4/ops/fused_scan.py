@@ -536,9 +536,10 @@ def fused_liquid_scan(mode: str, u, d, a, b, bt, C, x0, ends, squash: bool, bloc
     """The liquid scan on the CPU by the numba kernels (see the module docstring). u, d (B, H, L) real
     (d: the step sizes, ignored by "affine"); a, b, bt (H, N) complex ("affine": alpha, beta; bt only
     read by "ode"); C (Ch, H, N) complex; x0 (B, H, N) complex; ends (B,) int64, the number of inputs
-    after which the returned state is taken. Returns (y (B, Ch, H, L), x (B, H, N)). Computed in
-    float64/complex128 whatever the inputs' precision, returned in the inputs' dtypes; gradients
-    reach u, d, a, b, bt, C and x0."""
+    after which the returned state is taken. Returns (y (B, Ch, H, L), x (B, H, N)) in the inputs'
+    dtypes; gradients reach u, d, a, b, bt, C and x0. Precision: "affine" runs in the inputs'
+    precision (float32 or float64, gradient sums in float64); the other forms run in float64, with
+    the per-step exponential in float32 when u is float32."""
     if numba is None:
         raise RuntimeError("fused_liquid_scan needs numba: pip install 'liquid-s4[fast]'")
     if mode == "affine":
