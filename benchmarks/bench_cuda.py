@@ -174,7 +174,7 @@ def main() -> None:
             cases += [
                 (n, s)
                 for s in (SHAPES[2], SHAPES[3])
-                for n in ("S4D", "S4", "S4D-PB2", "S4D-KB2", "S4-PB2", "S4-KB2")
+                for n in ("S4D", "S4", "S4D-PB2", "S4D-KB2", "S4-PB2", "S4-KB2", "S4D-SCAN", "S4D-ODE")
             ]
         rows = []
         for name, shape in dict.fromkeys(cases):
