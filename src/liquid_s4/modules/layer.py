@@ -365,20 +365,17 @@ class SSMLayer(nn.Module):
         # the SSM part (kernels, FFTs, complex math, state) always runs in the layer's own precision,
         # also under torch.autocast; the output projection below follows autocast
         with torch.autocast(device_type=x.device.type, enabled=False):
-            if self.conv.liquid_kernel == "scan":
-                if isinstance(rate, torch.Tensor):
-                    rate = rate.to(x.device)
-                coef = self.ssm.scan_coefficients(rate, self.conv.liquid_form)
-                y, next_state = self.conv.scan(coef, x, rate, state, lengths)
-                y = self.output(y.flatten(1, 2), self.conv.D.dtype, self.transposed)
-                if mask is not None:
-                    y = y * (mask[:, None] if self.transposed else mask[..., None])
-                return y, (next_state if state is not None else None)
-            k, kp = self._kernels(L, rate)
-            y, v = self.conv(x, k, kp, hist)  # (B, C, H, L), D u and the liquid terms included
             next_state = None
-            if state is not None:
-                y, next_state = self.conv.pass_state(self.discrete(rate), y, x, state, hist, v, lengths)
+            if self.conv.liquid_kernel == "scan":  # the exact recurrence: the state comes with it
+                rate = rate.to(x.device) if isinstance(rate, torch.Tensor) else rate
+                coef = self.ssm.scan_coefficients(rate, self.conv.liquid_form)
+                y, x_end = self.conv.scan(coef, x, rate, state, lengths)
+                next_state = x_end if state is not None else None
+            else:
+                k, kp = self._kernels(L, rate)
+                y, v = self.conv(x, k, kp, hist)  # (B, C, H, L), D u and the liquid terms included
+                if state is not None:
+                    y, next_state = self.conv.pass_state(self.discrete(rate), y, x, state, hist, v, lengths)
         y = self.output(y.flatten(1, 2), self.conv.D.dtype, self.transposed)  # (B, L, H), or (B, H, L)
         if mask is not None:
             y = y * (mask[:, None] if self.transposed else mask[..., None])
