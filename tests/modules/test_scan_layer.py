@@ -16,7 +16,8 @@ from liquid_s4.ops.scan import naive_liquid_scan
 
 from ..reference import LargestTensor
 
-FORMS = [("discrete", "zoh"), ("discrete", "bilinear"), ("ode", "zoh")]
+FORMS = [("discrete", "zoh"), ("discrete", "bilinear"), ("split", "zoh"), ("ode", "zoh")]
+FORM_NAMES = ("discrete", "split", "ode")
 
 
 def _layer(form="discrete", disc="zoh", channels=1, squash=None, bidirectional=False, H=3, N=8, seed=0):
@@ -51,7 +52,7 @@ def brute_force(layer, u, rate=None, x0=None):
     rate = torch.ones(Bsz, L, dtype=u.dtype) if rate is None else rate
     rate = rate if isinstance(rate, torch.Tensor) else torch.full((Bsz, L), float(rate), dtype=u.dtype)
     x = torch.zeros(Bsz, H, A.shape[-1], dtype=A.dtype) if x0 is None else x0
-    squash = layer.liquid_squash == "tanh" or layer.liquid_form == "ode"
+    squash = layer.liquid_squash == "tanh" or layer.liquid_form in ("split", "ode")
     ys = []
     for k in range(L):
         uk = u[..., k, None]
@@ -60,6 +61,11 @@ def brute_force(layer, u, rate=None, x0=None):
         if layer.liquid_form == "discrete":
             dA, dB = discretize_diag(layer.disc, A, Bv, d)
             x = (dA + dB * sk) * x + dB * uk
+        elif layer.liquid_form == "split":
+            dA, dB = discretize_diag("zoh", A, Bv, d)
+            r = Bv.abs()
+            bt = Bv * (-A.real) * torch.tanh(r / -A.real) / r
+            x = dA * (1 + d * bt * sk) * x + dB * uk
         else:
             rho = -A.real
             bt = torch.complex(rho * torch.tanh(Bv.real / rho), Bv.imag)
@@ -73,7 +79,7 @@ def brute_force(layer, u, rate=None, x0=None):
 @pytest.mark.parametrize("form,disc", FORMS)
 @pytest.mark.parametrize("squash", [None, "tanh"])
 def test_forward_equals_the_brute_force_recurrence(form, disc, squash):
-    if form == "ode" and squash is None:
+    if form in ("split", "ode") and squash is None:
         squash = "tanh"
     layer = _layer(form, disc, channels=2, squash=squash)
     u = torch.randn(2, 3, 60, dtype=torch.float64)
@@ -86,7 +92,7 @@ def test_forward_equals_the_brute_force_recurrence(form, disc, squash):
 @pytest.mark.parametrize("form,disc", FORMS)
 def test_per_step_time_gaps_equal_a_per_step_discretization(form, disc):
     """rate a (B, L) tensor: every step discretized with its own step size, against the brute force."""
-    layer = _layer(form, disc, squash="tanh" if form == "ode" else None)
+    layer = _layer(form, disc, squash="tanh" if form in ("split", "ode") else None)
     u = torch.randn(2, 3, 45, dtype=torch.float64)
     rate = torch.exp(torch.randn(2, 45, dtype=torch.float64))  # gaps over more than a decade
     y, _ = layer(u, rate=rate)
@@ -249,13 +255,32 @@ def test_no_state_sized_tensor_in_forward_or_backward(impl, monkeypatch):
     assert big.numel <= B * H * N2 * L // 4, big.numel
 
 
-def test_training_at_length_16384_stays_finite_with_the_ode_form():
-    """The stable form: unit-variance inputs, a large learning rate, L = 16384: every loss and gradient
-    stays finite."""
+def test_the_discrete_form_can_diverge_where_the_stable_forms_cannot():
+    """Why "split" and "ode" exist: with |A_bar + B_bar u| > 1 the discrete recurrence grows
+    geometrically; the stable forms stay bounded on the same input, with the same parameters."""
     torch.manual_seed(0)
-    layer = S4D(4, 16, liquid_kernel="scan", liquid_form="ode", transposed=True, lr=None)
+    layers = {f: S4D(2, 4, liquid_kernel="scan", liquid_form=f, transposed=True).double() for f in FORM_NAMES}
+    for layer in layers.values():
+        layer.load_state_dict(layers["discrete"].state_dict())
+        with torch.no_grad():
+            layer.ssm.B.fill_(40.0)
+            layer.ssm.log_dt.fill_(math.log(0.1))
+    u = torch.full((1, 2, 3000), 3.0, dtype=torch.float64)
+    y = layers["discrete"](u)[0]
+    assert not torch.isfinite(y).all() or y.abs().max() > 1e6
+    for form in ("split", "ode"):
+        y = layers[form](u)[0]
+        assert torch.isfinite(y).all() and y.abs().max() < 1e6, form
+
+
+@pytest.mark.parametrize("form", ["split", "ode"])
+def test_training_at_length_16384_stays_finite_with_a_stable_form(form):
+    """Unit-variance inputs, a large B and learning rate, L = 16384: every loss and gradient stays
+    finite."""
+    torch.manual_seed(0)
+    layer = S4D(4, 16, liquid_kernel="scan", liquid_form=form, transposed=True, lr=None)
     with torch.no_grad():
-        layer.ssm.B.mul_(20.0)  # a transition that a plain discrete liquid layer could not keep stable
+        layer.ssm.B.mul_(20.0)  # a transition that the discrete form could not keep stable
     opt = torch.optim.Adam(layer.parameters(), lr=0.05)
     for _ in range(4):
         u = torch.randn(2, 4, 16384)
@@ -266,21 +291,6 @@ def test_training_at_length_16384_stays_finite_with_the_ode_form():
         assert math.isfinite(loss.item())
         assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
         opt.step()
-
-
-def test_the_discrete_form_can_diverge_where_the_ode_form_cannot():
-    """Why the ode form exists: with |A_bar + B_bar u| > 1 the discrete recurrence grows geometrically."""
-    torch.manual_seed(0)
-    discrete = S4D(2, 4, liquid_kernel="scan", transposed=True).double()
-    ode = S4D(2, 4, liquid_kernel="scan", liquid_form="ode", transposed=True).double()
-    ode.load_state_dict(discrete.state_dict())
-    for layer in (discrete, ode):
-        with torch.no_grad():
-            layer.ssm.B.fill_(40.0)
-            layer.ssm.log_dt.fill_(math.log(0.1))
-    u = torch.full((1, 2, 3000), 3.0, dtype=torch.float64)
-    assert not torch.isfinite(discrete(u)[0]).all() or discrete(u)[0].abs().max() > 1e6
-    assert torch.isfinite(ode(u)[0]).all() and ode(u)[0].abs().max() < 1e6
 
 
 def test_bad_arguments_get_clear_errors():
@@ -294,6 +304,8 @@ def test_bad_arguments_get_clear_errors():
         S4D(4, 8, liquid_form="ode")
     with pytest.raises(ValueError, match="disc='zoh'"):
         S4D(4, 8, liquid_kernel="scan", liquid_form="ode", disc="bilinear")
+    with pytest.raises(ValueError, match="disc='zoh'"):
+        S4D(4, 8, liquid_kernel="scan", liquid_form="split", disc="bilinear")
     u = torch.randn(2, 10, 4)
     with pytest.raises(ValueError, match="needs liquid_kernel='scan'"):
         S4D(4, 8)(u, rate=torch.ones(2, 10))

@@ -10,6 +10,7 @@ from liquid_s4.ops import fused_scan
 from liquid_s4.ops.discretize import discretize_diag
 from liquid_s4.ops.scan import (
     SCAN_FORMS,
+    bounded_liquid_b,
     chunk_diag_scan,
     chunk_liquid_scan,
     liquid_coefficients,
@@ -121,7 +122,10 @@ def _system(form, H=3, N=4, Ch=2, B=2, L=23, seed=0):
             3 * torch.randn(H, N, generator=g, dtype=torch.float64),
         )
     b = _cplx(g, H, N, scale=0.1 if form == "affine" else 0.5)
-    bt = stable_liquid_b(a, b) if form != "affine" else b
+    if form == "affine":  # a transition vector of its own
+        bt = _cplx(g, H, N, scale=0.1)
+    else:
+        bt = bounded_liquid_b(a, b) if form == "split" else stable_liquid_b(a, b)
     C = _cplx(g, Ch, H, N)
     u = torch.randn(B, H, L, generator=g, dtype=torch.float64)
     d = 0.05 + 0.2 * torch.rand(B, H, L, generator=g, dtype=torch.float64)
@@ -181,6 +185,31 @@ def test_ode_form_is_contractive_for_every_input():
     u = torch.linspace(-3, 3, 41, dtype=torch.float64)[:, None, None]
     f, _ = liquid_coefficients("ode", a, b, bt, d, torch.tanh(u), u)
     assert (f.abs() < 1).all()
+
+
+def test_split_form_is_contractive_for_every_input_and_first_order_close_to_the_ode():
+    """|f| < 1 for any input with bt = bounded_liquid_b (|bt| <= -Re a, |tanh| <= 1), and the split
+    transition e^{d a} (1 + d bt s) differs from e^{d (a + bt s)} by O(d^2)."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.complex(
+        -torch.rand(8, 16, generator=g, dtype=torch.float64) * 2 - 1e-3,
+        torch.randn(8, 16, generator=g, dtype=torch.float64) * 5,
+    )
+    b = _cplx(g, 8, 16, scale=50.0)
+    bt = bounded_liquid_b(a, b)
+    assert (bt.abs() <= -a.real * (1 + 1e-12)).all()  # equal to rounding where tanh saturates
+    # |f| <= e^{d Re a} (1 + d |bt|) < e^{d (Re a + |bt|)} <= 1: strict even at |bt| = -Re a
+    u = torch.linspace(-100, 100, 41, dtype=torch.float64)[:, None, None]
+    for d in (0.01, 0.5, 3.0):
+        f, _ = liquid_coefficients("split", a, b, bt, torch.tensor(d, dtype=torch.float64), torch.tanh(u), u)
+        assert (f.abs() < 1).all()
+    errs = []
+    for d in (1e-2, 5e-3):
+        dd = torch.tensor(d, dtype=torch.float64)
+        s = torch.tanh(u)
+        f, _ = liquid_coefficients("split", a, b, bt, dd, s, u)
+        errs.append((f - torch.exp(dd * (a + bt * s))).abs().max().item())
+    assert 3.0 < errs[0] / errs[1] < 5.0  # second order in d
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -8,7 +8,7 @@ from .block import ACTIVATIONS, POSTACTS
 from .kernel import SSMKernel
 
 LIQUID_KERNELS = (None, "pb", "kb", "scan")
-LIQUID_FORMS = ("discrete", "ode")
+LIQUID_FORMS = ("discrete", "split", "ode")
 
 
 def check_layer_arguments(name: str, cls: type[SSMKernel], **a) -> None:
@@ -61,10 +61,10 @@ def check_layer_arguments(name: str, cls: type[SSMKernel], **a) -> None:
         )
     if a["liquid_form"] not in LIQUID_FORMS:
         raise ValueError(f"{name}: unknown liquid_form {a['liquid_form']!r}; expected one of {LIQUID_FORMS}")
-    if a["liquid_form"] == "ode" and a["disc"] != "zoh":
+    if a["liquid_form"] in ("split", "ode") and a["disc"] != "zoh":
         raise ValueError(
-            f"{name}: liquid_form='ode' is the zero-order-hold solution of the liquid ODE; set disc='zoh' "
-            f"(got disc={a['disc']!r})"
+            f"{name}: liquid_form={a['liquid_form']!r} discretizes the liquid ODE by zero-order hold; set "
+            f"disc='zoh' (got disc={a['disc']!r})"
         )
     if a["liquid_form"] != "discrete" and a["liquid_kernel"] != "scan":
         raise ValueError(

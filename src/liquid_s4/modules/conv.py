@@ -54,8 +54,9 @@ class SSMConvolution(nn.Module):
 
     liquid_kernel "scan" replaces the convolution by the exact liquid recurrence of a diagonal SSM
     (`scan`, `step_scan`; see `liquid_s4.ops.scan`), in the form liquid_form ("discrete": the paper's
-    x_k = (A_bar + B_bar s_k) x_{k-1} + B_bar u_k; "ode": its stable continuous-time solution), with
-    s_k = tanh(u_k) if liquid_squash is "tanh" (always for "ode"), else u_k. Its state is the SSM
+    x_k = (A_bar + B_bar s_k) x_{k-1} + B_bar u_k; "split" and "ode": stable forms of the continuous
+    liquid system), with s_k = tanh(u_k) if liquid_squash is "tanh" (always for "split" and "ode"),
+    else u_k. Its state is the SSM
     state alone.
     """
 
@@ -196,7 +197,7 @@ class SSMConvolution(nn.Module):
     @property
     def squash(self) -> bool:
         """Whether the scan's transition reads tanh(u) rather than u."""
-        return self.liquid_squash == "tanh" or self.liquid_form == "ode"
+        return self.liquid_squash == "tanh" or self.liquid_form in ("split", "ode")
 
     @staticmethod
     def step_sizes(

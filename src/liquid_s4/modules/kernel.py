@@ -179,7 +179,8 @@ class SSMKernel(nn.Module):
 
 class ScanCoefficients(NamedTuple):
     """The parameters of `liquid_s4.ops.scan.liquid_scan` for a diagonal SSM: form ("affine": a, b
-    are A_bar, B_bar for one fixed step; "zoh"/"bilinear"/"ode": a = A, b = B continuous, discretized at
+    are A_bar, B_bar and bt the transition's input vector for one fixed step; "zoh"/"bilinear"/"ode"/
+    "split": a = A, b = B continuous (bt the bounded transition vector of "ode" and "split"), discretized at
     each step with step size dt * rate_k), a, b, bt (H, N/2) complex, C (C', H, N/2) complex, and
     dt (H,) the nominal step sizes (None for "affine")."""
 

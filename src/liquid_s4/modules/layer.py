@@ -56,9 +56,12 @@ class SSMLayer(nn.Module):
     liquid_kernel None, "pb" or "kb"; liquid_degree P >= 2; liquid_squash None or "tanh".
     The exact liquid recurrence (S4D only; see `liquid_s4.ops.scan`): liquid_kernel "scan", with
     liquid_form "discrete" (x_k = (A_bar + B_bar s_k) x_{k-1} + B_bar u_k, every term, in the
-    coordinates of the PB/KB terms; s_k = tanh(u_k) with liquid_squash "tanh", else u_k) or "ode"
-    (the zero-order-hold solution of dx/dt = (A + B~ tanh(u)) x + B u, stable by construction). The
-    scan also takes per-step step sizes: `rate` a (B, L) tensor (irregular sampling).
+    coordinates of the PB/KB terms; s_k = tanh(u_k) with liquid_squash "tanh", else u_k; |A_bar +
+    B_bar s_k| > 1 is possible, and then the state grows), "split" (x_k = e^{dt A} (1 + dt B~ tanh(u_k))
+    x_{k-1} + B_bar u_k with |B~| < -Re A: stable by construction, as fast as "discrete") or "ode" (the
+    zero-order-hold solution of dx/dt = (A + B~ tanh(u)) x + B u: stable by construction, exact for
+    the ODE, slower). The scan also takes per-step step sizes: `rate` a (B, L) tensor (irregular
+    sampling).
 
     Inference caches: when no gradient can reach the parameters (evaluation under torch.no_grad() or
     inference_mode, or frozen layers), the kernels of the last call (`forward`) and the step set-up
@@ -151,7 +154,7 @@ class SSMLayer(nn.Module):
 
     @property
     def liquid_form(self) -> str:
-        """The form of the exact scan ("discrete" or "ode"; see `liquid_s4.ops.scan`)."""
+        """The form of the exact scan ("discrete", "split" or "ode"; see `liquid_s4.ops.scan`)."""
         return self.conv.liquid_form
 
     @property

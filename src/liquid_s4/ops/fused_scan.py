@@ -5,10 +5,11 @@ mode n, x_k = f_k x_{k-1} + g_k and y_k = 2 Re(sum_n C[c, h, n] x_k[n]), with th
 g_k) of one of four forms, computed at each step from the step's input u_k, its squashed value s_k
 and its step size d_k:
 
-    affine    f = alpha + beta s,            g = beta u                 (alpha, beta given per (h, n))
+    affine    f = a + bt s,                  g = b u                    (a, bt, b given per (h, n))
     zoh       f = e^w + d phi(w) b s,        g = d phi(w) b u           w = d a
     bilinear  f = (1 + w/2) / (1 - w/2) + d b s / (1 - w/2),  g = d b u / (1 - w/2)
     ode       f = e^{d z},                   g = d phi(d z) b u         z = a + bt s
+    split     f = e^w (1 + d bt s),          g = d phi(w) b u
 
 with phi(w) = (e^w - 1) / w. Each channel of each sequence is one loop over time with its N/2 modes in
 registers: the states are never stored. The forward keeps the state at the start of every block of M
@@ -37,8 +38,8 @@ try:  # optional: the PyTorch implementation is used without it
 except ImportError:  # pragma: no cover - exercised where numba is not installed
     numba = None
 
-AFFINE, ZOH, BILINEAR, ODE = 0, 1, 2, 3
-MODES = {"affine": AFFINE, "zoh": ZOH, "bilinear": BILINEAR, "ode": ODE}
+AFFINE, ZOH, BILINEAR, ODE, SPLIT = 0, 1, 2, 3, 4
+MODES = {"affine": AFFINE, "zoh": ZOH, "bilinear": BILINEAR, "ode": ODE, "split": SPLIT}
 
 
 def available() -> bool:
@@ -95,7 +96,11 @@ def _coefficients(mode, a, b, bt, d, s, u, single):
     """(f, g, E) of one step and mode (see the module docstring); E = e^w for zoh and ode (else 0), which
     the backward keeps so as not to evaluate the exponential twice."""
     if mode == AFFINE:
-        return a + b * s, b * u, 0j
+        return a + bt * s, b * u, 0j
+    if mode == SPLIT:
+        w = d * a
+        E = _cexp(w, single)
+        return E * (1.0 + d * bt * s), d * _phi(w, E) * b * u, E
     if mode == ZOH:
         w = d * a
         E = _cexp(w, single)
@@ -200,11 +205,29 @@ def _backward(
                     an, bn = a[h, n], b[h, n]
                     gf = lk * xs[j, n].conjugate()  # dL/df_k; dL/dg_k = lk
                     if mode == AFFINE:
-                        f = an + bn * sk
+                        tn = bt[h, n]
+                        f = an + tn * sk
                         ga[bi, h, n] += gf
-                        gb[bi, h, n] += gf * sk + lk * uk
-                        gs += (gf * bn.conjugate()).real
+                        gbt[bi, h, n] += gf * sk
+                        gb[bi, h, n] += lk * uk
+                        gs += (gf * tn.conjugate()).real
                         gus += (lk * bn.conjugate()).real
+                    elif mode == SPLIT:
+                        tn = bt[h, n]
+                        w = dk * an
+                        E = Es[j, n]
+                        ph = _phi(w, E)
+                        beta = dk * ph * bn
+                        f = E * (1.0 + dk * tn * sk)
+                        gg = lk * uk  # dL/dbeta
+                        ga[bi, h, n] += (
+                            gf * (dk * f).conjugate() + gg * (dk * dk * _psi(w, E, ph) * bn).conjugate()
+                        )
+                        gbt[bi, h, n] += gf * (E * dk).conjugate() * sk
+                        gb[bi, h, n] += gg * (dk * ph).conjugate()
+                        gdk += (gf * (an * f + E * tn * sk).conjugate() + gg * (bn * E).conjugate()).real
+                        gs += (gf * (E * dk * tn).conjugate()).real
+                        gus += (lk * beta.conjugate()).real
                     elif mode == ZOH:
                         w = dk * an
                         E = Es[j, n]
@@ -253,9 +276,9 @@ def _backward(
 
 
 @_jit(parallel=True, fastmath={"reassoc", "contract", "nsz"})
-def _forward_affine(squash, u, ar, ai, br, bi, Cr, Ci, x0r, x0i, ends, M, y, xLr, xLi, sr, si):
+def _forward_affine(squash, u, ar, ai, br, bi, tr, ti, Cr, Ci, x0r, x0i, ends, M, y, xLr, xLi, sr, si):
     """The affine form in real arithmetic (real and imaginary parts in separate arrays of the inputs'
-    precision), so that the loop over modes vectorizes. Arguments as `_forward`, split."""
+    precision), so that the loop over modes vectorizes. Arguments as `_forward`, split (t: bt)."""
     Bs, H, L = u.shape
     Ch, N = Cr.shape[0], Cr.shape[2]
     for bh in numba.prange(Bs * H):
@@ -273,8 +296,8 @@ def _forward_affine(squash, u, ar, ai, br, bi, Cr, Ci, x0r, x0i, ends, M, y, xLr
             sk = math.tanh(uk) if squash else uk
             acc = 0.0
             for n in range(N):
-                fr = ar[h, n] + br[h, n] * sk
-                fi = ai[h, n] + bi[h, n] * sk
+                fr = ar[h, n] + tr[h, n] * sk
+                fi = ai[h, n] + ti[h, n] * sk
                 nr = fr * xr[n] - fi * xi[n] + br[h, n] * uk
                 ni = fr * xi[n] + fi * xr[n] + bi[h, n] * uk
                 xr[n] = nr
@@ -292,9 +315,9 @@ def _forward_affine(squash, u, ar, ai, br, bi, Cr, Ci, x0r, x0i, ends, M, y, xLr
 
 
 @_jit(parallel=True, fastmath={"reassoc", "contract", "nsz"})
-def _backward_affine(squash, u, ar, ai, br, bi, Cr, Ci, ends, M, sr, si, gy, gxLr, gxLi, gu, g):
-    """The gradients of the affine form in real arithmetic: gu (B, H, L); g (B, 6 + 2 Ch, H, N) float64
-    holds, per sequence, the real and imaginary parts of the gradients of alpha, beta, x0 and C."""
+def _backward_affine(squash, u, ar, ai, br, bi, tr, ti, Cr, Ci, ends, M, sr, si, gy, gxLr, gxLi, gu, g):
+    """The gradients of the affine form in real arithmetic: gu (B, H, L); g (B, 8 + 2 Ch, H, N) float64
+    holds, per sequence, the real and imaginary parts of the gradients of a, b, x0, bt and C."""
     Bs, H, L = u.shape
     Ch, N = Cr.shape[0], Cr.shape[2]
     nblocks = sr.shape[2]
@@ -311,6 +334,8 @@ def _backward_affine(squash, u, ar, ai, br, bi, Cr, Ci, ends, M, sr, si, gy, gxL
         gai = np.zeros(N)
         gbr = np.zeros(N)
         gbi = np.zeros(N)
+        gtr = np.zeros(N)
+        gti = np.zeros(N)
         gCr = np.zeros((Ch, N))
         gCi = np.zeros((Ch, N))
         if ends[bb] == 0:
@@ -325,8 +350,8 @@ def _backward_affine(squash, u, ar, ai, br, bi, Cr, Ci, ends, M, sr, si, gy, gxL
                 uk = u[bb, h, s0 + j]
                 sk = math.tanh(uk) if squash else uk
                 for n in range(N):
-                    fr = ar[h, n] + br[h, n] * sk
-                    fi = ai[h, n] + bi[h, n] * sk
+                    fr = ar[h, n] + tr[h, n] * sk
+                    fi = ai[h, n] + ti[h, n] * sk
                     xsr[j + 1, n] = fr * xsr[j, n] - fi * xsi[j, n] + br[h, n] * uk
                     xsi[j + 1, n] = fr * xsi[j, n] + fi * xsr[j, n] + bi[h, n] * uk
             for j in range(m - 1, -1, -1):
@@ -356,12 +381,14 @@ def _backward_affine(squash, u, ar, ai, br, bi, Cr, Ci, ends, M, sr, si, gy, gxL
                     gfi = lki[n] * pr - lkr[n] * pi
                     gar[n] += gfr
                     gai[n] += gfi
-                    gbr[n] += gfr * sk + lkr[n] * uk
-                    gbi[n] += gfi * sk + lki[n] * uk
-                    gs += gfr * br[h, n] + gfi * bi[h, n]
+                    gbr[n] += lkr[n] * uk
+                    gbi[n] += lki[n] * uk
+                    gtr[n] += gfr * sk
+                    gti[n] += gfi * sk
+                    gs += gfr * tr[h, n] + gfi * ti[h, n]
                     gus += lkr[n] * br[h, n] + lki[n] * bi[h, n]
-                    fr = ar[h, n] + br[h, n] * sk
-                    fi = ai[h, n] + bi[h, n] * sk
+                    fr = ar[h, n] + tr[h, n] * sk
+                    fi = ai[h, n] + ti[h, n] * sk
                     lr[n] = fr * lkr[n] + fi * lki[n]  # conj(f_k) lambda_k
                     li[n] = fr * lki[n] - fi * lkr[n]
                 gu[bb, h, k] = gus + (gs * (1.0 - sk * sk) if squash else gs)
@@ -372,9 +399,11 @@ def _backward_affine(squash, u, ar, ai, br, bi, Cr, Ci, ends, M, sr, si, gy, gxL
             g[bb, 3, h, n] = gbi[n]
             g[bb, 4, h, n] = lr[n]
             g[bb, 5, h, n] = li[n]
+            g[bb, 6, h, n] = gtr[n]
+            g[bb, 7, h, n] = gti[n]
             for c in range(Ch):
-                g[bb, 6 + 2 * c, h, n] = gCr[c, n]
-                g[bb, 7 + 2 * c, h, n] = gCi[c, n]
+                g[bb, 8 + 2 * c, h, n] = gCr[c, n]
+                g[bb, 9 + 2 * c, h, n] = gCi[c, n]
 
 
 # ---- the autograd function -----------------------------------------------------------------------
@@ -461,23 +490,23 @@ def _split(t: torch.Tensor, dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _FusedAffineScan(torch.autograd.Function):
-    """The affine form in the inputs' precision (float32 or float64), real arithmetic."""
+    """The affine form (f = a + bt s, g = b u) in the inputs' precision (float32 or float64), real
+    arithmetic."""
 
     @staticmethod
-    def forward(ctx, squash, M, u, alpha, beta, C, x0, ends):
+    def forward(ctx, squash, M, u, a, b, bt, C, x0, ends):
         _threads()
         Bs, H, L = u.shape
-        N, Ch = alpha.shape[-1], C.shape[0]
+        N, Ch = a.shape[-1], C.shape[0]
         rdt = u.dtype
         y = torch.empty(Bs, Ch, H, L, dtype=rdt)
         xLr, xLi = (torch.empty(Bs, H, N, dtype=rdt) for _ in range(2))
         sr, si = (torch.empty(Bs, H, max(1, -(-L // M)), N, dtype=rdt) for _ in range(2))
+        params = [x for t in (a, b, bt, C) for x in _split(t, rdt)]
         _forward_affine(
             squash,
             _np(u),
-            *_split(alpha, rdt),
-            *_split(beta, rdt),
-            *_split(C, rdt),
+            *params,
             *_split(x0, rdt),
             _np(ends),
             M,
@@ -487,7 +516,7 @@ class _FusedAffineScan(torch.autograd.Function):
             sr.numpy(),
             si.numpy(),
         )
-        ctx.save_for_backward(u, alpha, beta, C, ends, sr, si)
+        ctx.save_for_backward(u, a, b, bt, C, ends, sr, si)
         ctx.squash, ctx.M, ctx.x0_dtype = squash, M, x0.dtype
         return y, torch.complex(xLr, xLi).to(x0.dtype)
 
@@ -495,20 +524,19 @@ class _FusedAffineScan(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y, grad_xL):
         _threads()
-        u, alpha, beta, C, ends, sr, si = ctx.saved_tensors
+        u, a, b, bt, C, ends, sr, si = ctx.saved_tensors
         Bs, H, L = u.shape
-        N, Ch = alpha.shape[-1], C.shape[0]
+        N, Ch = a.shape[-1], C.shape[0]
         rdt = u.dtype
         gy = _np(grad_y.to(rdt)) if grad_y is not None else np.zeros((Bs, Ch, H, L), _np(u).dtype)
         gxL = grad_xL if grad_xL is not None else torch.zeros(Bs, H, N, dtype=ctx.x0_dtype)
         gu = torch.empty_like(u)
-        g = torch.empty(Bs, 6 + 2 * Ch, H, N, dtype=torch.float64)
+        g = torch.empty(Bs, 8 + 2 * Ch, H, N, dtype=torch.float64)
+        params = [x for t in (a, b, bt, C) for x in _split(t, rdt)]
         _backward_affine(
             ctx.squash,
             _np(u),
-            *_split(alpha, rdt),
-            *_split(beta, rdt),
-            *_split(C, rdt),
+            *params,
             _np(ends),
             ctx.M,
             sr.numpy(),
@@ -518,15 +546,16 @@ class _FusedAffineScan(torch.autograd.Function):
             gu.numpy(),
             g.numpy(),
         )
-        g = torch.complex(g[:, 0::2], g[:, 1::2])  # (B, 3 + Ch, H, N)
+        g = torch.complex(g[:, 0::2], g[:, 1::2])  # (B, 4 + Ch, H, N): a, b, x0, bt, C
         gs = g.sum(0)
         return (
             None,
             None,
             gu,
-            gs[0].to(alpha.dtype),
-            gs[1].to(beta.dtype),
-            gs[3:].to(C.dtype),
+            gs[0].to(a.dtype),
+            gs[1].to(b.dtype),
+            gs[3].to(bt.dtype),
+            gs[4:].to(C.dtype),
             g[:, 2].to(ctx.x0_dtype),
             None,
         )
@@ -543,5 +572,5 @@ def fused_liquid_scan(mode: str, u, d, a, b, bt, C, x0, ends, squash: bool, bloc
     if numba is None:
         raise RuntimeError("fused_liquid_scan needs numba: pip install 'liquid-s4[fast]'")
     if mode == "affine":
-        return _FusedAffineScan.apply(bool(squash), int(block), u, a, b, C, x0, ends)
+        return _FusedAffineScan.apply(bool(squash), int(block), u, a, b, bt, C, x0, ends)
     return _FusedLiquidScan.apply(MODES[mode], bool(squash), int(block), u, d, a, b, bt, C, x0, ends)

@@ -122,7 +122,7 @@ def chunk_diag_scan(
 
 
 # ---- the liquid recurrence of a diagonal SSM, read out ---------------------------------------------
-SCAN_FORMS = ("affine", "zoh", "bilinear", "ode")
+SCAN_FORMS = ("affine", "zoh", "bilinear", "ode", "split")
 
 
 def phi(w: torch.Tensor) -> torch.Tensor:
@@ -137,19 +137,26 @@ def liquid_coefficients(form: str, a, b, bt, d, s, u) -> tuple[torch.Tensor, tor
     diagonal SSM, for a mode with parameters a, b (complex) and a step with input u_k, squashed input
     s_k (u_k itself, or tanh(u_k)) and step size d_k > 0 (shapes broadcast):
 
-        affine    f = a + b s,                 g = b u       (a = A_bar, b = B_bar already discrete)
+        affine    f = a + bt s,                g = b u       (a = A_bar, b = B_bar, bt already discrete)
         zoh       f = A_bar + B_bar s,         g = B_bar u   A_bar = e^{d a}, B_bar = (e^{d a} - 1)/a b
         bilinear  f = A_bar + B_bar s,         g = B_bar u   A_bar = (1 + d a/2)/(1 - d a/2),
                                                              B_bar = d b / (1 - d a/2)
         ode       f = e^{d z},                 g = (e^{d z} - 1)/z b u,    z = a + bt s
+        split     f = e^{d a} (1 + d bt s),    g = (e^{d a} - 1)/a b u
 
-    "affine", "zoh" and "bilinear" are the paper's discrete liquid recurrence x_k = (A_bar + B_bar s_k)
-    x_{k-1} + B_bar u_k (the last two discretizing per step, for per-step step sizes). "ode" is the
-    exact solution over the step of the continuous liquid system dx/dt = (a + bt s) x + b u with the
-    input held (zero-order hold): |f| = e^{d Re z} < 1 whenever Re(a + bt s) < 0 (see
-    `stable_liquid_b`)."""
+    "zoh" and "bilinear" (and "affine" with bt = b) are the paper's discrete liquid recurrence
+    x_k = (A_bar + B_bar s_k) x_{k-1} + B_bar u_k (discretized per step, for per-step step sizes).
+    "ode" is the exact solution over the step of the continuous liquid system dx/dt = (a + bt s) x + b u
+    with the input held (zero-order hold): |f| = e^{d Re z} < 1 whenever Re(a + bt s) < 0 (see
+    `stable_liquid_b`). "split" splits that exponential, e^{d (a + bt s)} ~ e^{d a} (1 + d bt s) (equal
+    to first order in d), which keeps f affine in s (as cheap as the discrete recurrence) and bounded:
+    |f| <= e^{d Re a} (1 + d |bt| |s|) < 1 whenever |bt| < -Re a and |s| <= 1 (see `bounded_liquid_b`)."""
     if form == "affine":
-        return a + b * s, b * u
+        return a + bt * s, b * u
+    if form == "split":
+        w = d * a
+        dA = torch.exp(w)
+        return dA * (1 + d * bt * s), d * phi(w) * b * u
     if form in ("zoh", "bilinear"):
         if form == "zoh":
             w = d * a
@@ -175,6 +182,16 @@ def stable_liquid_b(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.complex(rho * torch.tanh(b.real / rho), b.imag)
 
 
+def bounded_liquid_b(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """bt = b rho tanh(|b| / rho) / |b| with rho = -Re a: b's direction with a magnitude below -Re a, the
+    transition vector of the "split" form. With |s| <= 1 (s = tanh u) its transition has |f| <=
+    e^{d Re a} (1 + d |bt|) < e^{d (Re a + |bt|)} <= 1 for every input and step size (strict even where
+    tanh rounds to 1): the state cannot grow. Close to b where |b| << -Re a."""
+    rho = -a.real
+    r = torch.sqrt(b.real.square() + b.imag.square() + torch.finfo(rho.dtype).tiny)
+    return b * (rho * torch.tanh(r / rho) / r)
+
+
 def naive_liquid_scan(
     form: str, u, d, a, b, bt, C, x0=None, ends=None, squash: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,13 +201,13 @@ def naive_liquid_scan(
 
     u, d (B, H, L) real (d the step sizes; any value for "affine"); a, b, bt (H, N) complex; C
     (Ch, H, N); x0 (B, H, N) or None (zeros); ends (B,) or None: the returned state is the one after
-    ends[b] inputs (default L); squash: s = tanh(u) instead of u ("ode" always squashes).
+    ends[b] inputs (default L); squash: s = tanh(u) instead of u ("ode" and "split" always squash).
     Returns (y (B, Ch, H, L), x_end (B, H, N))."""
     B, H, L = u.shape
     x = torch.zeros(B, H, a.shape[-1], dtype=a.dtype, device=u.device) if x0 is None else x0
     ends = torch.full((B,), L, device=u.device) if ends is None else ends
     x_end = torch.where((ends == 0).view(B, 1, 1), x, torch.zeros_like(x))
-    s = torch.tanh(u) if squash or form == "ode" else u
+    s = torch.tanh(u) if squash or form in ("ode", "split") else u
     ys = []
     for k in range(L):
         f, g = liquid_coefficients(form, a, b, bt, d[..., k, None], s[..., k, None], u[..., k, None])
@@ -276,7 +293,7 @@ class _ChunkLiquidScan(torch.autograd.Function):
 def _block_coefficients(form, squash, u, d, a, b, bt, s0, M):
     """f, g (B, H, N, m) for the inputs s0 .. s0 + m - 1."""
     ub, db = u[..., s0 : s0 + M, None], d[..., s0 : s0 + M, None]  # (B, H, m, 1)
-    s = torch.tanh(ub) if squash or form == "ode" else ub
+    s = torch.tanh(ub) if squash or form in ("ode", "split") else ub
     f, g = liquid_coefficients(form, a[:, None], b[:, None], bt[:, None], db, s, ub)
     f, g = torch.broadcast_tensors(f, g)
     return f.transpose(-1, -2), g.transpose(-1, -2)
@@ -356,7 +373,9 @@ def liquid_scan(
     x0 = torch.zeros(B, H, a.shape[-1], dtype=a.dtype, device=u.device) if x0 is None else x0
     ends = torch.full((B,), L, device=u.device, dtype=torch.long) if ends is None else ends.long()
     if impl == "fused":
-        return fused_scan.fused_liquid_scan(form, u, d, a, b, bt, C, x0, ends, squash or form == "ode")
+        return fused_scan.fused_liquid_scan(
+            form, u, d, a, b, bt, C, x0, ends, squash or form in ("ode", "split")
+        )
     if impl == "chunk":
         return chunk_liquid_scan(form, u, d, a, b, bt, C, x0, ends, squash)
     raise ValueError(f"unknown impl {impl!r}; expected 'fused', 'chunk', 'naive' or None")
