@@ -15,9 +15,10 @@ pooling, optimizer, the SSM's d_state, dt range and learning rate) with only the
     S4             layer s4, no liquid kernel
     LiquidS4       layer liquid_s4, liquid_kernel pb, liquid_degree 2 (the paper's PB kernel)
     S4D-PB         layer s4d, liquid_kernel pb, liquid_degree 2
-    S4D-scan       layer s4d, liquid_kernel scan (the exact liquid recurrence)
+    S4D-scan       layer s4d, liquid_kernel scan (the exact liquid recurrence, liquid_form discrete)
+    S4D-split      layer s4d, liquid_kernel scan, liquid_form split (its form stable by construction)
 
-On irregular-integral only S4D-scan gets the per-step time gaps (as its per-step rate, data option
+On irregular-integral only the scan models get the per-step time gaps (as its per-step rate, data option
 gaps=rate); the other models see the values only (gaps=none): the convolution kernels need one step
 size per sequence. Their best possible error is then the gap-blind baseline printed under the table.
 
@@ -50,8 +51,10 @@ MODELS = {
     "LiquidS4": ("liquid_s4", {"liquid_kernel": "pb", "liquid_degree": 2}),
     "S4D-PB": ("s4d", {"liquid_kernel": "pb", "liquid_degree": 2}),
     "S4D-scan": ("s4d", {"liquid_kernel": "scan"}),
+    "S4D-split": ("s4d", {"liquid_kernel": "scan", "liquid_form": "split"}),
 }
-LIQUID_KEYS = ("liquid_kernel", "liquid_degree")
+LIQUID_KEYS = ("liquid_kernel", "liquid_degree", "liquid_form")
+SCANS = ("S4D-scan", "S4D-split")  # the models that take per-step time gaps
 QUICK_DATA = {
     "selective-copying": {"noise": 12, "tokens": 3},
     "mqar": {"vocab_size": 40, "length": 32, "kv_pairs": 2},
@@ -72,7 +75,7 @@ def run_config(task: str, model: str, seed: int, steps: int, quick: bool):
     d["model"].update(layer=layer, layer_args={**args, **liquid})
     d["trainer"].update(seed=seed, max_steps=steps, max_epochs=-1, progress=False)
     if task == "irregular-integral":
-        d["data"]["options"]["gaps"] = "rate" if model == "S4D-scan" else "none"
+        d["data"]["options"]["gaps"] = "rate" if model in SCANS else "none"
     if quick:
         d["data"]["options"].update(QUICK_DATA[task], n_train=32, n_val=8, n_test=8)
         d["data"]["batch_size"] = 8
@@ -169,8 +172,8 @@ def notes(records: list[dict], tasks) -> list[str]:
             spec = argparse.Namespace(**cfg["data"])
             extra = build_dataset(spec).info.extra
             out.append(
-                f"irregular-integral: only S4D-scan gets the time gaps (per-step rate); the others see the "
-                f"values only. Best gap-blind test MSE {extra['baseline_mse']:.3f}; predicting 0: "
+                f"irregular-integral: only the scan models get the time gaps (per-step rate); the others see "
+                f"the values only. Best gap-blind test MSE {extra['baseline_mse']:.3f}; predicting 0: "
                 f"{extra['zero_mse']:.3f}."
             )
     for r in records:
