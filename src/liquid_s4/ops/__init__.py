@@ -35,6 +35,7 @@ from .liquid import (
 from .recurrence import DiagonalRecurrence, DPLRRecurrence
 from .scan import (
     SCAN_FORMS,
+    bounded_liquid_b,
     chunk_diag_scan,
     chunk_liquid_scan,
     liquid_coefficients,
@@ -82,6 +83,7 @@ __all__ = [
     "SCAN_FORMS",
     "liquid_coefficients",
     "stable_liquid_b",
+    "bounded_liquid_b",
     "naive_liquid_scan",
     "chunk_liquid_scan",
     "liquid_scan",
