@@ -301,3 +301,24 @@ def test_the_default_implementation_on_cpu_is_the_fused_one(monkeypatch):
     u, d, a, b, bt, C = _system("affine", L=5)
     liquid_scan("affine", u, d, a, b, bt, C)
     assert calls == [1]
+
+
+@pytest.mark.skipif(not fused_scan.available(), reason="numba (the fast extra) not installed")
+def test_fused_scan_from_several_python_threads_at_once():
+    """Concurrent calls (e.g. two models served from two threads) give the results of sequential ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    systems = [_system(form, L=200, seed=s) for s in range(4) for form in ("affine", "zoh")]
+    forms = ["affine", "zoh"] * 4
+
+    def run(i):
+        u, d, a, b, bt, C = [t.clone().requires_grad_() for t in systems[i]]
+        y, _ = liquid_scan(forms[i], u, d, a, b, bt, C, impl="fused")
+        (gu,) = torch.autograd.grad(y.square().sum(), [u])
+        return y.detach(), gu
+
+    want = [run(i) for i in range(len(systems))]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(run, range(len(systems))))
+    for (y0, g0), (y1, g1) in zip(want, got, strict=True):
+        assert torch.equal(y0, y1) and torch.equal(g0, g1)

@@ -29,6 +29,7 @@ implementation `chunk_liquid_scan`.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
@@ -411,6 +412,12 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+# One kernel at a time: numba's fallback threading layer (workqueue, where no OpenMP or TBB runtime is
+# found) aborts the process on concurrent launches from several Python threads; each kernel already
+# uses every thread it is given.
+_LOCK = threading.Lock()
+
+
 def _threads() -> None:
     """numba's threads follow torch's setting (torch.set_num_threads), within numba's own maximum."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
@@ -428,7 +435,8 @@ class _FusedLiquidScan(torch.autograd.Function):
         starts = np.empty((Bs, H, max(1, -(-L // M)), N), np.complex128)
         arrays = [_np(t) for t in (u.double(), d.double(), a.to(cdt), b.to(cdt), bt.to(cdt), C.to(cdt))]
         single = u.dtype != torch.float64
-        _forward(mode, squash, single, *arrays, _np(x0.to(cdt)), _np(ends), M, y, xL, starts)
+        with _LOCK:
+            _forward(mode, squash, single, *arrays, _np(x0.to(cdt)), _np(ends), M, y, xL, starts)
         ctx.save_for_backward(u, d, a, b, bt, C, ends)
         ctx.starts, ctx.mode, ctx.squash, ctx.M, ctx.single = starts, mode, squash, M, single
         ctx.dtypes = (x0.dtype, a.dtype, b.dtype, bt.dtype, C.dtype, d.dtype)
@@ -449,24 +457,25 @@ class _FusedLiquidScan(torch.autograd.Function):
         gC = np.zeros((Bs, Ch, H, N), np.complex128)
         gx0 = np.empty((Bs, H, N), np.complex128)
         arrays = [_np(t) for t in (u.double(), d.double(), a.to(cdt), b.to(cdt), bt.to(cdt), C.to(cdt))]
-        _backward(
-            ctx.mode,
-            ctx.squash,
-            ctx.single,
-            *arrays,
-            _np(ends),
-            ctx.M,
-            ctx.starts,
-            gy,
-            gxL,
-            gu,
-            gd,
-            ga,
-            gb,
-            gbt,
-            gC,
-            gx0,
-        )
+        with _LOCK:
+            _backward(
+                ctx.mode,
+                ctx.squash,
+                ctx.single,
+                *arrays,
+                _np(ends),
+                ctx.M,
+                ctx.starts,
+                gy,
+                gxL,
+                gu,
+                gd,
+                ga,
+                gb,
+                gbt,
+                gC,
+                gx0,
+            )
         x0_dt, a_dt, b_dt, bt_dt, C_dt, d_dt = ctx.dtypes
         t = torch.from_numpy
         return (
@@ -503,19 +512,20 @@ class _FusedAffineScan(torch.autograd.Function):
         xLr, xLi = (torch.empty(Bs, H, N, dtype=rdt) for _ in range(2))
         sr, si = (torch.empty(Bs, H, max(1, -(-L // M)), N, dtype=rdt) for _ in range(2))
         params = [x for t in (a, b, bt, C) for x in _split(t, rdt)]
-        _forward_affine(
-            squash,
-            _np(u),
-            *params,
-            *_split(x0, rdt),
-            _np(ends),
-            M,
-            y.numpy(),
-            xLr.numpy(),
-            xLi.numpy(),
-            sr.numpy(),
-            si.numpy(),
-        )
+        with _LOCK:
+            _forward_affine(
+                squash,
+                _np(u),
+                *params,
+                *_split(x0, rdt),
+                _np(ends),
+                M,
+                y.numpy(),
+                xLr.numpy(),
+                xLi.numpy(),
+                sr.numpy(),
+                si.numpy(),
+            )
         ctx.save_for_backward(u, a, b, bt, C, ends, sr, si)
         ctx.squash, ctx.M, ctx.x0_dtype = squash, M, x0.dtype
         return y, torch.complex(xLr, xLi).to(x0.dtype)
@@ -533,19 +543,20 @@ class _FusedAffineScan(torch.autograd.Function):
         gu = torch.empty_like(u)
         g = torch.empty(Bs, 8 + 2 * Ch, H, N, dtype=torch.float64)
         params = [x for t in (a, b, bt, C) for x in _split(t, rdt)]
-        _backward_affine(
-            ctx.squash,
-            _np(u),
-            *params,
-            _np(ends),
-            ctx.M,
-            sr.numpy(),
-            si.numpy(),
-            gy,
-            *_split(gxL, rdt),
-            gu.numpy(),
-            g.numpy(),
-        )
+        with _LOCK:
+            _backward_affine(
+                ctx.squash,
+                _np(u),
+                *params,
+                _np(ends),
+                ctx.M,
+                sr.numpy(),
+                si.numpy(),
+                gy,
+                *_split(gxL, rdt),
+                gu.numpy(),
+                g.numpy(),
+            )
         g = torch.complex(g[:, 0::2], g[:, 1::2])  # (B, 4 + Ch, H, N): a, b, x0, bt, C
         gs = g.sum(0)
         return (
