@@ -56,8 +56,7 @@ class SSMConvolution(nn.Module):
     (`scan`, `step_scan`; see `liquid_s4.ops.scan`), in the form liquid_form ("discrete": the paper's
     x_k = (A_bar + B_bar s_k) x_{k-1} + B_bar u_k; "split" and "ode": stable forms of the continuous
     liquid system), with s_k = tanh(u_k) if liquid_squash is "tanh" (always for "split" and "ode"),
-    else u_k. Its state is the SSM
-    state alone.
+    else u_k. Its state is the SSM state alone.
     """
 
     def __init__(
