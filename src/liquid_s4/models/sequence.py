@@ -22,6 +22,7 @@ import torch.nn as nn
 from ..fileio import atomic_write, atomic_write_json
 from ..modules import LSSL, S4, S4D, LiquidS4, SSMLayer, upgrade_state_dict
 from ..utils import has_forward_hooks, is_positive_int, lengths_mask
+from .streaming import StreamOptions, init_pool, pool_chunk, pool_step
 
 LAYERS = {"s4": S4, "s4d": S4D, "lssl": LSSL, "liquid_s4": LiquidS4}
 NORMS = ("layer", "batch")
@@ -207,6 +208,13 @@ class ResidualBlock(nn.Module):
         x = x + self._dropout(z)
         return x if self.prenorm else self.norm(x, mask)
 
+    def stream(self, x: torch.Tensor, state: torch.Tensor, rate=None):
+        """`forward` on a chunk x (B, H, L) that continues from the layer state `state`: (x, next state)."""
+        z = self.norm(x) if self.prenorm else x
+        z, state = self.layer(z, state=state, rate=rate)
+        x = x + self._dropout(z)
+        return (x if self.prenorm else self.norm(x)), state
+
     def step(self, x_t: torch.Tensor, state: torch.Tensor, rate=None):
         z = self.norm(x_t) if self.prenorm else x_t
         z, state = self.layer.step(z, state, rate=rate)
@@ -364,35 +372,135 @@ class SequenceModel(nn.Module):
         return self.decoder(a)
 
     # ---- recurrent mode ----------------------------------------------------------------------
-    def default_state(self, batch_size: int) -> dict[str, Any]:
-        """Per-layer states plus the running sum and count used by mean pooling."""
+    def default_state(
+        self,
+        batch_size: int,
+        pool_window: int | None = None,
+        pool_decay: float | None = None,
+        reset_every: int | None = None,
+    ) -> dict[str, Any]:
+        """The zero state of `step` and `stream` for `batch_size` streams: the per-layer states and the
+        running sum and count of mean pooling.
+
+        Continuous streams (see `liquid_s4.models.streaming`): pool_window W (steps) pools the last W
+        features only; pool_decay lam in (0, 1] pools with weights lam^age; reset_every R (steps)
+        returns the whole state to zero after every R steps, so every output is that of the model on
+        the inputs since the last reset (a model trained on clips of R steps, run on a long stream).
+        The options travel in the state (`options`)."""
         if self.config.head == "retrieval":
             raise RuntimeError(
                 "SequenceModel: the retrieval head compares two whole sequences; it has no step mode"
             )
+        options = StreamOptions(pool_window, pool_decay, reset_every)
+        options.check(self.config.pool)
         p = self.decoder.weight
-        return {
-            "layers": [blk.layer.default_state(batch_size) for blk in self.blocks],
-            "sum": torch.zeros(batch_size, self.config.d_model, dtype=p.dtype, device=p.device),
-            "count": 0,
-        }
+        state = {"layers": [blk.layer.default_state(batch_size) for blk in self.blocks]}
+        init_pool(
+            state, options, torch.zeros(batch_size, self.config.d_model, dtype=p.dtype, device=p.device)
+        )
+        if options != StreamOptions():
+            state["options"], state["t"] = options, 0
+        return state
+
+    def _check_stream_state(self, state: dict[str, Any], batch: int) -> StreamOptions:
+        """The state's options; a ValueError unless `state` is a state of this model for `batch` streams."""
+        if (
+            not isinstance(state, dict)
+            or not {"layers", "sum", "count"} <= set(state)
+            or len(state["layers"]) != len(self.blocks)
+        ):
+            raise ValueError(
+                "SequenceModel: expected a state from model.default_state(batch_size) or a previous step or "
+                f"stream call (a dict with 'layers' ({len(self.blocks)} layer states), 'sum', 'count'), got "
+                f"{type(state).__name__}" + (f" with keys {sorted(state)}" if isinstance(state, dict) else "")
+            )
+        if not isinstance(state["sum"], torch.Tensor) or tuple(state["sum"].shape) != (
+            batch,
+            self.config.d_model,
+        ):
+            got = tuple(state["sum"].shape) if isinstance(state["sum"], torch.Tensor) else state["sum"]
+            raise ValueError(
+                f"SequenceModel: the state is for another batch size: its pooled sum is {got}, the inputs "
+                f"have {batch} sequences; start from default_state({batch})"
+            )
+        return state.get("options", StreamOptions())
+
+    def _check_step_mode(self, name: str) -> None:
+        if self.training and self.config.norm == "batch":
+            raise RuntimeError(
+                f"SequenceModel.{name}: BatchNorm needs eval mode for stepping; call model.eval()"
+            )
+
+    def _restart(self, state: dict[str, Any], options: StreamOptions, batch: int) -> dict[str, Any]:
+        """`state`, or the zero state when `reset_every` steps have passed since the last reset."""
+        if options.reset_every is None or state["t"] < options.reset_every:
+            return state
+        return self.default_state(batch, options.pool_window, options.pool_decay, options.reset_every)
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any], rate=None):
         """x_t: (B, d_input) (or (B,) tokens / scalars); rate: None, a number, or a (B,) tensor (this
-        step's time gap, see the class docstring). Returns (y_t, state)."""
-        if self.training and self.config.norm == "batch":
-            raise RuntimeError(
-                "SequenceModel.step: BatchNorm needs eval mode for stepping; call model.eval()"
-            )
+        step's time gap, see the class docstring). Returns (y_t, state). With a pool window the state's
+        ring buffer is updated in place (the state passed in is consumed)."""
+        self._check_step_mode("step")
+        options = self._check_stream_state(state, x_t.shape[0] if isinstance(x_t, torch.Tensor) else -1)
+        state = self._restart(state, options, x_t.shape[0])
         h = self._encode(x_t[:, None])[:, 0]  # (B, d_model)
         layers = []
         for block, s in zip(self.blocks, state["layers"], strict=True):
             h, s = block.step(h, s, rate)
             layers.append(s)
         h = self.final_norm(h) if isinstance(self.final_norm, Norm) else h
-        total, count = state["sum"] + h, state["count"] + 1
-        pooled = total / count if self.config.pool == "mean" else h
-        return self.decoder(pooled), {"layers": layers, "sum": total, "count": count}
+        new = {**state, "layers": layers}
+        if "t" in state:
+            new["t"] = state["t"] + 1
+        pooled = pool_step(new, options, h)
+        return self.decoder(pooled if self.config.pool == "mean" else h), new
+
+    def stream(self, x: torch.Tensor, state: dict[str, Any] | None = None, rate=None):
+        """Run a chunk of a stream: x (B, Lc, d_input) (or (B, Lc) tokens / scalars), any Lc >= 1,
+        continuing from `state` (None: the zero state, `default_state(B)`). Returns (y, state) with y
+        (B, Lc, d_output) for every pool: y[:, k] is what `step` returns at that step (pool "none": the
+        step's output; "mean": the prediction from the features pooled so far; "last": from the
+        current step's features), and the state `step` would hold after the chunk (the two modes can
+        be mixed on one stream).
+
+        The chunk runs in convolution mode with state passing (one FFT convolution per layer and
+        chunk, the liquid terms included), so long chunks cost little more per step than a full
+        forward. rate: a number, or a (B, Lc) tensor of per-step multipliers of dt (liquid_kernel="scan"
+        layers only). Gradients flow through a chunk and its state when the model is in training mode
+        (truncated backpropagation through time); in eval mode it is inference.
+        """
+        self._check_step_mode("stream")
+        x = self._check_inputs(x)
+        B, L = x.shape[:2]
+        if state is None:
+            state = self.default_state(B)
+        options = self._check_stream_state(state, B)
+        if isinstance(rate, torch.Tensor) and rate.dim() > 0:
+            rate = _per_step_rate(rate, B, L, None, x.device)
+        outputs, start = [], 0
+        while start < L:  # split at the resets
+            state = self._restart(state, options, B)
+            end = L if options.reset_every is None else min(L, start + options.reset_every - state["t"])
+            r = rate[:, start:end] if isinstance(rate, torch.Tensor) and rate.dim() > 0 else rate
+            y, state = self._stream_segment(x[:, start:end], state, options, r)
+            outputs.append(y)
+            start = end
+        return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)), state
+
+    def _stream_segment(self, x, state, options: StreamOptions, rate):
+        """`stream` on a part of a chunk without a reset inside."""
+        h = self._encode_channels_first(x)  # (B, H, L)
+        layers = []
+        for block, s in zip(self.blocks, state["layers"], strict=True):
+            h, s = block.stream(h, s, rate)
+            layers.append(s)
+        h = self.final_norm(h) if isinstance(self.final_norm, Norm) else h
+        new = {**state, "layers": layers}
+        if "t" in state:
+            new["t"] = state["t"] + x.shape[1]
+        pooled = pool_chunk(new, options, h)
+        return self.decoder((pooled if self.config.pool == "mean" else h).transpose(1, 2)), new
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
