@@ -240,3 +240,19 @@ def test_bad_options_and_states():
     ).eval()
     with pytest.raises(ValueError, match="bidirectional"):
         bi.stream(torch.randn(2, 5, 3))
+
+
+@pytest.mark.parametrize("family", ["s4d", "liquid_s4-kb", "lssl"])
+def test_chunk_state_cache_follows_parameter_edits(family):
+    """Chunks with state reuse cached state maps per chunk length; every way of editing a parameter
+    (here through .data, and a load_state_dict) is seen on the next chunk."""
+    m = make(family=family, pool="none")
+    x = torch.randn(2, 20, 3, dtype=torch.float64)
+    with torch.no_grad():
+        chunked(m, x, [5, 5, 5, 5])  # fills the caches for chunks of 5
+        for p in m.blocks[0].layer.ssm.parameters():
+            p.data.mul_(0.9)
+        torch.testing.assert_close(chunked(m, x, [5, 5, 5, 5])[0], stepped(m, x)[0], **TOL)
+        other = make(family=family, pool="none", seed=3)
+        m.load_state_dict(other.state_dict())
+        torch.testing.assert_close(chunked(m, x, [5, 5, 5, 5])[0], stepped(other, x)[0], **TOL)

@@ -60,3 +60,53 @@ def test_fftconv_is_linear_convolution():
         for j in range(l + 1, 17):
             ref[..., l] += kb[0, :, j - l - 1] * u[..., j]
     assert torch.allclose(y, ref)
+
+
+def _systems():
+    """A diagonal conjugate system (S4D), a dense conjugate one (S4's DPLR) and a dense real one (LSSL),
+    float64, each with the liquid input vectors of degree 3."""
+    from liquid_s4 import LSSL, S4, S4D
+
+    torch.manual_seed(0)
+    out = {}
+    for name, layer in (
+        ("diagonal", S4D(4, d_state=8, channels=2)),
+        ("dense-conj", S4(4, d_state=8)),
+        ("dense-real", LSSL(4, d_state=5)),
+    ):
+        out[name] = layer.double().ssm.discrete(1.3, 3)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "dense-conj", "dense-real"])
+@pytest.mark.parametrize("L", [1, 7, 300])
+def test_chunk_operators_equal_state_passing(kind, L):
+    """The cached chunk maps give the initial state's outputs and the next state of `state_output` and
+    `next_state`, with and without extra inputs, for every kind of system."""
+    from liquid_s4.ops.state import apply_chunk_operators
+
+    sys = _systems()[kind]
+    B, H = 3, 4
+    like = sys.dA if sys.diagonal else sys.dA[..., 0]
+    x0 = torch.randn(B, H, sys.N, dtype=like.dtype)
+    u = torch.randn(B, H, L, dtype=torch.float64)
+    extra = sys.liquid_B  # None for LSSL (no liquid terms)
+    v = [] if extra is None else [torch.randn(B, H, L, dtype=torch.float64) for _ in range(len(extra))]
+    ops = sys.chunk_operators(L, extra)
+    y0 = torch.randn(B, sys.C.shape[0], H, L, dtype=torch.float64)
+    y, nxt = apply_chunk_operators(ops, y0, x0, [u, *v])
+    torch.testing.assert_close(y, y0 + sys.state_output(x0, L), rtol=1e-10, atol=1e-10)
+    ref = sys.next_state(u, x0, None, None if extra is None else (extra, v))
+    torch.testing.assert_close(nxt, ref, rtol=1e-10, atol=1e-10)
+    # and against the recurrence, one step at a time
+    x, ys = x0, []
+    for k in range(L):
+        x = sys.step(x, u[..., k], None if extra is None else (extra, torch.stack([w[..., k] for w in v], 1)))
+        ys.append(sys.output(x))
+    torch.testing.assert_close(nxt, x, rtol=1e-9, atol=1e-10)
+    y_free, _ = apply_chunk_operators(ops, torch.zeros_like(y0), x0, [0 * u, *(0 * w for w in v)])
+    x, ys = x0, []
+    for k in range(L):
+        x = sys.step(x, 0 * u[..., k])
+        ys.append(sys.output(x))
+    torch.testing.assert_close(y_free, torch.stack(ys, -1), rtol=1e-9, atol=1e-10)

@@ -25,7 +25,7 @@ from ..ops.liquid import (
 )
 from ..ops.recurrence import real_view
 from ..ops.scan import liquid_coefficients, liquid_scan
-from ..ops.state import DiscreteSSM, reverse_within
+from ..ops.state import ChunkOperators, DiscreteSSM, apply_chunk_operators, reverse_within
 from .kernel import ScanCoefficients
 
 
@@ -140,6 +140,14 @@ class SSMConvolution(nn.Module):
         nxt = sys.next_state(x, x0, lengths, extra)
         if self.liquid_kernel is not None:
             nxt = self.join_state(nxt, last_inputs(x, self.history_size, history, lengths))
+        return y, nxt
+
+    def pass_state_cached(self, ops: ChunkOperators, y, x, x0, history, v):
+        """`pass_state` for whole chunks (no lengths) through the precomputed maps of `ops` (see
+        `DiscreteSSM.chunk_operators`; with the KB inputs v when the layer has them)."""
+        y, nxt = apply_chunk_operators(ops, y, x0, [x] + ([] if v is None else list(v)))
+        if self.liquid_kernel is not None:
+            nxt = self.join_state(nxt, last_inputs(x, self.history_size, history))
         return y, nxt
 
     def step(self, sys: DiscreteSSM, u_t: torch.Tensor, state: torch.Tensor):

@@ -124,7 +124,7 @@ class SSMLayer(nn.Module):
             d_model, channels, bidirectional, liquid_kernel, liquid_degree, liquid_squash, liquid_form
         )
         self.output = OutputBlock(channels * d_model, d_model, activation, dropout, postact)
-        self._kernel_cache, self._step_cache = TensorCache(), TensorCache()
+        self._kernel_cache, self._step_cache, self._chunk_cache = TensorCache(), TensorCache(), TensorCache()
 
     # ---- parts and caches ----------------------------------------------------------------------
     @property
@@ -173,11 +173,12 @@ class SSMLayer(nn.Module):
         cache holds one (channels, H, L) kernel per layer after an evaluation pass."""
         self._kernel_cache.clear()
         self._step_cache.clear()
+        self._chunk_cache.clear()
 
     def __getstate__(self):
         """Copies and pickles leave the step and kernel caches behind (they are rebuilt on use)."""
         state = super().__getstate__()
-        return {**state, "_kernel_cache": None, "_step_cache": None}
+        return {**state, "_kernel_cache": None, "_step_cache": None, "_chunk_cache": None}
 
     def __setstate__(self, state):
         if "ssm" not in state.get("_modules", {}):
@@ -186,7 +187,7 @@ class SSMLayer(nn.Module):
                 "layers had another structure; load its state_dict instead (earlier state dicts load)"
             )
         super().__setstate__(state)
-        self._kernel_cache, self._step_cache = TensorCache(), TensorCache()
+        self._kernel_cache, self._step_cache, self._chunk_cache = TensorCache(), TensorCache(), TensorCache()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Also loads the state dicts of earlier versions (converted, see `upgrade_state_dict`)."""
@@ -208,6 +209,21 @@ class SSMLayer(nn.Module):
         return self._kernel_cache.get(
             args, self.cached_tensors, lambda: self.ssm.kernels(L, rate, powers, L_powers)
         )
+
+    # chunks up to this length pass their state through cached maps (`_chunk_operators`, O(H N L) each)
+    chunk_cache_max_length: int = 4096
+
+    def _chunk_cacheable(self, L: int, lengths) -> bool:
+        """Whether a chunk with state passes it through the cached `ChunkOperators`: inference (no
+        gradient can reach the parameters), whole chunks (no lengths), up to `chunk_cache_max_length`."""
+        return lengths is None and L <= self.chunk_cache_max_length and not self._needs_graph()
+
+    def _chunk_operators(self, L: int, rate: float):
+        """The state maps of chunks of L steps (`DiscreteSSM.chunk_operators`, with a KB layer's liquid
+        input vectors), computed without gradients."""
+        with torch.no_grad():
+            sys = self.discrete(rate)
+            return sys.chunk_operators(L, sys.liquid_B if self.liquid_kernel == "kb" else None)
 
     def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
         """Convolution kernel (channels * (2 if bidirectional else 1), H, L), without D."""
@@ -377,7 +393,20 @@ class SSMLayer(nn.Module):
             else:
                 k, kp = self._kernels(L, rate)
                 y, v = self.conv(x, k, kp, hist)  # (B, C, H, L), D u and the liquid terms included
-                if state is not None:
+                if state is not None and self._chunk_cacheable(L, lengths):
+                    ops = self._chunk_cache.get(
+                        (
+                            L,
+                            rate,
+                            self.conv.liquid_kernel,
+                            self.conv.liquid_degree,
+                            torch.is_inference_mode_enabled(),
+                        ),
+                        self.cached_tensors,
+                        lambda: self._chunk_operators(L, rate),
+                    )
+                    y, next_state = self.conv.pass_state_cached(ops, y, x, state, hist, v)
+                elif state is not None:
                     y, next_state = self.conv.pass_state(self.discrete(rate), y, x, state, hist, v, lengths)
         y = self.output(y.flatten(1, 2), self.conv.D.dtype, self.transposed)  # (B, L, H), or (B, H, L)
         if mask is not None:

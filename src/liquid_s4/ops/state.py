@@ -11,6 +11,8 @@ each sequence within its own length first (`reverse_within`).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from .kernels import block_size
@@ -75,6 +77,44 @@ def power_apply(dA: torch.Tensor, x: torch.Tensor, n: torch.Tensor | int) -> tor
         n = n // 2
         P = P @ P
     return x
+
+
+class ChunkOperators(NamedTuple):
+    """The state part of a chunk of L steps of a discrete system as real linear maps (`DiscreteSSM.
+    chunk_operators`), in the real coordinates s of the stored state (the interleaved (Re, Im) pairs of
+    a complex state, `torch.view_as_real`; the state itself if it is real), S of them:
+
+        y_l   += sum_s G[c, h, l, s] s0[b, h, s]                      (C A_bar^{l+1} x0, l < L)
+        s_L    = Phi[h] s0[b, h] + sum_i Psi[i, h] w_i[b, h]           (A_bar^L x0 + inputs)
+
+    with w_0 = u (B, H, L) and w_i (i >= 1) the extra inputs of a KB layer (v_p, as `next_state`).
+    Built once for a chunk length, they make state passing a few small products per chunk.
+    """
+
+    G: torch.Tensor  # (Ch, H, L, S)
+    Phi: torch.Tensor  # (H, S, S)
+    Psi: torch.Tensor  # (1 + extra inputs, H, S, L)
+
+
+def real_coordinates(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, N) state -> (B, H, S) real coordinates (interleaved (Re, Im) of a complex state)."""
+    return torch.view_as_real(x).flatten(-2) if x.is_complex() else x
+
+
+def from_real_coordinates(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of `real_coordinates` for a state shaped and typed like `like`."""
+    return torch.view_as_complex(s.unflatten(-1, (-1, 2)).contiguous()) if like.is_complex() else s
+
+
+def apply_chunk_operators(ops: ChunkOperators, y: torch.Tensor, x0: torch.Tensor, inputs) -> tuple:
+    """(y + the initial state's output, the state after the chunk) for y (B, Ch, H, L), the stored state
+    x0 (B, H, N) and inputs = [u, *extra] ((B, H, L) each), by the maps of `ChunkOperators`."""
+    s0 = real_coordinates(x0).to(ops.G.dtype)
+    y = y + torch.einsum("chls,bhs->bchl", ops.G, s0)
+    s = torch.einsum("hts,bhs->bht", ops.Phi, s0)
+    for Psi, w in zip(ops.Psi, inputs, strict=True):
+        s = s + torch.einsum("hsl,bhl->bhs", Psi, w.to(Psi.dtype))
+    return y, from_real_coordinates(s, x0)
 
 
 class DiscreteSSM:
@@ -154,6 +194,36 @@ class DiscreteSSM:
         b = (self.dA @ self._full(x0)[..., None])[..., 0]
         y = krylov(self.dA, b, self._full(self.C), L)
         return y.real if y.is_complex() else y
+
+    def impulse_states(self, b: torch.Tensor, L: int) -> torch.Tensor:
+        """The stored states A_bar^l b for l < L (an input vector b laid out like dB), (H, N, L)."""
+        if self.diagonal:
+            return torch.exp(torch.arange(L, device=b.device) * self.log_dA[..., None]) * b[..., None]
+        from .kernels import krylov
+
+        rows = torch.eye(self.dA.shape[-1], dtype=self.dA.dtype, device=self.dA.device)[: self.N]
+        return krylov(self.dA, b, rows[:, None].expand(-1, self.dA.shape[0], -1), L).transpose(0, 1)
+
+    def chunk_operators(self, L: int, extra_B: torch.Tensor | None = None) -> ChunkOperators:
+        """The maps of `ChunkOperators` for chunks of L steps; extra_B (S, H, .): the vectors of extra
+        inputs (a KB layer's liquid_B). Computed from `state_output`, `next_state` and
+        `impulse_states` applied to the basis of the real coordinates."""
+        N, H = self.N, self.C.shape[1]
+        like = self.dA if self.diagonal else self.dA[..., 0]  # (H, N) or (H, M): the state's dtype
+        S = 2 * N if like.is_complex() else N
+        basis = torch.zeros(S, H, N, dtype=like.dtype, device=like.device)
+        for i in range(S):
+            basis[i, :, i // 2 if like.is_complex() else i] = (1j if i % 2 else 1) if like.is_complex() else 1
+        G = self.state_output(basis, L).permute(1, 2, 3, 0)  # (Ch, H, L, S)
+        zeros = basis.real.new_zeros(S, H, L)
+        Phi = real_coordinates(self.next_state(zeros, basis)).permute(1, 2, 0)  # (H, S_out, S_in)
+        vectors = [self.dB] + ([] if extra_B is None else list(extra_B))
+        Psi = [
+            real_coordinates(self.impulse_states(b, L).flip(-1).transpose(-1, -2)).transpose(-1, -2)
+            for b in vectors
+        ]  # column k: A_bar^(L-1-k) b, the input at step k seen at the end of the chunk
+        real = basis.real.dtype
+        return ChunkOperators(G.to(real).contiguous(), Phi.to(real).contiguous(), torch.stack(Psi).to(real))
 
     def next_state(self, u: torch.Tensor, x0: torch.Tensor, lengths=None, extra=None) -> torch.Tensor:
         """State after the inputs u (B, H, L) (each sequence up to its length), started at x0.
