@@ -439,7 +439,7 @@ class RealProgram:
                     ops.transpose(ops.reshape(full, [-1, H, S, nf, L]), (0, 1, 3, 2, 4)), [-1, H, nf, S * L]
                 )
             mats = lay.block_matrices(L)
-            c = {k: ops.const(f"{name}.{k}{L}", v) for k, v in mats.items()}
+            c = _LazyConsts(ops, mats, f"{name}.", str(L))
             Y = ops.matmul(Uf, c["W"])  # (B, H, nf, Ch L)
             if nf == 1:
                 Y = ops.add(Y, ops.matmul(x, c["O"]))
@@ -463,7 +463,7 @@ class RealProgram:
             tail = ops.slice(U, -1, nf * L, T)
             Ur = ops.reshape(tail, [-1, H, 1, S * r])
             mats = lay.block_matrices(r)
-            c = {k: ops.const(f"{name}.{k}{r}", v) for k, v in mats.items()}
+            c = _LazyConsts(ops, mats, f"{name}.", str(r))
             Y = ops.add(ops.matmul(Ur, c["W"]), ops.matmul(x, c["O"]))
             x = ops.add(ops.matmul(x, c["MT"]), ops.matmul(Ur, c["Sm"]))
             ys.append(self._channels_first(ops, Y, Ch, 1, r))
@@ -541,6 +541,17 @@ class RealProgram:
         y = ops.add(y, Du)
         pairs = ops.concat([ops.reshape(endr, [-1, H, n, 1]), ops.reshape(endi, [-1, H, n, 1])], 3)
         return y, ops.reshape(pairs, [-1, H, 2 * n])
+
+
+class _LazyConsts:
+    """c[key]: the constant `arrays[key]` of `ops`, registered on first use (unused ones stay out of
+    the graph)."""
+
+    def __init__(self, ops, arrays: dict, prefix: str, suffix: str):
+        self.ops, self.arrays, self.prefix, self.suffix = ops, arrays, prefix, suffix
+
+    def __getitem__(self, key: str):
+        return self.ops.const(f"{self.prefix}{key}{self.suffix}", self.arrays[key])
 
 
 def _cmul(ops, ar, ai, br, bi):
