@@ -84,16 +84,17 @@ class ChunkOperators(NamedTuple):
     chunk_operators`), in the real coordinates s of the stored state (the interleaved (Re, Im) pairs of
     a complex state, `torch.view_as_real`; the state itself if it is real), S of them:
 
-        y_l   += sum_s G[c, h, l, s] s0[b, h, s]                      (C A_bar^{l+1} x0, l < L)
-        s_L    = Phi[h] s0[b, h] + sum_i Psi[i, h] w_i[b, h]           (A_bar^L x0 + inputs)
+        y[c, l] += sum_s G[h, c L + l, s] s0[b, h, s]                  (C A_bar^{l+1} x0, l < L)
+        s_L      = Phi[h] s0[b, h] + sum_{i, k} Psi[h, :, i L + k] w_i[b, h, k]   (A_bar^L x0 + inputs)
 
     with w_0 = u (B, H, L) and w_i (i >= 1) the extra inputs of a KB layer (v_p, as `next_state`).
-    Built once for a chunk length, they make state passing a few small products per chunk.
+    Built once for a chunk length, they make state passing three batched products per chunk (laid
+    out for `torch.bmm` over the channels h).
     """
 
-    G: torch.Tensor  # (Ch, H, L, S)
+    G: torch.Tensor  # (H, Ch * L, S)
     Phi: torch.Tensor  # (H, S, S)
-    Psi: torch.Tensor  # (1 + extra inputs, H, S, L)
+    Psi: torch.Tensor  # (H, S, (1 + extra inputs) * L)
 
 
 def real_coordinates(x: torch.Tensor) -> torch.Tensor:
@@ -109,12 +110,12 @@ def from_real_coordinates(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def apply_chunk_operators(ops: ChunkOperators, y: torch.Tensor, x0: torch.Tensor, inputs) -> tuple:
     """(y + the initial state's output, the state after the chunk) for y (B, Ch, H, L), the stored state
     x0 (B, H, N) and inputs = [u, *extra] ((B, H, L) each), by the maps of `ChunkOperators`."""
-    s0 = real_coordinates(x0).to(ops.G.dtype)
-    y = y + torch.einsum("chls,bhs->bchl", ops.G, s0)
-    s = torch.einsum("hts,bhs->bht", ops.Phi, s0)
-    for Psi, w in zip(ops.Psi, inputs, strict=True):
-        s = s + torch.einsum("hsl,bhl->bhs", Psi, w.to(Psi.dtype))
-    return y, from_real_coordinates(s, x0)
+    B, Ch, H, L = y.shape
+    s0 = real_coordinates(x0).to(ops.G.dtype).permute(1, 2, 0)  # (H, S, B)
+    y = y + torch.bmm(ops.G, s0).view(H, Ch, L, B).permute(3, 1, 0, 2)
+    w = inputs[0] if len(inputs) == 1 else torch.cat(inputs, -1)  # (B, H, E L)
+    s = torch.baddbmm(torch.bmm(ops.Phi, s0), ops.Psi, w.to(ops.Psi.dtype).permute(1, 2, 0))  # (H, S, B)
+    return y, from_real_coordinates(s.permute(2, 0, 1), x0)
 
 
 class DiscreteSSM:
@@ -214,7 +215,7 @@ class DiscreteSSM:
         basis = torch.zeros(S, H, N, dtype=like.dtype, device=like.device)
         for i in range(S):
             basis[i, :, i // 2 if like.is_complex() else i] = (1j if i % 2 else 1) if like.is_complex() else 1
-        G = self.state_output(basis, L).permute(1, 2, 3, 0)  # (Ch, H, L, S)
+        G = self.state_output(basis, L).permute(2, 1, 3, 0).flatten(1, 2)  # (H, Ch L, S)
         zeros = basis.real.new_zeros(S, H, L)
         Phi = real_coordinates(self.next_state(zeros, basis)).permute(1, 2, 0)  # (H, S_out, S_in)
         vectors = [self.dB] + ([] if extra_B is None else list(extra_B))
@@ -223,7 +224,7 @@ class DiscreteSSM:
             for b in vectors
         ]  # column k: A_bar^(L-1-k) b, the input at step k seen at the end of the chunk
         real = basis.real.dtype
-        return ChunkOperators(G.to(real).contiguous(), Phi.to(real).contiguous(), torch.stack(Psi).to(real))
+        return ChunkOperators(G.to(real).contiguous(), Phi.to(real).contiguous(), torch.cat(Psi, -1).to(real))
 
     def next_state(self, u: torch.Tensor, x0: torch.Tensor, lengths=None, extra=None) -> torch.Tensor:
         """State after the inputs u (B, H, L) (each sequence up to its length), started at x0.
