@@ -7,9 +7,14 @@
     liquid-s4 presets [show NAME]
     liquid-s4 data check PRESET [--data-dir DIR] [--set key=value ...]   (validate a local copy, no training)
     liquid-s4 data list                                                 (dataset names)
+    liquid-s4 stream MODEL --wav FILE [--chunk-ms 10] [--onnx] [--reset-ms MS | --window-ms MS]
+                    [--sample-rate HZ] [--labels a,b,c] [--min-prob P] [--threads N] [--json]
 
 With no PRESET, `train` runs the embedded default (Liquid-S4 on scikit-learn's digits, offline).
 `liquid-s4 train --resume --output-dir RUN` continues RUN with the configuration it recorded (run.json).
+`stream` runs a trained model (a run directory, a save_pretrained folder or an exported .onnx file) on a
+WAV file chunk by chunk and prints each change of its decision, the real-time factor and the latency
+per chunk (see `liquid_s4.deploy.runner`).
 """
 
 from __future__ import annotations
@@ -79,7 +84,88 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("presets", help="list presets, or `presets show NAME`")
     pr.add_argument("action", nargs="?", choices=["show"])
     pr.add_argument("name", nargs="?")
+    _stream_parser(sub)
     return p
+
+
+def _stream_parser(sub) -> None:
+    s = sub.add_parser(
+        "stream",
+        help="stream a WAV file through a trained model chunk by chunk; print its decisions and speed",
+        description="Stream a WAV file through a trained model chunk by chunk, as a live input would "
+        "arrive. The file is read whole, mixed down to mono and resampled once to the model's rate; "
+        "then each chunk continues from the state the previous one left. A decision (time, class, "
+        "probability) is printed whenever the most probable class at the end of a chunk changes; then "
+        "the real-time factor (audio time / processing time) and the latency per chunk (median, p95, "
+        "max: the model's time per chunk, after one warm-up chunk).",
+    )
+    s.add_argument(
+        "model",
+        help="a run directory, a save_pretrained folder (config.json + model.safetensors) or a .onnx file",
+    )
+    s.add_argument(
+        "--wav", required=True, metavar="FILE", help="the WAV file (any sampling rate, mono or stereo)"
+    )
+    s.add_argument(
+        "--chunk-ms",
+        metavar="MS",
+        type=float,
+        help="chunk length in ms (default 10; an .onnx file streams with the chunk it was exported with)",
+    )
+    s.add_argument(
+        "--onnx",
+        action="store_true",
+        help="export the model to ONNX with this chunk size and run it with onnxruntime "
+        "(needs liquid-s4[deploy])",
+    )
+    s.add_argument("--save-onnx", metavar="PATH", help="keep the exported .onnx file there (implies --onnx)")
+    s.add_argument(
+        "--sample-rate",
+        metavar="HZ",
+        type=int,
+        help="the model's sampling rate in Hz (default: the run's or the .onnx metadata's, else 16000)",
+    )
+    s.add_argument(
+        "--labels",
+        metavar="A,B,...",
+        help="class names, comma-separated (default: the run's or the .onnx metadata's, else indices)",
+    )
+    s.add_argument(
+        "--reset-ms",
+        metavar="MS",
+        type=float,
+        help="reset the model's whole state every MS milliseconds: each decision is then that of the model "
+        "on the audio since the last reset (default: the run's clip length, e.g. 1000 for speech-commands, "
+        "if it has one and no --window-ms/--decay-ms is given; 0: never)",
+    )
+    s.add_argument(
+        "--window-ms",
+        type=float,
+        metavar="MS",
+        help="mean pooling over the last MS milliseconds only (pool mean models)",
+    )
+    s.add_argument(
+        "--decay-ms",
+        metavar="MS",
+        type=float,
+        help="mean pooling with an exponential decay of time constant MS (pool mean models)",
+    )
+    s.add_argument(
+        "--min-prob",
+        metavar="P",
+        type=float,
+        default=0.0,
+        help="print a changed decision only when its probability is at least this (default 0)",
+    )
+    s.add_argument(
+        "--threads",
+        metavar="N",
+        type=int,
+        default=1,
+        help="torch or onnxruntime threads (default 1: a chunk of one stream is many small operations, "
+        "which more threads slow down; try 2 for chunks of 100 ms or more)",
+    )
+    s.add_argument("--json", action="store_true", help="print one JSON object (decisions and timing) instead")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +195,8 @@ def _run(args) -> int:
         return 0
     if args.command == "data":
         return _data(args)
+    if args.command == "stream":
+        return _stream(args)
     if args.command == "eval":
         from .train.run import evaluate
 
@@ -158,6 +246,45 @@ def _data_overrides(args) -> list[str]:
             "pass either --data PATH (your own arrays) or --data-dir DIR (a preset's dataset), not both"
         )
     return ["data.name=arrays", f"data.data_dir={args.data}"]
+
+
+def _stream(args) -> int:
+    """`stream MODEL --wav FILE` (see `liquid_s4.deploy.runner`)."""
+    import json
+
+    from .deploy.runner import format_decision, format_result, stream_wav
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if not args.json:
+
+        def show(decision):
+            print(format_decision(decision), flush=True)
+
+        def note(text):
+            print(f"note: {text}", file=sys.stderr, flush=True)
+
+    result = stream_wav(
+        args.model,
+        args.wav,
+        chunk_ms=args.chunk_ms,
+        onnx=args.onnx,
+        save_onnx=args.save_onnx,
+        sample_rate=args.sample_rate,
+        labels=args.labels,
+        reset_ms=args.reset_ms,
+        window_ms=args.window_ms,
+        decay_ms=args.decay_ms,
+        min_prob=args.min_prob,
+        threads=args.threads,
+        on_decision=None if args.json else show,
+        on_note=None if args.json else note,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_result(result, decisions=False))
+    return 0
 
 
 def _data(args) -> int:
