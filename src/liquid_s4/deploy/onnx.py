@@ -319,8 +319,9 @@ class OnnxStream:
     reset_every R: for continuous streams, the whole state returns to zero after every R steps
     (counted from the first call, across calls), so each output is the model's answer for the inputs
     since the last reset (as `SequenceModel.default_state(reset_every=R)`); chunks are split at the
-    reset points. providers / sess_options: passed to onnxruntime.InferenceSession (threads: pass
-    sess_options, or intra_op_num_threads)."""
+    reset points. providers / sess_options: passed to onnxruntime.InferenceSession; without
+    sess_options, the session's idle threads sleep rather than spin, and intra_op_num_threads sets
+    its thread count (default: onnxruntime's)."""
 
     def __init__(
         self,
@@ -342,6 +343,9 @@ class OnnxStream:
             raise ValueError(f"{path} has format {self.info['format']}; this liquid_s4 reads <= {FORMAT}")
         if sess_options is None:
             sess_options = ort.SessionOptions()
+            # idle worker threads sleep instead of spinning: a chunk is a short burst of work, and
+            # spinning threads take the cores from everything else (and from each other under load)
+            sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if intra_op_num_threads is not None:
                 sess_options.intra_op_num_threads = intra_op_num_threads
         self.session = ort.InferenceSession(
