@@ -215,9 +215,18 @@ class DiscreteSSM:
         basis = torch.zeros(S, H, N, dtype=like.dtype, device=like.device)
         for i in range(S):
             basis[i, :, i // 2 if like.is_complex() else i] = (1j if i % 2 else 1) if like.is_complex() else 1
-        G = self.state_output(basis, L).permute(2, 1, 3, 0).flatten(1, 2)  # (H, Ch L, S)
-        zeros = basis.real.new_zeros(S, H, L)
-        Phi = real_coordinates(self.next_state(zeros, basis)).permute(1, 2, 0)  # (H, S_out, S_in)
+        if self.diagonal:  # directly from the powers dA^(l+1): the basis needs no pass over L
+            powers = torch.exp(torch.arange(1, L + 1, device=like.device) * self.log_dA[..., None])
+            w = (self.C[..., None] * powers).transpose(-1, -2)  # (Ch, H, L, N): C dA^(l+1)
+            f = 2 if self.conj else 1  # y = 2 Re(C x) for a conjugate-symmetric state, else Re(C x)
+            G = f * (torch.stack([w.real, -w.imag], -1).flatten(-2) if like.is_complex() else w.real)
+            G = G.transpose(0, 1).flatten(1, 2)  # (H, Ch L, S)
+            end = powers[..., -1] * basis  # (S, H, N): dA^L applied to the basis
+        else:
+            G = self.state_output(basis, L).permute(2, 1, 3, 0).flatten(1, 2)  # (H, Ch L, S)
+            end = power_apply(self.dA, self._full(basis), L)
+            end = self._half(end) if self.conj else end
+        Phi = real_coordinates(end).permute(1, 2, 0)  # (H, S_out, S_in)
         vectors = [self.dB] + ([] if extra_B is None else list(extra_B))
         Psi = [
             real_coordinates(self.impulse_states(b, L).flip(-1).transpose(-1, -2)).transpose(-1, -2)
