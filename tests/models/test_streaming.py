@@ -258,3 +258,33 @@ def test_chunk_state_cache_follows_parameter_edits(family):
         other = make(family=family, pool="none", seed=3)
         m.load_state_dict(other.state_dict())
         torch.testing.assert_close(chunked(m, x, [5, 5, 5, 5])[0], stepped(other, x)[0], **TOL)
+
+
+def test_export_onnx_method_streams_like_the_model(tmp_path):
+    """`SequenceModel.export_onnx` writes a graph whose chunks, in onnxruntime, give the model's stream."""
+    pytest.importorskip("onnxruntime")
+    from liquid_s4.deploy.onnx import OnnxStream
+
+    torch.manual_seed(0)
+    m = SequenceModel(
+        d_input=2,
+        d_output=3,
+        d_model=8,
+        n_layers=2,
+        layer="liquid_s4",
+        norm="batch",
+        layer_args=dict(d_state=4, liquid_kernel="pb"),
+    ).eval()
+    path = tmp_path / "m.onnx"
+    m.export_onnx(path, chunk_size=6, metadata={"sample_rate": 16000})
+    x = torch.randn(1, 15, 2)
+    with torch.no_grad():
+        ref, _ = m.stream(x)
+    session = OnnxStream(path)
+    y, state = session.stream(x[:, :12].numpy())
+    y2, _ = session.stream(x[:, 12:].numpy(), state)
+    out = torch.cat([torch.from_numpy(y), torch.from_numpy(y2)], 1)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    assert session.metadata["sample_rate"] == 16000
+    with pytest.raises(FileExistsError):
+        m.export_onnx(path, chunk_size=6)

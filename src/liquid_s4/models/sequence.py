@@ -502,6 +502,15 @@ class SequenceModel(nn.Module):
         pooled = pool_chunk(new, options, h)
         return self.decoder((pooled if self.config.pool == "mean" else h).transpose(1, 2)), new
 
+    def export_onnx(self, path: str | os.PathLike, chunk_size: int, **kwargs) -> None:
+        """Write this model (in eval mode) as an ONNX streaming graph: the input chunk and the states
+        in, the per-step outputs and the next states out, in real arithmetic. See
+        `liquid_s4.deploy.onnx.export_onnx` for the options (batch_size, rate, opset, metadata,
+        overwrite) and `liquid_s4.deploy.onnx.OnnxStream` to run it. Needs the `deploy` extra."""
+        from ..deploy.onnx import export_onnx
+
+        export_onnx(self, path, chunk_size, **kwargs)
+
     # ---- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json and model.safetensors into `directory`, each atomically. The safetensors
