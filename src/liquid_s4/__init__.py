@@ -8,6 +8,18 @@ from .optim import param_groups
 
 __version__ = "0.1.0"
 
+# the streaming runtimes, imported on first use (the compiled path imports numba)
+_DEPLOY = ("FastStream", "OnnxStream", "export_onnx")
+
+
+def __getattr__(name: str):
+    if name in _DEPLOY:
+        from . import deploy
+
+        return getattr(deploy, name)
+    raise AttributeError(f"module 'liquid_s4' has no attribute {name!r}")
+
+
 __all__ = [
     "S4D",
     "S4",
@@ -16,6 +28,9 @@ __all__ = [
     "SSMLayer",
     "CUDAGraphStep",
     "SequenceModel",
+    "FastStream",
+    "OnnxStream",
+    "export_onnx",
     "ModelConfig",
     "param_groups",
     "tune_cpu_allocator",
