@@ -7,7 +7,7 @@
     liquid-s4 presets [show NAME]
     liquid-s4 data check PRESET [--data-dir DIR] [--set key=value ...]   (validate a local copy, no training)
     liquid-s4 data list                                                 (dataset names)
-    liquid-s4 stream MODEL --wav FILE [--chunk-ms 10] [--onnx] [--reset-ms MS | --window-ms MS]
+    liquid-s4 stream MODEL --wav FILE [--chunk-ms 10] [--onnx | --fast] [--reset-ms MS | --window-ms MS]
                     [--sample-rate HZ] [--labels a,b,c] [--min-prob P] [--threads N] [--json]
 
 With no PRESET, `train` runs the embedded default (Liquid-S4 on scikit-learn's digits, offline).
@@ -117,6 +117,12 @@ def _stream_parser(sub) -> None:
         action="store_true",
         help="export the model to ONNX with this chunk size and run it with onnxruntime "
         "(needs liquid-s4[deploy])",
+    )
+    s.add_argument(
+        "--fast",
+        action="store_true",
+        help="run the model with the compiled per-sample path (numba: liquid-s4[fast]), the fastest for "
+        "short chunks",
     )
     s.add_argument("--save-onnx", metavar="PATH", help="keep the exported .onnx file there (implies --onnx)")
     s.add_argument(
@@ -269,6 +275,7 @@ def _stream(args) -> int:
         args.wav,
         chunk_ms=args.chunk_ms,
         onnx=args.onnx,
+        fast=args.fast,
         save_onnx=args.save_onnx,
         sample_rate=args.sample_rate,
         labels=args.labels,

@@ -220,6 +220,32 @@ def test_stream_onnx(tmp_path, capsys):
     assert got == reference(model, load_audio(wav, RATE), 56, reset_every=240)
 
 
+def test_stream_fast(tmp_path, capsys):
+    pytest.importorskip("numba")
+    pytest.importorskip("liquid_s4.deploy.fast")
+    model = tiny_model("mean", seed=1)
+    model.save_pretrained(tmp_path / "model")
+    wav = write_wav16(tmp_path / "mono.wav", signal(), RATE)
+    common = [
+        "stream",
+        str(tmp_path / "model"),
+        "--wav",
+        wav,
+        "--sample-rate",
+        str(RATE),
+        "--labels",
+        "a,b,c,d",
+    ]
+    for extra in (["--chunk-ms", "7", "--reset-ms", "30"], ["--chunk-ms", "0.125", "--window-ms", "20"]):
+        assert main(common + extra) == 0
+        expected = decisions(capsys.readouterr().out)  # SequenceModel.stream, tested against stepping
+        assert main(common + extra + ["--fast"]) == 0
+        out = capsys.readouterr().out
+        assert decisions(out) == expected and len(expected) >= 2 and "; numba" in out
+    assert main(common + ["--fast", "--onnx"]) == 2
+    assert "does not run ONNX graphs" in capsys.readouterr().err
+
+
 def test_stream_errors(tmp_path, capsys):
     tiny_model().save_pretrained(tmp_path / "model")
     model = str(tmp_path / "model")

@@ -17,7 +17,9 @@
   (`sample_rate`, `labels`, `clip_length` when the export was given them) plays the part of the run's.
 
 `stream_wav(..., onnx=True)` on a PyTorch model exports it first (to `save_onnx`, or a temporary file)
-with the chunk size as the graph's chunk size, then streams through onnxruntime.
+with the chunk size as the graph's chunk size, then streams through onnxruntime. `fast=True` runs it
+with the compiled per-sample path instead (`liquid_s4.deploy.fast.FastStream`, numba: the choice for
+very short chunks, down to one sample).
 
 **Streaming.** The WAV file is read whole, mixed down to mono and resampled once to the model's rate
 (`liquid_s4.deploy.audio`); then its samples are fed to the model in chunks of `chunk_ms`, each chunk
@@ -107,7 +109,7 @@ class StreamResult:
     latencies_ms: np.ndarray  # per chunk
     chunk_size: int  # samples
     sample_rate: int
-    runtime: str  # "pytorch" or "onnxruntime"
+    runtime: str  # "pytorch", "numba" or "onnxruntime"
     threads: int | None
     reset_every: int | None  # samples
     pool_window: int | None
@@ -376,6 +378,31 @@ class _TorchRunner:
         return y[0, -1].double().numpy()
 
 
+class _FastRunner(_TorchRunner):
+    """`FastStream` (the compiled per-sample path, `liquid_s4.deploy.fast`) on one stream: every chunk
+    in one kernel call; resets and pooling options in its state."""
+
+    runtime = "numba"
+
+    def __init__(self, model, reset_every, pool_window, pool_decay):
+        try:
+            from .fast import FastStream
+        except ImportError as e:
+            raise ImportError(f"--fast needs numba (pip install liquid-s4[fast]): {e}") from e
+        import torch
+
+        self.torch, self.dtype = torch, model.decoder.weight.dtype
+        self.fast = FastStream(
+            model, 1, pool_window=pool_window, pool_decay=pool_decay, reset_every=reset_every
+        )
+
+    def restart(self) -> None:
+        self.fast.reset()
+
+    def __call__(self, chunk) -> np.ndarray:
+        return self.fast.run(chunk)[0, -1].double().numpy()
+
+
 class _OnnxRunner:
     """An `OnnxStream` on one stream; it does the resets (zero state every R samples)."""
 
@@ -445,14 +472,16 @@ def stream_audio(
     min_prob: float = 0.0,
     threads: int | None = 1,
     onnx_path: str | None = None,
+    fast: bool = False,
     on_decision=None,
 ) -> StreamResult:
     """Stream `audio` (mono float samples (n,) already at the model's `sample_rate`) through the model
     in chunks of `chunk_size` samples (the last one may be shorter) and return the decisions and the
     timing. `onnx_path`: run this ONNX graph (exported from the model with chunk size `chunk_size`)
-    instead of the PyTorch model (always for an ONNX `loaded`). `reset_every`, `pool_window` (samples)
-    and `pool_decay` (per-sample factor) as in `SequenceModel.default_state`. `on_decision(decision)`
-    is called as each decision is made."""
+    instead of the PyTorch model (always for an ONNX `loaded`); `fast`: run the model with
+    `liquid_s4.deploy.fast.FastStream` (numba) instead of `SequenceModel.stream`. `reset_every`,
+    `pool_window` (samples) and `pool_decay` (per-sample factor) as in `SequenceModel.default_state`.
+    `on_decision(decision)` is called as each decision is made."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     if len(audio) == 0:
         raise ValueError("stream: the audio holds no samples")
@@ -462,6 +491,8 @@ def stream_audio(
     path = onnx_path or loaded.onnx_path
     if path is not None:
         runner = _OnnxRunner(path, reset_every, pool_window, pool_decay, threads)
+    elif fast:
+        runner = _FastRunner(loaded.model, reset_every, pool_window, pool_decay)
     else:
         runner = _TorchRunner(loaded.model, reset_every, pool_window, pool_decay)
     x = runner.prepare(audio)
@@ -476,15 +507,15 @@ def stream_audio(
             chunk = x[:, start : start + chunk_size]
             t0 = time.perf_counter()
             y = runner(chunk)
-            p = _softmax(y)
-            k = int(p.argmax())
+            k = int(y.argmax())
+            p = float(_softmax(y)[k]) if k != last else None  # only for a new class
             dt = time.perf_counter() - t0
             latencies[i] = 1000.0 * dt
             wall += dt
-            if k != last and p[k] >= min_prob:
+            if p is not None and p >= min_prob:
                 last = k
                 name = labels[k] if labels is not None else str(k)
-                d = Decision(min(start + chunk_size, n) / sample_rate, k, name, float(p[k]))
+                d = Decision(min(start + chunk_size, n) / sample_rate, k, name, p)
                 decisions.append(d)
                 if on_decision is not None:
                     on_decision(d)
@@ -496,7 +527,7 @@ def stream_audio(
         chunk_size=chunk_size,
         sample_rate=sample_rate,
         runtime=runner.runtime,
-        threads=threads,
+        threads=None if runner.runtime == "numba" else threads,  # one stream: the kernel runs on one
         reset_every=reset_every,
         pool_window=pool_window,
         pool_decay=pool_decay,
@@ -509,6 +540,7 @@ def stream_wav(
     *,
     chunk_ms: float | None = None,
     onnx: bool = False,
+    fast: bool = False,
     save_onnx: str | os.PathLike | None = None,
     sample_rate: int | None = None,
     labels: list[str] | str | None = None,
@@ -561,6 +593,8 @@ def stream_wav(
         _samples(decay_ms, rate, "--decay-ms")  # checks it
         pool_decay = math.exp(-1000.0 / (decay_ms * rate))
     onnx = onnx or save_onnx is not None
+    if fast and (onnx or loaded.kind == "onnx"):
+        raise ValueError("--fast runs the PyTorch model's parameters with numba; it does not run ONNX graphs")
     if loaded.kind == "onnx" and save_onnx is not None:
         raise ValueError(f"--save-onnx exports a PyTorch model; {loaded.source} is already an ONNX file")
     if loaded.kind == "onnx":
@@ -596,6 +630,7 @@ def stream_wav(
             min_prob=min_prob,
             threads=threads,
             onnx_path=onnx_path,
+            fast=fast,
             on_decision=on_decision,
         )
     result.notes = notes
