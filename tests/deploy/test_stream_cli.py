@@ -88,6 +88,21 @@ def decisions(out: str) -> list[str]:
     return [line for line in out.splitlines() if DECISION.match(line)]
 
 
+def same_decisions(a: list[str], b: list[str]) -> bool:
+    """The same times and classes, probabilities within 0.01 (the printed digits of another runtime's
+    rounding)."""
+
+    def parse(line):
+        t, rest = line.split(" s  ")
+        name, p = rest.rsplit("  (p = ", 1)
+        return float(t), name, float(p[:-1])
+
+    pa, pb = [parse(x) for x in a], [parse(x) for x in b]
+    return len(pa) == len(pb) and all(
+        x[:2] == y[:2] and abs(x[2] - y[2]) <= 0.0101 for x, y in zip(pa, pb, strict=True)
+    )
+
+
 def test_stream_pretrained_folder_equals_stepping(tmp_path, capsys):
     model = tiny_model("last")
     model.save_pretrained(tmp_path / "model")
@@ -202,11 +217,14 @@ def test_stream_onnx(tmp_path, capsys):
     saved = tmp_path / "model.onnx"
     assert main(["stream", str(tmp_path / "model"), *common, "--save-onnx", str(saved)]) == 0
     out = capsys.readouterr().out
-    assert "onnxruntime" in out and decisions(out) == torch_lines
+    assert "onnxruntime" in out and same_decisions(decisions(out), torch_lines)
     # the exported file carries the rate, the labels and the chunk size
     assert main(["stream", str(saved), "--wav", wav]) == 0
     captured = capsys.readouterr()
-    assert decisions(captured.out) == torch_lines and "note: the model's sampling rate" not in captured.err
+    assert (
+        same_decisions(decisions(captured.out), torch_lines)
+        and "note: the model's sampling rate" not in captured.err
+    )
     assert main(["stream", str(saved), "--wav", wav, "--chunk-ms", "10"]) == 2
     assert "exported with chunks of 56 samples" in capsys.readouterr().err
     assert main(["stream", str(saved), "--wav", wav, "--window-ms", "10"]) == 2
@@ -217,7 +235,7 @@ def test_stream_onnx(tmp_path, capsys):
     assert "exists" in capsys.readouterr().err  # an existing file is not replaced
     assert main(["stream", str(saved), "--wav", wav, "--reset-ms", "30"]) == 0  # resets done by the runner
     got = decisions(capsys.readouterr().out)
-    assert got == reference(model, load_audio(wav, RATE), 56, reset_every=240)
+    assert same_decisions(got, reference(model, load_audio(wav, RATE), 56, reset_every=240))
 
 
 def test_stream_fast(tmp_path, capsys):
@@ -241,7 +259,7 @@ def test_stream_fast(tmp_path, capsys):
         expected = decisions(capsys.readouterr().out)  # SequenceModel.stream, tested against stepping
         assert main(common + extra + ["--fast"]) == 0
         out = capsys.readouterr().out
-        assert decisions(out) == expected and len(expected) >= 2 and "; numba" in out
+        assert same_decisions(decisions(out), expected) and len(expected) >= 2 and "; numba" in out
     assert main(common + ["--fast", "--onnx"]) == 2
     assert "does not run ONNX graphs" in capsys.readouterr().err
 
