@@ -21,7 +21,9 @@ import torch.nn as nn
 
 from ..fileio import atomic_write, atomic_write_json
 from ..modules import LSSL, S4, S4D, LiquidS4, SSMLayer, upgrade_state_dict
+from ..modules.cache import TensorCache
 from ..utils import has_forward_hooks, is_positive_int, lengths_mask
+from .step_program import StepProgram
 from .streaming import StreamOptions, init_pool, pool_chunk, pool_step
 
 LAYERS = {"s4": S4, "s4d": S4D, "lssl": LSSL, "liquid_s4": LiquidS4}
@@ -445,16 +447,57 @@ class SequenceModel(nn.Module):
         options = self._check_stream_state(state, x_t.shape[0] if isinstance(x_t, torch.Tensor) else -1)
         state = self._restart(state, options, x_t.shape[0])
         h = self._encode(x_t[:, None])[:, 0]  # (B, d_model)
-        layers = []
-        for block, s in zip(self.blocks, state["layers"], strict=True):
-            h, s = block.step(h, s, rate)
-            layers.append(s)
-        h = self.final_norm(h) if isinstance(self.final_norm, Norm) else h
+        program = self._step_program(rate, h)
+        if program is not None:  # inference: the same step with the per-call work done ahead
+            h, layers = program.features(h, state["layers"], rate)
+        else:  # the reference, layer by layer
+            layers = []
+            for block, s in zip(self.blocks, state["layers"], strict=True):
+                h, s = block.step(h, s, rate)
+                layers.append(s)
+            h = self.final_norm(h) if isinstance(self.final_norm, Norm) else h
         new = {**state, "layers": layers}
         if "t" in state:
             new["t"] = state["t"] + 1
         pooled = pool_step(new, options, h)
         return self.decoder(pooled if self.config.pool == "mean" else h), new
+
+    # `step` runs through a `StepProgram` in inference (set False to always take the reference path)
+    use_step_program: bool = True
+
+    def _step_program(self, rate, h: torch.Tensor) -> StepProgram | None:
+        """The cached `StepProgram` for this step, or None when the step must take the reference path:
+        gradients enabled, a per-step rate tensor, autocast, a dtype other than float32/float64, a part
+        in training mode or with forward hooks, or a part the program does not cover."""
+        if (
+            not self.use_step_program
+            or torch.is_grad_enabled()
+            or isinstance(rate, torch.Tensor)
+            or h.dtype not in (torch.float32, torch.float64)
+            or torch.is_autocast_enabled(h.device.type)
+        ):
+            return None
+        if rate is not None:
+            rate = self.blocks[0].layer._check_rate(rate)
+        # without a rate each layer steps at its own (`SSMLayer.rate`): part of the key
+        rates = rate if rate is not None else tuple(b._modules["layer"]._rate for b in self.blocks)
+        key = (rates, h.dtype, h.device, torch.is_inference_mode_enabled())
+
+        def build():
+            try:
+                return StepProgram(self, rate, h.dtype)
+            except NotImplementedError:
+                return None
+
+        cache = self.__dict__.setdefault("_program_cache", TensorCache())
+        program = cache.get(key, lambda: StepProgram.tensors(self), build)
+        return program if program is not None and program.usable() else None
+
+    def __getstate__(self):
+        """Copies and pickles leave the cached step program behind (it is rebuilt on use)."""
+        state = super().__getstate__()
+        state.pop("_program_cache", None)
+        return state
 
     def stream(self, x: torch.Tensor, state: dict[str, Any] | None = None, rate=None):
         """Run a chunk of a stream: x (B, Lc, d_input) (or (B, Lc) tokens / scalars), any Lc >= 1,
