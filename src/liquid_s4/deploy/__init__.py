@@ -8,17 +8,18 @@ with the model; this package holds the runtimes built from a trained model (see 
     export_onnx      an ONNX graph of a chunk in real arithmetic (onnx: the `deploy` extra)
     OnnxStream       such a graph run by onnxruntime on numpy arrays (the `deploy` extra)
     RealStreamModule the same chunk program as a PyTorch module
-    read_wav, resample, load_streaming_model, stream_wav   what `liquid-s4 stream` runs
+    read_wav, load_audio, resample, load_streaming_model, stream_audio, stream_wav: what
+                     `liquid-s4 stream` runs
 
 Importing the package needs neither numba nor onnx: each raises an ImportError naming its extra when
 it is used without it.
 """
 
-from .audio import read_wav, resample
+from .audio import AudioError, load_audio, read_wav, resample
 from .fast import FastStream
 from .onnx import OnnxStream, export_onnx
 from .realstep import RealStreamModule
-from .runner import load_streaming_model, stream_wav
+from .runner import load_streaming_model, stream_audio, stream_wav
 
 __all__ = [
     "FastStream",
@@ -27,6 +28,9 @@ __all__ = [
     "RealStreamModule",
     "read_wav",
     "resample",
+    "load_audio",
+    "AudioError",
     "load_streaming_model",
+    "stream_audio",
     "stream_wav",
 ]
