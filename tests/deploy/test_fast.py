@@ -280,3 +280,68 @@ def test_numba_missing(monkeypatch):
     monkeypatch.setattr(fast.K, "numba", None)
     with pytest.raises(ImportError, match=r"pip install 'liquid-s4\[fast\]'"):
         FastStream(build())
+
+
+# ---- run on chunks (layer by layer) against step (sample by sample) ------------------------------------
+CHUNKS = (1, 7, 160, 1000)  # run's chunk lengths, one after the other (1168 steps)
+CHUNK_CASES = [
+    # the fused recurrences (S4 / Liquid-S4 rank 1, S4D; PB or none) and the generic ones
+    ("liquid_s4-pb", dict(reset_every=300)),
+    ("s4-pb-batch", dict(pool_window=50, reset_every=170)),
+    ("s4d-pb3-batch-postnorm", dict(pool_decay=0.99, reset_every=163)),
+    ("s4d", dict()),
+    ("s4d-kb3-tanh", dict(reset_every=161)),
+    ("s4-kb-postnorm", dict(reset_every=5)),
+    ("s4-channels2-pb-relu", dict(reset_every=999)),
+    ("scan-ode", dict(reset_every=8)),
+    ("lssl-zoh-batch-postnorm", dict(reset_every=1)),
+    ("tokens-s4-batch", dict(pool_window=3, reset_every=1000)),
+]
+
+
+def run_chunks(fs: FastStream, x: torch.Tensor) -> torch.Tensor:
+    ys, k = [], 0
+    for n in CHUNKS:
+        ys.append(fs.run(x[:, k : k + n]))
+        k += n
+    return torch.cat(ys, 1)
+
+
+@pytest.mark.parametrize("name,options", CHUNK_CASES, ids=[c[0] for c in CHUNK_CASES])
+def test_run_chunks_equal_step(name, options):
+    """run on chunks of 1, 7, 160 and 1000 steps (resets inside the chunks, pieces of `tile` steps) gives
+    step's outputs and state bit for bit; and the reference's to 1e-10."""
+    model = build(**CASES[name])
+    x = inputs(model, 2, sum(CHUNKS))
+    a, b = FastStream(model, batch_size=2, **options), FastStream(model, batch_size=2, **options)
+    ya = run_chunks(a, x)
+    yb = torch.stack([b.step(x[:, k]) for k in range(x.shape[1])], 1)
+    assert torch.equal(ya, yb)
+    assert (a._aux == b._aux).all() and (a._state == b._state).all()
+    c = FastStream(model, batch_size=2, **options)
+    c.tile = 13  # pieces that do not divide the chunks
+    assert torch.equal(run_chunks(c, x), ya)
+    if name in ("liquid_s4-pb", "s4d-pb3-batch-postnorm", "scan-ode"):
+        ref, _ = reference(model, x, **options)
+        assert rel_err(ya, ref) <= 1e-10
+
+
+def test_run_chunks_float32_speech_commands_like():
+    """float32, BatchNorm prenorm, S4 LegS + PB degree 2, GELU and GLU, mean pool with a window and
+    resets: run on long chunks == step bit for bit, and the reference to 1e-4."""
+    model = build(
+        torch.float32,
+        d_input=1,
+        d_model=16,
+        n_layers=3,
+        layer="liquid_s4",
+        layer_args=dict(d_state=8, init="legs", liquid_kernel="pb", liquid_degree=2),
+        norm="batch",
+    )
+    options = dict(pool_window=40, reset_every=400)
+    x = inputs(model, 1, sum(CHUNKS))
+    a, b = FastStream(model, **options), FastStream(model, **options)
+    ya = run_chunks(a, x)
+    yb = torch.stack([b.step(x[:, k]) for k in range(x.shape[1])], 1)
+    assert ya.dtype == torch.float32 and torch.equal(ya, yb)
+    assert rel_err(ya, reference(model, x, **options)[0]) <= 1e-4

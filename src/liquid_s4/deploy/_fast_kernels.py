@@ -1,5 +1,6 @@
-"""The numba kernel of `liquid_s4.deploy.fast`: a whole `SequenceModel` stepped sample by sample in
-real arithmetic, every layer and step in one compiled call.
+"""The numba kernels of `liquid_s4.deploy.fast`: a whole `SequenceModel` stepped in real arithmetic,
+every layer and step in one compiled call: `run_model` sample by sample (every layer per sample),
+`run_model_chunked` layer by layer over pieces of a chunk, with the same arithmetic (the same bits).
 
 The model comes as a plan of flat arrays (built by `liquid_s4.deploy.fast.FastStream`):
 
@@ -105,6 +106,62 @@ def _linear(F, w, b, nin, nout, x, out):
         for j in range(nout):
             out[j] += wi[j] * xi
         i += 1
+
+
+@_jit()
+def _linear_rows(F, w, b, nin, nout, X, OUT):
+    """OUT[t, :nout] = F[b:b+nout] + X[t, :nin] @ Wt for every row t of X (n, nin) -> OUT (n, nout):
+    `_linear` on each row with the same sums in the same order (so the same bits), four rows of X per
+    pass over Wt: each loaded weight serves four rows, and Wt (read once per four rows) stays in cache."""
+    Wt = _view2(F, w, nin, nout)
+    bias = F[b : b + nout]
+    n = X.shape[0]
+    for t in range(n):
+        for j in range(nout):
+            OUT[t, j] = bias[j]
+    t = 0
+    while t + 4 <= n:
+        i = 0
+        while i + 4 <= nin:
+            w0, w1, w2, w3 = Wt[i], Wt[i + 1], Wt[i + 2], Wt[i + 3]
+            a0, a1, a2, a3 = X[t, i], X[t, i + 1], X[t, i + 2], X[t, i + 3]
+            b0, b1, b2, b3 = X[t + 1, i], X[t + 1, i + 1], X[t + 1, i + 2], X[t + 1, i + 3]
+            c0, c1, c2, c3 = X[t + 2, i], X[t + 2, i + 1], X[t + 2, i + 2], X[t + 2, i + 3]
+            d0, d1, d2, d3 = X[t + 3, i], X[t + 3, i + 1], X[t + 3, i + 2], X[t + 3, i + 3]
+            for j in range(nout):
+                p0, p1, p2, p3 = w0[j], w1[j], w2[j], w3[j]
+                OUT[t, j] += p0 * a0 + p1 * a1 + p2 * a2 + p3 * a3
+                OUT[t + 1, j] += p0 * b0 + p1 * b1 + p2 * b2 + p3 * b3
+                OUT[t + 2, j] += p0 * c0 + p1 * c1 + p2 * c2 + p3 * c3
+                OUT[t + 3, j] += p0 * d0 + p1 * d1 + p2 * d2 + p3 * d3
+            i += 4
+        while i < nin:
+            wi = Wt[i]
+            a0, b0, c0, d0 = X[t, i], X[t + 1, i], X[t + 2, i], X[t + 3, i]
+            for j in range(nout):
+                p0 = wi[j]
+                OUT[t, j] += p0 * a0
+                OUT[t + 1, j] += p0 * b0
+                OUT[t + 2, j] += p0 * c0
+                OUT[t + 3, j] += p0 * d0
+            i += 1
+        t += 4
+    while t < n:  # the last rows one by one, as `_linear`
+        o = OUT[t]
+        i = 0
+        while i + 4 <= nin:
+            x0, x1, x2, x3 = X[t, i], X[t, i + 1], X[t, i + 2], X[t, i + 3]
+            w0, w1, w2, w3 = Wt[i], Wt[i + 1], Wt[i + 2], Wt[i + 3]
+            for j in range(nout):
+                o[j] += w0[j] * x0 + w1[j] * x1 + w2[j] * x2 + w3[j] * x3
+            i += 4
+        while i < nin:
+            xi = X[t, i]
+            wi = Wt[i]
+            for j in range(nout):
+                o[j] += wi[j] * xi
+            i += 1
+        t += 1
 
 
 @_jit()
@@ -354,6 +411,99 @@ def _modal_step(lay, F, H, st, u, y, v, tmp):
 
 
 @_jit()
+def _modal_steps(lay, F, H, st, zs, ys, v, tmp):
+    """`_modal_step` on every row of zs (n, H) -> ys (n, Ch * H), the layer's state advanced n steps.
+    The common layers (S4D, and S4 / Liquid-S4 with a rank-1 correction, one channel, no liquid
+    term or the PB read-outs) run fused passes over the modes with the same arithmetic (the same
+    bits): the Woodbury step's state update, its second projection <P, w> and the read-out share a
+    pass where `_modal_step` runs one each. The others step through `_modal_step`."""
+    kind, n, P1, liq = lay[K_KIND], lay[K_N], lay[K_P1], lay[K_LIQ]
+    if lay[K_CH] != 1 or liq == LIQ_KB or not (kind == DIAG or (kind == DPLR and lay[K_R] == 1)):
+        for k in range(zs.shape[0]):
+            _modal_step(lay, F, H, st, zs[k], ys[k], v, tmp)
+        return
+    squash = lay[K_SQUASH]
+    X = st[: 2 * n * H].reshape((2, n, H))
+    Xr, Xi = X[0], X[1]
+    Hist = st[2 * n * H : (2 * n + P1) * H].reshape((P1, H))
+    Ar, Ai = _view2(F, lay[K_AR], n, H), _view2(F, lay[K_AI], n, H)
+    Br, Bi = _view2(F, lay[K_BR], n, H), _view2(F, lay[K_BI], n, H)
+    Wr, Wi = _view2(F, lay[K_WR], n, H), _view2(F, lay[K_WI], n, H)
+    D = F[lay[K_D] : lay[K_D] + H]
+    dplr = kind == DPLR
+    nr = n if dplr else 0  # the rank-1 arrays (empty views for S4D)
+    Pr, Pi = _view2(F, lay[K_PR], nr, H), _view2(F, lay[K_PI], nr, H)
+    Betr, Beti = _view2(F, lay[K_BETR], nr, H), _view2(F, lay[K_BETI], nr, H)
+    Delr, Deli = _view2(F, lay[K_DELR], nr, H), _view2(F, lay[K_DELI], nr, H)
+    PB = _view2(F, lay[K_PBC], P1 if liq == LIQ_PB else 0, H)
+    p, q = tmp[0], tmp[1 if dplr else 0]  # (tmp has 2 R rows)
+    for k in range(zs.shape[0]):
+        u, y = zs[k], ys[k]
+        for pp in range(P1):  # the liquid signals, as `_modal_step`
+            prev = u if pp == 0 else v[pp - 1]
+            for h in range(H):
+                v[pp, h] = prev[h] * Hist[P1 - 1 - pp, h]
+        if squash:
+            for pp in range(P1):
+                for h in range(H):
+                    v[pp, h] = math.tanh(v[pp, h])
+        if dplr:
+            # p = <P, x>;  w = alpha x + gamma u + beta p and q = <P, w> in one pass
+            for h in range(H):
+                p[h] = Pr[0, h] * Xr[0, h] + Pi[0, h] * Xi[0, h]
+            for m in range(1, n):
+                for h in range(H):
+                    p[h] += Pr[m, h] * Xr[m, h] + Pi[m, h] * Xi[m, h]
+            for m in range(n):
+                for h in range(H):
+                    zr, zi = Xr[m, h], Xi[m, h]
+                    wr = Ar[m, h] * zr - Ai[m, h] * zi + Br[m, h] * u[h]
+                    wi = Ar[m, h] * zi + Ai[m, h] * zr + Bi[m, h] * u[h]
+                    wr += Betr[m, h] * p[h]
+                    wi += Beti[m, h] * p[h]
+                    Xr[m, h], Xi[m, h] = wr, wi
+                if m == 0:
+                    for h in range(H):
+                        q[h] = Pr[0, h] * Xr[0, h] + Pi[0, h] * Xi[0, h]
+                else:
+                    for h in range(H):
+                        q[h] += Pr[m, h] * Xr[m, h] + Pi[m, h] * Xi[m, h]
+            # x = w + delta q and the read-out y = <W, x> in one pass
+            for m in range(n):
+                for h in range(H):
+                    Xr[m, h] += Delr[m, h] * q[h]
+                    Xi[m, h] += Deli[m, h] * q[h]
+                if m == 0:
+                    for h in range(H):
+                        y[h] = Wr[0, h] * Xr[0, h] + Wi[0, h] * Xi[0, h]
+                else:
+                    for h in range(H):
+                        y[h] += Wr[m, h] * Xr[m, h] + Wi[m, h] * Xi[m, h]
+        else:  # x = A_bar x + B_bar u and the read-out in one pass
+            for m in range(n):
+                for h in range(H):
+                    zr, zi = Xr[m, h], Xi[m, h]
+                    Xr[m, h] = Ar[m, h] * zr - Ai[m, h] * zi + Br[m, h] * u[h]
+                    Xi[m, h] = Ar[m, h] * zi + Ai[m, h] * zr + Bi[m, h] * u[h]
+                if m == 0:
+                    for h in range(H):
+                        y[h] = Wr[0, h] * Xr[0, h] + Wi[0, h] * Xi[0, h]
+                else:
+                    for h in range(H):
+                        y[h] += Wr[m, h] * Xr[m, h] + Wi[m, h] * Xi[m, h]
+        for pp in range(PB.shape[0]):
+            for h in range(H):
+                y[h] += PB[pp, h] * v[pp, h]
+        for h in range(H):
+            y[h] += D[h] * u[h]
+        for pp in range(P1 - 1):
+            for h in range(H):
+                Hist[pp, h] = Hist[pp + 1, h]
+        for h in range(H if P1 > 0 else 0):
+            Hist[P1 - 1, h] = u[h]
+
+
+@_jit()
 def run_model(g, lm, F, gf, aux, state, xin, tok, out):
     """Advance every stream b of `state` by the L inputs xin[b] (B, L, d_input) (or the tokens tok[b]
     (B, L) of an embedding encoder) and write the outputs out (B, L, d_output): exactly L calls of
@@ -405,11 +555,11 @@ def run_model(g, lm, F, gf, aux, state, xin, tok, out):
                     for j in range(H):
                         z[j] = h[j]
                 st = row[lay[K_ST] :]
+                nin = lay[K_CH] * H
                 if lay[K_KIND] == DENSE:
                     _dense_step(lay, F, H, st, z, y, tmp)
                 else:
-                    _modal_step(lay, F, H, st, z, y, v, tmp)
-                nin = lay[K_CH] * H
+                    _modal_steps(lay, F, H, st, z[:H].reshape((1, H)), y[:nin].reshape((1, nin)), v, tmp)
                 act = lay[K_ACT]
                 for j in range(nin):
                     a[j] = _activation(act, y[j])
@@ -459,5 +609,141 @@ def run_model(g, lm, F, gf, aux, state, xin, tok, out):
                 _linear(F, g[G_DEC_W], g[G_DEC_B], H, dout, pooled, out[b, k])
             else:
                 _linear(F, g[G_DEC_W], g[G_DEC_B], H, dout, h, out[b, k])
+    aux[AUX_COUNT], aux[AUX_POS], aux[AUX_T] = count, pos, t
+    return 0
+
+
+@_jit()
+def run_model_chunked(g, lm, F, gf, aux, state, xin, tok, out, tile):
+    """`run_model` layer by layer: the same steps and the same arithmetic (the same outputs and state,
+    bit for bit), in another order. The L inputs are cut into pieces of at most `tile` steps (and at
+    every reset point); within a piece each layer advances its recurrence over all the piece's steps,
+    then its activation, output projection (`_linear_rows`, a small matrix product), GLU and residual
+    run on the whole piece, then the next layer; the pooling and the decoder last. A layer's weights
+    are read once per piece instead of once per step (the model's weights together are larger than
+    the per-core cache), and the projections' loops serve several steps per loaded weight."""
+    B, L = out.shape[0], out.shape[1]
+    if g[G_TOK]:
+        for b in range(B):
+            for k in range(L):
+                if tok[b, k] < 0 or tok[b, k] >= g[G_VOCAB]:
+                    return 1
+    H, din, dout, NL = g[G_H], g[G_DIN], g[G_DOUT], g[G_NL]
+    pool, W, decay, R = g[G_POOL], g[G_WIN], g[G_DECAY], g[G_RESET]
+    prenorm = g[G_PRENORM] != 0
+    lam = gf[GF_LAM]
+    nwork = g[G_WORK]
+    T = max(1, min(tile, L))
+    hbuf = np.zeros(T * H, F.dtype)  # the residual stream of the piece (n, H)
+    zbuf = np.zeros(T * H, F.dtype)  # the layer's inputs (n, H), then the pooled features
+    ybuf = np.zeros(T * nwork, F.dtype)  # the layer's outputs (n, Ch * H), then the projection's
+    abuf = np.zeros(T * nwork, F.dtype)  # the activations (n, Ch * H)
+    v = np.zeros((g[G_ROWS], H), F.dtype)
+    tmp = np.zeros((g[G_ROWS], H), F.dtype)
+    S0, B0 = g[G_SUM], g[G_BUF]
+    count, pos, t = aux[AUX_COUNT], aux[AUX_POS], aux[AUX_T]
+    for b in range(B):
+        count, pos, t = aux[AUX_COUNT], aux[AUX_POS], aux[AUX_T]
+        row = state[b]
+        Ssum = row[S0 : S0 + H]
+        buf = row[B0 : B0 + W * H].reshape((W, H))
+        k0 = 0
+        while k0 < L:
+            if R > 0 and t >= R:  # the whole state returns to zero (before the step, as `step` does)
+                for j in range(row.shape[0]):
+                    row[j] = 0
+                count, pos, t = 0.0, 0.0, 0.0
+            n = min(T, L - k0)
+            if R > 0:
+                n = min(n, R - int(t))  # the piece ends at the next reset
+            hs = hbuf[: n * H].reshape((n, H))
+            zs = zbuf[: n * H].reshape((n, H))
+            # encoder
+            if g[G_TOK]:
+                E = _view2(F, g[G_ENC_W], g[G_VOCAB], H)
+                for k in range(n):
+                    e = tok[b, k0 + k]
+                    for j in range(H):
+                        hs[k, j] = E[e, j]
+            else:
+                _linear_rows(F, g[G_ENC_W], g[G_ENC_B], din, H, xin[b, k0 : k0 + n], hs)
+            for li in range(NL):
+                lay = lm[li]
+                for k in range(n):
+                    if prenorm:
+                        _norm(lay, F, H, hs[k], zs[k], True)
+                    else:
+                        for j in range(H):
+                            zs[k, j] = hs[k, j]
+                st = row[lay[K_ST] :]
+                nin = lay[K_CH] * H
+                ys = ybuf[: n * nin].reshape((n, nin))
+                if lay[K_KIND] == DENSE:
+                    for k in range(n):
+                        _dense_step(lay, F, H, st, zs[k], ys[k], tmp)
+                else:
+                    _modal_steps(lay, F, H, st, zs, ys, v, tmp)
+                act = lay[K_ACT]
+                a_s = abuf[: n * nin].reshape((n, nin))
+                for k in range(n):
+                    for j in range(nin):
+                        a_s[k, j] = _activation(act, ys[k, j])
+                post = lay[K_POST]
+                if post == POST_NONE:
+                    for k in range(n):
+                        for j in range(H):
+                            hs[k, j] += a_s[k, j]
+                else:
+                    hout = lay[K_HOUT]
+                    ps = ybuf[: n * hout].reshape((n, hout))
+                    _linear_rows(F, lay[K_PW], lay[K_PB], nin, hout, a_s, ps)
+                    if post == POST_GLU:
+                        for k in range(n):
+                            for j in range(H):
+                                hs[k, j] += ps[k, j] * (1.0 / (1.0 + math.exp(-ps[k, H + j])))
+                    else:
+                        for k in range(n):
+                            for j in range(H):
+                                hs[k, j] += ps[k, j]
+                if not prenorm:  # the last block's affine map is folded into the decoder
+                    for k in range(n):
+                        _norm(lay, F, H, hs[k], hs[k], li != NL - 1)
+            if prenorm and g[G_FIN] == FIN_LAYER:  # the final norm's affine map is in the decoder
+                for k in range(n):
+                    _layer_norm(F, g[G_FIN_EPS], H, hs[k], hs[k], 0, 0, False)
+            # pooling (on the features before the folded affine map), step by step
+            for k in range(n):
+                h = hs[k]
+                if W > 0:
+                    p = int(pos)
+                    for j in range(H):
+                        Ssum[j] = Ssum[j] - buf[p, j] + h[j]
+                        buf[p, j] = h[j]
+                    p = (p + 1) % W
+                    if p == 0:  # the sum recomputed once per W steps, as `step` does
+                        for j in range(H):
+                            Ssum[j] = 0
+                        for q in range(W):
+                            for j in range(H):
+                                Ssum[j] += buf[q, j]
+                    pos = float(p)
+                    count = min(count + 1.0, float(W))
+                elif decay:
+                    for j in range(H):
+                        Ssum[j] = lam * Ssum[j] + h[j]
+                    count = lam * count + 1.0
+                else:
+                    for j in range(H):
+                        Ssum[j] += h[j]
+                    count += 1.0
+                t += 1.0
+                if pool == POOL_MEAN:
+                    for j in range(H):
+                        zs[k, j] = Ssum[j] / count
+            if pool == POOL_MEAN:
+                _linear_rows(F, g[G_DEC_W], g[G_DEC_B], H, dout, zs, out[b, k0 : k0 + n])
+            else:
+                _linear_rows(F, g[G_DEC_W], g[G_DEC_B], H, dout, hs, out[b, k0 : k0 + n])
+            k0 += n
     aux[AUX_COUNT], aux[AUX_POS], aux[AUX_T] = count, pos, t
     return 0

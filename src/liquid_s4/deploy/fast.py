@@ -11,6 +11,12 @@ final norm's affine map (BatchNorm, or LayerNorm's weight and bias) is folded in
 the rest is the same arithmetic as `step` in another order (float64 models agree with `step` to
 about 1e-12, float32 models to about 1e-6).
 
+`FastStream.step` advances every layer for one sample. `FastStream.run` on a chunk goes layer by
+layer over pieces of up to `tile` steps: each layer's recurrence steps through the piece, then its
+output block (activation, projection, GLU, residual) runs on the whole piece as a small matrix
+product, so a layer's weights are read once per piece rather than once per sample (the whole model's
+weights do not fit in a core's cache). Both give the same numbers, bit for bit, for any chunking.
+
 Every layer family steps: S4D (plain, liquid "pb"/"kb", and the exact liquid scan in its three
 forms), S4 and Liquid-S4 (the O(N) Woodbury step of `DPLRRecurrence`), LSSL (dense); LayerNorm and
 BatchNorm, prenorm and postnorm, the three pools and the continuous-stream options of
@@ -34,6 +40,7 @@ from . import _fast_kernels as K
 _INSTALL = "the fast per-sample path needs numba: pip install 'liquid-s4[fast]'"
 _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+TILE = 64  # `FastStream.run`'s piece: the steps each layer advances before the next layer runs
 
 
 def available() -> bool:
@@ -222,7 +229,8 @@ class FastStream:
       torch tensor or numpy array; y_t a torch tensor (B, d_output) in the model's dtype: what
       `model.step` returns.
     run(x) -> y: x (B, L, d_input) (or (B, L)), y (B, L, d_output): L steps in one call, identical
-      to calling `step` L times.
+      to calling `step` L times (layer by layer over pieces of `tile` steps, see the module docstring).
+    tile: the steps per piece of `run` (default TILE); any value >= 1 gives the same outputs.
     reset(): back to the zero state. state() / set_state(state): the model's state dict (see
       `SequenceModel.default_state`), to continue a stream with `model.step` / `model.stream` or
       take one over from them.
@@ -263,6 +271,7 @@ class FastStream:
             raise NotImplementedError(f"FastStream: models in float32 or float64 only, got {dtype}")
         self.model_config, self.options, self.batch_size = c, options, batch_size
         self.dtype, self._np_dtype = dtype, _NP_DTYPES[dtype]
+        self.tile = TILE
         with torch.no_grad():
             self._build(model, rate)
         self.reset()
@@ -384,7 +393,12 @@ class FastStream:
 
     def _advance(self, xin, tok, L: int, x) -> np.ndarray:
         out = np.empty((self.batch_size, L, self.model_config.d_output), self._np_dtype)
-        if K.run_model(self._g, self._lm, self._F, self._gf, self._aux, self._state, xin, tok, out):
+        args = (self._g, self._lm, self._F, self._gf, self._aux, self._state, xin, tok, out)
+        if L == 1:
+            err = K.run_model(*args)
+        else:
+            err = K.run_model_chunked(*args, max(1, int(self.tile)))
+        if err:
             self._inputs(x, L > 1 or x.ndim == 2, check_tokens=True)  # raises the error
         return out
 
