@@ -182,6 +182,31 @@ def _activation(code, x):
 
 
 @_jit()
+def _activate_rows(code, Y, A):
+    """A = activation(Y) elementwise, `_activation`'s arithmetic with the choice of activation taken
+    once (the loops without transcendental calls vectorize)."""
+    n, m = Y.shape[0], Y.shape[1]
+    if code == ACT_GELU:
+        for k in range(n):
+            for j in range(m):
+                x = Y[k, j]
+                A[k, j] = 0.5 * x * (1.0 + math.erf(x * 0.7071067811865476))
+    elif code == ACT_RELU:
+        for k in range(n):
+            for j in range(m):
+                x = Y[k, j]
+                A[k, j] = x if x > 0 or x != x else 0.0
+    elif code == ACT_IDENTITY:
+        for k in range(n):
+            for j in range(m):
+                A[k, j] = Y[k, j]
+    else:
+        for k in range(n):
+            for j in range(m):
+                A[k, j] = _activation(code, Y[k, j])
+
+
+@_jit()
 def _layer_norm(F, eps, H, x, out, w, b, affine):
     """out = LayerNorm(x) over H entries, with the affine map F[w:], F[b:] if `affine`."""
     mean = 0.0
@@ -683,11 +708,8 @@ def run_model_chunked(g, lm, F, gf, aux, state, xin, tok, out, tile):
                         _dense_step(lay, F, H, st, zs[k], ys[k], tmp)
                 else:
                     _modal_steps(lay, F, H, st, zs, ys, v, tmp)
-                act = lay[K_ACT]
                 a_s = abuf[: n * nin].reshape((n, nin))
-                for k in range(n):
-                    for j in range(nin):
-                        a_s[k, j] = _activation(act, ys[k, j])
+                _activate_rows(lay[K_ACT], ys, a_s)
                 post = lay[K_POST]
                 if post == POST_NONE:
                     for k in range(n):
