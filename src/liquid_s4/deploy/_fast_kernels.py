@@ -583,8 +583,10 @@ def run_model(g, lm, F, gf, aux, state, xin, tok, out):
                 nin = lay[K_CH] * H
                 if lay[K_KIND] == DENSE:
                     _dense_step(lay, F, H, st, z, y, tmp)
-                else:
+                elif lay[K_KIND] == DPLR:  # the fused Woodbury step (S4D's gains less than its setup)
                     _modal_steps(lay, F, H, st, z[:H].reshape((1, H)), y[:nin].reshape((1, nin)), v, tmp)
+                else:
+                    _modal_step(lay, F, H, st, z, y, v, tmp)
                 act = lay[K_ACT]
                 for j in range(nin):
                     a[j] = _activation(act, y[j])
