@@ -529,6 +529,33 @@ def _modal_steps(lay, F, H, st, zs, ys, v, tmp):
 
 
 @_jit()
+def _pool_add(Ssum, buf, h, H, W, decay, lam, pos, count):
+    """Add the features h (H,) to the pooled statistic (window W > 0: the ring buffer `buf` and its
+    sum, recomputed once per W steps as `step` does; else a decay lam, or the plain sum). Returns the
+    new (pos, count)."""
+    if W > 0:
+        p = int(pos)
+        for j in range(H):
+            Ssum[j] = Ssum[j] - buf[p, j] + h[j]
+            buf[p, j] = h[j]
+        p = (p + 1) % W
+        if p == 0:
+            for j in range(H):
+                Ssum[j] = 0
+            for q in range(W):
+                for j in range(H):
+                    Ssum[j] += buf[q, j]
+        return float(p), min(count + 1.0, float(W))
+    if decay:
+        for j in range(H):
+            Ssum[j] = lam * Ssum[j] + h[j]
+        return pos, lam * count + 1.0
+    for j in range(H):
+        Ssum[j] += h[j]
+    return pos, count + 1.0
+
+
+@_jit()
 def run_model(g, lm, F, gf, aux, state, xin, tok, out):
     """Advance every stream b of `state` by the L inputs xin[b] (B, L, d_input) (or the tokens tok[b]
     (B, L) of an embedding encoder) and write the outputs out (B, L, d_output): exactly L calls of
@@ -607,28 +634,7 @@ def run_model(g, lm, F, gf, aux, state, xin, tok, out):
             if prenorm and g[G_FIN] == FIN_LAYER:  # the final norm's affine map is in the decoder
                 _layer_norm(F, g[G_FIN_EPS], H, h, h, 0, 0, False)
             # pooling (on the features before the folded affine map)
-            if W > 0:
-                p = int(pos)
-                for j in range(H):
-                    Ssum[j] = Ssum[j] - buf[p, j] + h[j]
-                    buf[p, j] = h[j]
-                p = (p + 1) % W
-                if p == 0:  # the sum recomputed once per W steps, as `step` does
-                    for j in range(H):
-                        Ssum[j] = 0
-                    for q in range(W):
-                        for j in range(H):
-                            Ssum[j] += buf[q, j]
-                pos = float(p)
-                count = min(count + 1.0, float(W))
-            elif decay:
-                for j in range(H):
-                    Ssum[j] = lam * Ssum[j] + h[j]
-                count = lam * count + 1.0
-            else:
-                for j in range(H):
-                    Ssum[j] += h[j]
-                count += 1.0
+            pos, count = _pool_add(Ssum, buf, h, H, W, decay, lam, pos, count)
             t += 1.0
             if pool == POOL_MEAN:
                 for j in range(H):
@@ -737,29 +743,7 @@ def run_model_chunked(g, lm, F, gf, aux, state, xin, tok, out, tile):
                     _layer_norm(F, g[G_FIN_EPS], H, hs[k], hs[k], 0, 0, False)
             # pooling (on the features before the folded affine map), step by step
             for k in range(n):
-                h = hs[k]
-                if W > 0:
-                    p = int(pos)
-                    for j in range(H):
-                        Ssum[j] = Ssum[j] - buf[p, j] + h[j]
-                        buf[p, j] = h[j]
-                    p = (p + 1) % W
-                    if p == 0:  # the sum recomputed once per W steps, as `step` does
-                        for j in range(H):
-                            Ssum[j] = 0
-                        for q in range(W):
-                            for j in range(H):
-                                Ssum[j] += buf[q, j]
-                    pos = float(p)
-                    count = min(count + 1.0, float(W))
-                elif decay:
-                    for j in range(H):
-                        Ssum[j] = lam * Ssum[j] + h[j]
-                    count = lam * count + 1.0
-                else:
-                    for j in range(H):
-                        Ssum[j] += h[j]
-                    count += 1.0
+                pos, count = _pool_add(Ssum, buf, hs[k], H, W, decay, lam, pos, count)
                 t += 1.0
                 if pool == POOL_MEAN:
                     for j in range(H):
