@@ -197,3 +197,16 @@ def full_liquid_recurrence(dA, dB, C, u):
         x = torch.einsum("hmn,bhn->bhm", dA, x) + dB * u[..., k, None] * x + dB * u[..., k, None]
         ys.append(torch.einsum("chm,bhm->bch", C, x).real)
     return torch.stack(ys, -1)
+
+
+def randomize_norms(model: torch.nn.Module) -> None:
+    """Norm affines and BatchNorm running statistics away from the identity (in place), so that a
+    streaming path that folds or skips a norm shows the error."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.LayerNorm, torch.nn.BatchNorm1d)):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
 
 pytest.importorskip("numba")
 
@@ -12,19 +11,9 @@ from liquid_s4.deploy import fast  # noqa: E402
 from liquid_s4.deploy.fast import FastStream  # noqa: E402
 from liquid_s4.models.sequence import SequenceModel  # noqa: E402
 
+from ..reference import randomize_norms  # noqa: E402
+
 L = 300  # steps per comparison
-
-
-def randomize_norms(model: nn.Module) -> None:
-    """Norm affines and BatchNorm running statistics away from identity, so folding errors show."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.LayerNorm, nn.BatchNorm1d)):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-            if isinstance(m, nn.BatchNorm1d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
 
 
 def build(dtype=torch.float64, seed=0, layer="s4d", layer_args=None, **kw) -> SequenceModel:

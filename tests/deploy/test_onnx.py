@@ -13,6 +13,8 @@ import torch
 from liquid_s4.deploy.realstep import RealStreamModule
 from liquid_s4.models.sequence import SequenceModel
 
+from ..reference import randomize_norms
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
@@ -64,14 +66,7 @@ def make_model(layer, norm, prenorm, pool, channels, tokens, postact, activation
         pool=pool,
         vocab_size=11 if tokens else None,
     )
-    with torch.no_grad():  # statistics and affine parameters away from the identity: folding errors show
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                mod.running_mean.normal_()
-                mod.running_var.uniform_(0.5, 2.0)
-            if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.LayerNorm)):
-                mod.weight.normal_()
-                mod.bias.normal_()
+    randomize_norms(m)  # statistics and affine parameters away from the identity: folding errors show
     return m.eval()
 
 

@@ -9,6 +9,8 @@ import torch
 from liquid_s4 import SequenceModel
 from liquid_s4.models.step_program import StepProgram
 
+from ..reference import randomize_norms
+
 FAMILIES = {
     "s4-fold": dict(layer="s4", layer_args=dict(d_state=8)),
     "liquid_s4-pb-fold": dict(
@@ -44,14 +46,7 @@ def make(family, norm="batch", prenorm=True, pool="mean", dtype=torch.float64, s
         **FAMILIES[family],
         **kw,
     ).to(dtype)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, (torch.nn.LayerNorm, torch.nn.BatchNorm1d)):
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.normal_(0, 0.3)
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                mod.running_mean.normal_(0, 0.5)
-                mod.running_var.uniform_(0.5, 2.0)
+    randomize_norms(m)  # norms away from the identity, so every norm parameter counts
     return m.eval()
 
 

@@ -9,6 +9,8 @@ import torch
 
 from liquid_s4 import SequenceModel
 
+from ..reference import randomize_norms
+
 FAMILIES = {
     "s4d": dict(layer="s4d", layer_args=dict(d_state=8)),
     "s4d-pb": dict(layer="s4d", layer_args=dict(d_state=8, liquid_kernel="pb", liquid_degree=3)),
@@ -37,14 +39,7 @@ def make(norm="layer", prenorm=True, pool="mean", family="s4d", vocab=None, seed
         vocab_size=vocab,
         **FAMILIES[family],
     ).double()
-    with torch.no_grad():  # norms that are not the identity, so every norm parameter counts
-        for mod in m.modules():
-            if isinstance(mod, (torch.nn.LayerNorm, torch.nn.BatchNorm1d)):
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.normal_(0, 0.3)
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                mod.running_mean.normal_(0, 0.5)
-                mod.running_var.uniform_(0.5, 2.0)
+    randomize_norms(m)  # norms away from the identity, so every norm parameter counts
     return m.eval()
 
 
