@@ -12,10 +12,10 @@ Official archive: http://tseregression.org/ (Zenodo, e.g. https://zenodo.org/rec
 RR and SpO2 are the neighbouring records). Each case: 2 channels of 4000 steps (32 s at 125 Hz) and one
 real-valued target (heart rate, respiratory rate or oxygen saturation).
 
-The .ts format: `#` comment lines; `@` header lines (@problemName, @timeStamps, @missing, @univariate,
-@dimensions, @equalLength, @seriesLength, @targetLabel, case-insensitive); then `@data` and one case per
-line: the dimensions separated by `:`, each a comma-separated list of numbers (`?` = missing), then the
-target as the last `:`-separated field.
+The .ts format (read by `liquid_s4.data.ts`): `#` comment lines; `@` header lines (@problemName,
+@timeStamps, @missing, @univariate, @dimensions, @equalLength, @seriesLength, @targetLabel,
+case-insensitive); then `@data` and one case per line: the dimensions separated by `:`, each a
+comma-separated list of numbers (`?` = missing), then the target as the last `:`-separated field.
 
 Preprocessing: the TRAIN file is split into train/validation with `split_indices(n, val_fraction, 0,
 seed=0)` (the archive has no validation split); the TEST file is the test set. Inputs are standardized
@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from . import common
+from . import common, ts
 from .common import (
     ArrayDataset,
     DataError,
@@ -62,149 +62,35 @@ OFFICIAL = {
 }  # every BIDMC32 problem, per the archive's dataset table (Tan et al. 2020)
 
 
-# ---- the .ts reader ---------------------------------------------------------------------------
+# ---- the .ts files -----------------------------------------------------------------------------
 
 
-def _flag(path: str, header: dict[str, tuple[str, int]], key: str) -> bool | None:
-    if key not in header:
-        return None
-    value, lineno = header[key]
-    word = value.split()[0].lower() if value.split() else ""
-    if word not in ("true", "false"):
-        raise DataError(f"{path} line {lineno}: @{key} must be true or false, got {value!r}")
-    return word == "true"
-
-
-def _count(path: str, header: dict[str, tuple[str, int]], *keys: str) -> int | None:
-    for key in keys:
-        if key in header:
-            value, lineno = header[key]
-            try:
-                n = int(value)
-            except ValueError:
-                n = 0
-            if n <= 0:
-                raise DataError(f"{path} line {lineno}: @{key} must be a positive integer, got {value!r}")
-            return n
-    return None
-
-
-def _values(path: str, lineno: int, dim: int, text: str, allow_missing: bool) -> np.ndarray:
-    """One dimension of one case: comma-separated numbers, `?` missing (NaN when allowed)."""
-    tokens = text.split(",")
-    try:
-        if "?" not in text:
-            return np.array(tokens, dtype=np.float64)
-    except ValueError:
-        pass
-    out = np.empty(len(tokens), dtype=np.float64)  # slow path: find the bad value for the message
-    for k, token in enumerate(tokens):
-        token = token.strip()
-        if token == "?":
-            if not allow_missing:
-                raise DataError(
-                    f"{path} line {lineno}, dimension {dim}, value {k + 1}: missing value '?' but @missing "
-                    "false"
-                )
-            out[k] = np.nan
-            continue
-        try:
-            out[k] = float(token)
-        except ValueError:
-            raise DataError(
-                f"{path} line {lineno}, dimension {dim}, value {k + 1}: cannot read {token!r} as a number"
-            ) from None
-    return out
-
-
-def _check_header(path: str, header: dict[str, tuple[str, int]]) -> tuple[int | None, int | None, bool]:
-    """(dimensions, series length, missing values allowed) from the header, rejecting what read_ts
-    cannot read."""
-    if _flag(path, header, "timestamps"):
+def read_ts(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A regression `.ts` file (Monash/UEA archive format, read by `liquid_s4.data.ts.read_ts`) as x
+    float32 (n, L, C) and y float32 (n,). Every series must have the same length L and no time stamps;
+    `?` values become NaN unless the header says @missing false."""
+    header = ts.read_header(path)
+    if header.timestamps:
         raise DataError(
             f"{path}: time-stamped series (@timeStamps true) are not supported; expected @timeStamps false"
         )
-    if _flag(path, header, "classlabel"):
+    if header.class_label:
         raise DataError(
             f"{path}: a classification file (@classLabel true); read_ts reads regression files (@targetLabel "
             "true)"
         )
-    if _flag(path, header, "targetlabel") is False:
+    if header.target_label is False:
         raise DataError(
             f"{path}: no targets (@targetLabel false); read_ts reads regression files (@targetLabel true)"
         )
-    dims = _count(path, header, "dimensions", "dimension")
-    if _flag(path, header, "univariate"):
-        if dims not in (None, 1):
-            raise DataError(f"{path}: @univariate true but @dimensions {dims}")
-        dims = 1
-    return dims, _count(path, header, "serieslength"), _flag(path, header, "missing") is not False
-
-
-def read_ts(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """A regression `.ts` file (Monash/UEA archive format) as x float32 (n, L, C) and y float32 (n,).
-    Every series must have the same length L; `?` values become NaN unless the header says @missing false."""
-    header: dict[str, tuple[str, int]] = {}  # lower-case key -> (value, line number)
-    cases, targets = [], []
-    dims = length = None
-    allow_missing, in_data = True, False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if not in_data:
-                if not line.startswith("@"):
-                    raise DataError(
-                        f"{path} line {lineno}: a data line before the @data line (is @data missing?)"
-                    )
-                key, value = (line[1:].split(None, 1) + ["", ""])[:2]
-                key = key.lower()
-                if key == "data":
-                    dims, length, allow_missing = _check_header(path, header)
-                    in_data = True
-                else:
-                    header[key] = (value.strip(), lineno)
-                continue
-            parts = line.split(":")
-            if len(parts) < 2:
-                raise DataError(
-                    f"{path} line {lineno}: expected dimensions separated by ':' and a final ':target' "
-                    "field, found no ':' (malformed line)"
-                )
-            if dims is None:
-                dims = len(parts) - 1  # no @dimensions header: the first case decides
-            if len(parts) - 1 != dims:
-                raise DataError(
-                    f"{path} line {lineno}: {len(parts) - 1} dimension(s), expected {dims} (@dimensions or "
-                    "the first case)"
-                )
-            try:
-                target = float(parts[-1])
-            except ValueError:
-                target = None
-            if target is None or np.isnan(target):
-                raise DataError(
-                    f"{path} line {lineno}: the target (last ':' field) {parts[-1].strip()!r} is missing or "
-                    "not a number"
-                )
-            case = [_values(path, lineno, d + 1, text, allow_missing) for d, text in enumerate(parts[:-1])]
-            if length is None:
-                length = len(case[0])  # no @seriesLength header: the first case decides
-            for d, series in enumerate(case):
-                if len(series) != length:
-                    raise DataError(
-                        f"{path} line {lineno}, dimension {d + 1}: {len(series)} values, expected {length} "
-                        "(@seriesLength or the first case; read_ts needs equal-length series)"
-                    )
-            cases.append(np.stack(case).astype(np.float32))  # (C, L)
-            targets.append(target)
-    if not in_data:
-        raise DataError(f"{path}: no @data line (not a .ts file, or truncated before the data)")
-    if not cases:
-        raise DataError(f"{path}: no cases after the @data line (empty or truncated file)")
-    x = np.ascontiguousarray(np.stack(cases).transpose(0, 2, 1))  # (n, L, C)
-    return x, np.asarray(targets, dtype=np.float32)
+    data = ts.read_ts(path, task="regression")
+    if (data.lengths != data.lengths[0]).any():
+        i = int(np.argmax(data.lengths != data.lengths[0]))
+        raise DataError(
+            f"{path}: case {i + 1} has {data.lengths[i]} values per dimension, the first case "
+            f"{data.lengths[0]} (read_ts needs equal-length series)"
+        )
+    return data.x, data.y
 
 
 # ---- the BIDMC32 datasets ---------------------------------------------------------------------
