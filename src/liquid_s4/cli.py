@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         "--data",
         metavar="PATH",
         help="train on your own arrays: an .npz file (x, y), a folder with train.npz "
-        "[val.npz, test.npz], or a .csv/.parquet file (sets data.name=arrays, data.data_dir=PATH)",
+        "[val.npz, test.npz], or a .csv/.parquet file (sets data.name=arrays, data.data_dir=PATH); or on "
+        "an archive problem's NAME_TRAIN.ts file, its NAME_TEST.ts beside it (sets data.name=uea)",
     )
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (trainer.max_steps)")
     t.add_argument("--max-epochs", type=int, help="trainer.max_epochs")
@@ -71,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--data",
         metavar="PATH",
-        help="your own arrays (for a run trained with train --data), if not at the stored path",
+        help="your own arrays or NAME_TRAIN.ts file (for a run trained with train --data), if not at the "
+        "stored path",
     )
     d = sub.add_parser(
         "data", help="`data check PRESET --data-dir DIR` validates a local dataset copy; `data list`"
@@ -79,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["check", "list"])
     d.add_argument("preset", nargs="?", help="preset name or YAML path (for check)")
     d.add_argument("--data-dir")
-    d.add_argument("--data", metavar="PATH", help="check your own arrays (as for train --data)")
+    d.add_argument(
+        "--data", metavar="PATH", help="check your own arrays or a NAME_TRAIN.ts file (as for train --data)"
+    )
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     pr = sub.add_parser("presets", help="list presets, or `presets show NAME`")
     pr.add_argument("action", nargs="?", choices=["show"])
@@ -210,6 +214,10 @@ def _run(args) -> int:
             raise ValueError(
                 "pass either --data PATH (your own arrays) or --data-dir DIR (a dataset's folder), not both"
             )
+        if args.data and args.data.lower().endswith(".ts"):
+            from .data.uea import train_test_files
+
+            train_test_files(args.data)  # a clear error now if the name or the TEST file is wrong
         evaluate(args.checkpoint, data_dir=args.data or args.data_dir)
         return 0
     overrides = list(args.overrides)
@@ -245,12 +253,19 @@ def _run(args) -> int:
 
 
 def _data_overrides(args) -> list[str]:
+    """--data PATH: your own arrays (dataset arrays), or an archive problem's NAME_TRAIN.ts file
+    (dataset uea; its NAME_TEST.ts beside it)."""
     if not getattr(args, "data", None):
         return []
     if args.data_dir:
         raise ValueError(
             "pass either --data PATH (your own arrays) or --data-dir DIR (a preset's dataset), not both"
         )
+    if args.data.lower().endswith(".ts"):
+        from .data.uea import train_test_files
+
+        train_test_files(args.data)  # a clear error now if the name or the TEST file is wrong
+        return ["data.name=uea", f"data.data_dir={args.data}"]
     return ["data.name=arrays", f"data.data_dir={args.data}"]
 
 
@@ -311,7 +326,8 @@ def _data(args) -> int:
         + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
         + _data_overrides(args)
     )
-    check_dataset(load_config(args.preset or "digits", overrides).data)
+    config = load_config(args.preset or "digits", overrides)
+    check_dataset(config.data, seed=config.trainer.seed)
     return 0
 
 

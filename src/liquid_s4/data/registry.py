@@ -33,15 +33,20 @@ DATASETS = {
     "pathx": "pathfinder:build_pathx",
     "speech-commands": "speech_commands:build_speech_commands",
     "bidmc": "bidmc:build_bidmc",
+    "uea": "uea:build_uea",
 }
+SEEDED = {"uea"}  # builders that take the run's seed (the default of a seeded split)
 
 
 def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
-def build_dataset(spec) -> SequenceData:
+def build_dataset(spec, seed: int | None = None) -> SequenceData:
+    """The dataset `spec` names. `seed`: the run's seed (trainer.seed), passed on to the datasets whose
+    split may depend on it (`SEEDED`; None: their own default)."""
     if spec.name not in DATASETS:
         raise ValueError(f"unknown data.name {spec.name!r}; available: {dataset_names()}")
     module, func = DATASETS[spec.name].split(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), func)(spec)
+    build = getattr(importlib.import_module(f"{__package__}.{module}"), func)
+    return build(spec, seed=seed) if spec.name in SEEDED else build(spec)
