@@ -241,7 +241,13 @@ class SequenceModel(nn.Module):
     step(x_t, state, rate=None) -> (y_t, state): recurrent inference, one step for the whole model; y_t
       is what forward would return for the sequence seen so far (start from `default_state(B)`). rate:
       a number, or a (B,) tensor of this step's multipliers of dt (the column rate[:, t] of forward's
-      per-step rate; liquid_kernel="scan" layers only).
+      per-step rate; liquid_kernel="scan" layers only). In inference (no gradients, eval mode) it runs
+      through a cached `StepProgram` (`use_step_program`), the same step with the per-call work done
+      ahead; otherwise layer by layer (the reference).
+    stream(x, state=None, rate=None) -> (y, state): a chunk of any length at a time; y (B, Lc, d_output)
+      holds what `step` returns at each step, for every pool (see `stream`). Continuous streams:
+      `default_state(B, pool_window=, pool_decay=, reset_every=)`. Other runtimes (a compiled per-sample
+      path, ONNX export) are in `liquid_s4.deploy`.
     """
 
     def __init__(self, config: ModelConfig | None = None, **kwargs):
