@@ -140,3 +140,32 @@ def test_cuda_graph_step_equals_layer_step(name, batch):
         gpu.D.add_(1.0)
     with pytest.raises(RuntimeError, match="parameters changed"):
         graphed(u[:, 0])
+
+
+@pytest.mark.parametrize(
+    "layer,args", [("liquid_s4", dict(d_state=8, liquid_kernel="pb")), ("s4d", dict(d_state=64))]
+)
+def test_cuda_model_step_and_stream_match_cpu(layer, args):
+    """A whole model on CUDA: `step` (through its step program) and chunked `stream` equal the CPU
+    model's steps (float64)."""
+    torch.manual_seed(0)
+    cpu = (
+        liquid_s4.SequenceModel(
+            d_input=1, d_output=3, d_model=8, n_layers=2, layer=layer, layer_args=args, norm="batch"
+        )
+        .double()
+        .eval()
+    )
+    gpu = copy.deepcopy(cpu).cuda()
+    x = torch.randn(2, 40, dtype=torch.float64)
+    with torch.no_grad():
+        s_cpu, s_gpu, ys_cpu, ys_gpu = cpu.default_state(2), gpu.default_state(2), [], []
+        for t in range(40):
+            y, s_cpu = cpu.step(x[:, t], s_cpu)
+            ys_cpu.append(y)
+            y, s_gpu = gpu.step(x[:, t].cuda(), s_gpu)
+            ys_gpu.append(y.cpu())
+        y_stream, _ = gpu.stream(x.cuda()[:, :25])
+    ref = torch.stack(ys_cpu, 1)
+    torch.testing.assert_close(torch.stack(ys_gpu, 1), ref, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(y_stream.cpu(), ref[:, :25], rtol=1e-9, atol=1e-10)

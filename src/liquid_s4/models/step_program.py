@@ -54,7 +54,8 @@ def _fold_layer(layer, rate: float, dtype: torch.dtype):
     K = S_full + 1 + P1
     R = S_full + C
     R += R % 2  # an even row count, so the next state is a complex view of the product
-    M = torch.zeros(H, R, K, dtype=torch.float64)
+    device = conv.D.device
+    M = torch.zeros(H, R, K, dtype=torch.float64, device=device)
     kb, pb = conv.liquid_kernel == "kb", conv.liquid_kernel == "pb"
     D = conv.D.detach().double()  # (C, H)
     state_dtype = torch.complex128 if cplx else torch.float64
@@ -71,9 +72,9 @@ def _fold_layer(layer, rate: float, dtype: torch.dtype):
         xr = torch.view_as_real(x1[0]).flatten(-2) if cplx else x1[0]
         return xr, y[0].t()
 
-    zero_x = torch.zeros(H, n, dtype=state_dtype)
-    zero_u = torch.zeros(H, dtype=torch.float64)
-    zero_v = torch.zeros(P1, H, dtype=torch.float64)
+    zero_x = torch.zeros(H, n, dtype=state_dtype, device=device)
+    zero_u = torch.zeros(H, dtype=torch.float64, device=device)
+    zero_v = torch.zeros(P1, H, dtype=torch.float64, device=device)
     for j in range(S_ssm):  # columns of the SSM state
         x = zero_x.clone()
         x[:, j // 2 if cplx else j] = (1j if j % 2 else 1) if cplx else 1
