@@ -66,6 +66,7 @@ FLAGS = ("timestamps", "missing", "univariate", "equallength", "targetlabel")
 _PAIRS = re.compile(r"\s*\([^()]*\)(?:\s*,\s*\([^()]*\))*\s*")  # (t, v),(t, v),...
 _PAIR = re.compile(r"\(([^()]*)\)")
 _STAMPED_FIELDS = re.compile(r"\)\s*:")  # the ':' between dimensions of a time-stamped case
+_DATE = re.compile(r"\d{4}-\d\d-\d\d")  # an ISO date-time starts with YYYY-MM-DD
 _SHOWN_LABELS = 20
 
 
@@ -160,7 +161,7 @@ def _read_header(path: str, lines: Iterator[tuple[int, str]]) -> TsHeader:
     for lineno, line in lines:
         if not line.startswith("@"):
             raise DataError(f"{path} line {lineno}: a data line before the @data line (is @data missing?)")
-        key, value = (line[1:].split(None, 1) + ["", ""])[:2]
+        key, value = (line[1:].split(None, 1) + ["", ""])[:2] if not line[1:2].isspace() else ("", "")
         key, value = key.lower(), value.strip()
         if not key:
             raise DataError(f"{path} line {lineno}: a header line without a key (expected @key value)")
@@ -266,15 +267,18 @@ def _stamp_kind(token: str) -> str:
     except ValueError:
         pass
     try:
-        return "" if np.isnat(np.datetime64(token, "ns")) else "date-time"
+        ok = _DATE.match(token) and not np.isnat(np.datetime64(token, "ns"))
     except ValueError:
-        return ""
+        ok = False
+    return "date-time" if ok else ""
 
 
 def _stamps(tokens: list[str], where: str) -> tuple[str, np.ndarray]:
     """("number", float64) or ("date-time", datetime64[ns]) time stamps of one dimension."""
     t, kind = None, ""
     for name, dtype in (("number", np.float64), ("date-time", "datetime64[ns]")):
+        if name == "date-time" and not all(_DATE.match(s) for s in tokens):
+            break  # NumPy would read a number as a year
         try:
             t, kind = np.array(tokens, dtype=dtype), name
             break
@@ -342,11 +346,19 @@ class _Reader:
                     pass
             self.number_index = {v: i[0] for v, i in numbers.items() if len(i) == 1}
 
+    def _what(self) -> str:
+        return "class label" if self.task == "classification" else "target"
+
     def fields(self, line: str, lineno: int) -> tuple[list[str], str | None]:
         """The dimensions' texts and the label (None for an unlabelled file)."""
         path, labelled = self.h.path, self.task != "unlabelled"
         if self.h.timestamps:
             parts = _STAMPED_FIELDS.split(line)
+            if labelled and len(parts) == 1:
+                raise DataError(
+                    f"{path} line {lineno}: expected time-stamped dimensions (t, v),(t, v),... separated by "
+                    f"':' and a final ':{self._what()}' field (@timeStamps true), found no '):'"
+                )
             if labelled:
                 dims, label = [p + ")" for p in parts[:-1]], parts[-1]
             else:
@@ -355,10 +367,9 @@ class _Reader:
             parts = line.split(":")
             dims, label = (parts[:-1], parts[-1]) if labelled else (parts, None)
         if labelled and not dims:
-            what = "class label" if self.task == "classification" else "target"
             raise DataError(
-                f"{path} line {lineno}: expected dimensions separated by ':' and a final ':{what}' field, "
-                "found no ':' (malformed line)"
+                f"{path} line {lineno}: expected dimensions separated by ':' and a final ':{self._what()}' "
+                "field, found no ':' (malformed line)"
             )
         if self.dims is None:
             self.dims = len(dims)  # no @dimensions header: the first case decides
@@ -426,13 +437,11 @@ class _Reader:
             n = len(values)
             if self.length is not None and n != self.length:
                 source = (
-                    f"@seriesLength {self.length}"
+                    f"@seriesLength {self.length}; equal-length series"
                     if self.h.series_length
-                    else "the first case; @equalLength false allows others"
+                    else "the first case's length; equal-length series unless @equalLength false"
                 )
-                raise DataError(
-                    f"{where}: {n} values, expected {self.length} ({source}; equal-length series)"
-                )
+                raise DataError(f"{where}: {n} values, expected {self.length} ({source})")
             if d and n != len(series[0]):
                 raise DataError(
                     f"{where}: {n} values, but dimension 1 has {len(series[0])} (the dimensions of a case "
