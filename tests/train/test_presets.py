@@ -1,6 +1,9 @@
 """Every paper preset carries the hyperparameters of the paper's public configs (the table below is
 the one in the presets issue), and trains for two steps on fixture data written in its real format."""
 
+import os
+import shutil
+
 import pytest
 
 from liquid_s4.train.config import load_config, preset_names
@@ -132,7 +135,9 @@ def test_every_preset_is_in_the_table_or_runs_without_files():
         "mqar",
         "irregular-integral",
     }
-    assert set(preset_names()) - offline == set(TABLE)
+    uea = {n for n in preset_names() if n == "uea" or n.startswith("uea-")}  # two steps on real files below
+    assert set(preset_names()) - offline - uea == set(TABLE)
+    assert uea <= set(FIXTURES)
 
 
 # ---- two training steps of every preset on fixture data in the dataset's real format ----------
@@ -185,6 +190,25 @@ def _text(writer, io):
     return write
 
 
+def _uea(dataset):
+    """A real archive problem (BasicMotions: 6 channels, 4 classes, from the test fixtures) under the
+    preset's problem name, in the archive's layout; the generic preset reads the TRAIN file itself."""
+
+    def write(root):
+        src = os.path.join(os.path.dirname(__file__), "..", "fixtures", "ts", "BasicMotions")
+        if dataset is None:
+            return os.path.join(src, "BasicMotions_TRAIN.ts"), (6, 4)
+        os.makedirs(os.path.join(root, dataset))
+        for part in ("TRAIN", "TEST"):
+            shutil.copy(
+                os.path.join(src, f"BasicMotions_{part}.ts"),
+                os.path.join(root, dataset, f"{dataset}_{part}.ts"),
+            )
+        return root, (6, 4)
+
+    return write
+
+
 FIXTURES = {
     "lra-listops": _text("listops", (1, 10)),
     "lra-text": _text("imdb", (1, 2)),
@@ -197,6 +221,18 @@ FIXTURES = {
     "bidmc-hr": _bidmc,
     "bidmc-rr": _bidmc,
     "bidmc-spo2": _bidmc,
+    "uea": _uea(None),
+    **{
+        f"uea-{d.lower()}": _uea(d)
+        for d in (
+            "EigenWorms",
+            "EthanolConcentration",
+            "Heartbeat",
+            "MotorImagery",
+            "SelfRegulationSCP1",
+            "SelfRegulationSCP2",
+        )
+    },
 }
 TINY = [
     "model.d_model=8",

@@ -113,4 +113,4 @@ class SequenceDataModule(L.LightningDataModule):
 
 
 def build_datamodule(config: DataConfig, seed: int = 0) -> SequenceDataModule:
-    return SequenceDataModule(build_dataset(config), config, seed)
+    return SequenceDataModule(build_dataset(config, seed=seed), config, seed)
