@@ -241,6 +241,19 @@ def test_regression_and_unlabelled(tmp_path):
     assert read_ts(write(tmp_path, CLASSIFICATION), task="classification").y.tolist() == [1, 0]
 
 
+def test_file_as_aeon_writes_it(tmp_path):
+    """aeon's save_to_ts_file: lower-case keys, `@missing True`, `@dimension`, NaN, and a ':' after every
+    dimension even without labels."""
+    text = (
+        "# written by aeon\n@problemName W\n@timestamps false\n@missing True\n@univariate false\n"
+        "@dimension 2\n@equalLength true\n@seriesLength 2\n@targetlabel false\n@data\n"
+        "1.0,NaN:3.0,4.0:\n5.0,6.0:7.0,8.0:\n"
+    )
+    data = read_ts(write(tmp_path, text))
+    assert data.task == "unlabelled" and data.x.shape == (2, 2, 2) and np.isnan(data.x[0, 1, 0])
+    assert data.x[1].tolist() == [[5, 7], [6, 8]]
+
+
 def test_missing_values(tmp_path):
     for flag in ("@missing true\n", ""):  # allowed unless the header says @missing false
         data = read_ts(

@@ -21,9 +21,9 @@ case-insensitive, so are `true`/`false`), the line `@data`, then one case per li
     0.1,0.2,?,0.4:1.5,1.2,1.1,0.9:Running
 
 Each case line holds the dimensions separated by `:`, each a comma-separated list of numbers (`?` or
-NaN = missing), then, for a labelled file, the class label or target as the last `:` field. CRLF line
-ends, trailing whitespace and blank lines are accepted; `#`/`%` comment lines may also appear among
-the cases.
+NaN = missing), then, for a labelled file, the class label or target as the last `:` field (an unlabelled
+file may end its lines with an empty one, as aeon's writer does). CRLF line ends, trailing whitespace
+and blank lines are accepted; `#`/`%` comment lines may also appear among the cases.
 
 What `read_ts` returns (`TsData`): x float32 (n, L_max, C), a case's series left-aligned and 0 after
 its own length (missing values are NaN); lengths int64 (n,); y as int64 class indices in the order the
@@ -287,7 +287,7 @@ def _stamps(tokens: list[str], where: str) -> tuple[str, np.ndarray]:
     bad = np.isnat(t) if kind == "date-time" else ~np.isfinite(t) if t is not None else None
     if t is None or bad.any():
         kinds = [_stamp_kind(s) for s in tokens]
-        k = next(i for i, s in enumerate(kinds) if s != kinds[0] or not s)
+        k = next((i for i, s in enumerate(kinds) if s != kinds[0] or not s), 0)
         raise DataError(
             f"{where}, value {k + 1}: cannot read the time stamp {tokens[k]!r} as a finite number or an ISO "
             "date-time such as 2007-01-01 00:00:00 (one kind throughout the file)"
@@ -366,6 +366,8 @@ class _Reader:
         else:
             parts = line.split(":")
             dims, label = (parts[:-1], parts[-1]) if labelled else (parts, None)
+        if not labelled and len(dims) > 1 and not dims[-1].strip():
+            dims = dims[:-1]  # an empty label field, as aeon's writer leaves in unlabelled files
         if labelled and not dims:
             raise DataError(
                 f"{path} line {lineno}: expected dimensions separated by ':' and a final ':{self._what()}' "
