@@ -194,16 +194,15 @@ def _uea(dataset):
     """A real archive problem (BasicMotions: 6 channels, 4 classes, from the test fixtures) under the
     preset's problem name, in the archive's layout; the generic preset reads the TRAIN file itself."""
 
-    def write(root):
+    def write(root):  # copies: the dataset's cache is written beside the files, not into the fixtures
         src = os.path.join(os.path.dirname(__file__), "..", "fixtures", "ts", "BasicMotions")
-        if dataset is None:
-            return os.path.join(src, "BasicMotions_TRAIN.ts"), (6, 4)
-        os.makedirs(os.path.join(root, dataset))
+        name = dataset or "BasicMotions"
+        os.makedirs(os.path.join(root, name))
         for part in ("TRAIN", "TEST"):
-            shutil.copy(
-                os.path.join(src, f"BasicMotions_{part}.ts"),
-                os.path.join(root, dataset, f"{dataset}_{part}.ts"),
-            )
+            target = os.path.join(root, name, f"{name}_{part}.ts")
+            shutil.copy(os.path.join(src, f"BasicMotions_{part}.ts"), target)
+        if dataset is None:  # the generic preset names no problem: it is given the TRAIN file itself
+            return os.path.join(root, name, f"{name}_TRAIN.ts"), (6, 4)
         return root, (6, 4)
 
     return write
