@@ -162,6 +162,11 @@ def test_random_split_deterministic_disjoint_70_15_15(tmp_path):
     # the seed defaults to the run's seed
     run = build_dataset(spec(tmp_path, dataset="Toy", split="random"), seed=4)
     assert rows(run) == rc
+    # and a training run passes its trainer.seed on (build_datamodule)
+    from liquid_s4.train.data import build_datamodule
+
+    dm = build_datamodule(spec(tmp_path, dataset="Toy", split="random"), seed=4)
+    assert [{float(ds.x[j, 0, 0]) for j in ds.index} for ds in (dm.train_set, dm.val_set)] == rc[:2]
     with pytest.raises(ValueError, match="applies to the random split"):
         build_dataset(spec(tmp_path, dataset="Toy", seed=4))
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..data.common import Batch, DataInfo, SequenceData, collate, split_indices
-from ..data.registry import build_dataset
+from ..data.registry import SEEDED, build_dataset
 from .config import DataConfig
 from .pl import L
 
@@ -113,4 +113,6 @@ class SequenceDataModule(L.LightningDataModule):
 
 
 def build_datamodule(config: DataConfig, seed: int = 0) -> SequenceDataModule:
-    return SequenceDataModule(build_dataset(config, seed=seed), config, seed)
+    # the run's seed goes to the datasets whose split depends on it (uea's random split)
+    data = build_dataset(config, seed=seed) if config.name in SEEDED else build_dataset(config)
+    return SequenceDataModule(data, config, seed)
