@@ -230,6 +230,9 @@ def test_bad_options_and_states():
         m.stream(x, m.default_state(3))
     with pytest.raises(ValueError, match="another batch size"):
         m.step(x[:, 0], m.default_state(3))
+    for bad in ([1.0, 2.0, 3.0], torch.tensor(1.0)):
+        with pytest.raises(TypeError, match="one step of inputs as a tensor"):
+            m.step(bad, m.default_state(2))
     with pytest.raises(ValueError, match="expected inputs"):
         m.stream(torch.randn(2, 5, 4, dtype=torch.float64))
     bi = SequenceModel(

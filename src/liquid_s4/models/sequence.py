@@ -450,7 +450,13 @@ class SequenceModel(nn.Module):
         step's time gap, see the class docstring). Returns (y_t, state). With a pool window the state's
         ring buffer is updated in place (the state passed in is consumed)."""
         self._check_step_mode("step")
-        options = self._check_stream_state(state, x_t.shape[0] if isinstance(x_t, torch.Tensor) else -1)
+        if not isinstance(x_t, torch.Tensor) or x_t.dim() == 0:
+            got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
+            raise TypeError(
+                "SequenceModel.step: expected one step of inputs as a tensor (B, d_input), or (B,) for "
+                f"scalar or token inputs, got {got}"
+            )
+        options = self._check_stream_state(state, x_t.shape[0])
         state = self._restart(state, options, x_t.shape[0])
         h = self._encode(x_t[:, None])[:, 0]  # (B, d_model)
         program = self._step_program(rate, h)
