@@ -286,3 +286,17 @@ def test_export_onnx_method_streams_like_the_model(tmp_path):
     assert session.metadata["sample_rate"] == 16000
     with pytest.raises(FileExistsError):
         m.export_onnx(path, chunk_size=6)
+
+
+def test_large_chunk_maps_are_not_cached():
+    """Above `chunk_cache_max_entries` a chunk passes its state through the closed forms instead of
+    cached maps: the same outputs, no maps kept."""
+    m = make(family="s4d", pool="none")
+    x = torch.randn(2, 30, 3, dtype=torch.float64)
+    ref, _ = stepped(m, x)
+    for block in m.blocks:
+        block.layer.chunk_cache_max_entries = 100  # smaller than any map here
+    with torch.no_grad():
+        y, _ = chunked(m, x, [10, 20])
+    torch.testing.assert_close(y, ref, **TOL)
+    assert all(block.layer._chunk_cache.peek() is None for block in m.blocks)

@@ -210,13 +210,21 @@ class SSMLayer(nn.Module):
             args, self.cached_tensors, lambda: self.ssm.kernels(L, rate, powers, L_powers)
         )
 
-    # chunks up to this length pass their state through cached maps (`_chunk_operators`, O(H N L) each)
-    chunk_cache_max_length: int = 4096
+    # chunks whose state maps (`_chunk_operators`: (channels + inputs) x H x L x S real entries) stay within
+    # this many entries pass their state through them (2**24: 64 MiB in float32); longer chunks, or
+    # larger layers, use the closed forms of `DiscreteSSM` on each chunk
+    chunk_cache_max_entries: int = 2**24
 
     def _chunk_cacheable(self, L: int, lengths) -> bool:
         """Whether a chunk with state passes it through the cached `ChunkOperators`: inference (no
-        gradient can reach the parameters), whole chunks (no lengths), up to `chunk_cache_max_length`."""
-        return lengths is None and L <= self.chunk_cache_max_length and not self._needs_graph()
+        gradient can reach the parameters), whole chunks (no lengths), maps of at most
+        `chunk_cache_max_entries` entries."""
+        if lengths is not None or self._needs_graph():
+            return False
+        ssm, conv = self._modules["ssm"], self._modules["conv"]
+        S = 2 * ssm.state_size if ssm.complex_state else ssm.state_size
+        inputs = 1 + (conv.liquid_degree - 1 if conv.liquid_kernel == "kb" else 0)
+        return (self.channels + inputs) * self.d_model * L * S <= self.chunk_cache_max_entries
 
     def _chunk_operators(self, L: int, rate: float):
         """The state maps of chunks of L steps (`DiscreteSSM.chunk_operators`, with a KB layer's liquid
