@@ -20,6 +20,10 @@ Runtimes (each under torch.no_grad(), eval mode):
                     (the `deploy` extra), intra-op threads = --threads
   forward           one full forward of 1600 samples (the convolution mode, for comparison)
 
+--batch B streams B recordings together (samples/s and rtf are per stream: multiply by B for
+sample-steps per second); --device cuda runs step, stream and forward on the GPU (FastStream and ONNX
+are CPU runtimes and are left out there).
+
 Real-time factor (rtf): seconds of audio per second of processing (1 s of audio at 16 kHz in
 --samples samples). The rounds interleave every runtime; the table gives medians over rounds, and
 for chunked runtimes the median and 95th percentile of the per-chunk latency.
@@ -72,6 +76,14 @@ def build(name: str):
     return m.eval()
 
 
+def sync(x) -> None:
+    """Wait for the device's queued work (CUDA), so that wall times include it."""
+    import torch
+
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+
+
 def timed(fn, n_samples: int) -> dict:
     t0 = time.perf_counter()
     lat = fn()
@@ -85,17 +97,19 @@ def timed(fn, n_samples: int) -> dict:
 
 
 def runtimes(model, x, args) -> dict:
-    """name -> a function that streams x (1, n) and returns per-chunk latencies (or None)."""
+    """name -> a function that streams x (B, n) and returns per-chunk latencies (or None)."""
     import numpy as np
     import torch
 
-    n = x.shape[1]
+    B, n = x.shape
+    on_cpu = x.device.type == "cpu"
     fns = {}
 
     def step():
-        state = model.default_state(1)
+        state = model.default_state(B)
         for t in range(min(n, args.step_samples)):
             _, state = model.step(x[:, t], state)
+        sync(x)
 
     fns["step"] = (step, min(n, args.step_samples))
 
@@ -105,10 +119,11 @@ def runtimes(model, x, args) -> dict:
         m = copy.deepcopy(model)
 
         def run():
-            state, lat = m.default_state(1), []
+            state, lat = m.default_state(B), []
             for i in range(0, n, T):
                 t0 = time.perf_counter()
                 _, state = m.stream(x[:, i : i + T], state)
+                sync(x)
                 lat.append(time.perf_counter() - t0)
             return lat
 
@@ -120,17 +135,17 @@ def runtimes(model, x, args) -> dict:
     try:
         from liquid_s4.deploy.fast import FastStream, available
 
-        has_fast = available()
+        has_fast = available() and on_cpu
     except ImportError:
         has_fast = False
     if has_fast:
-        fast = FastStream(model)
-        xs = x[0].numpy()
+        fast = FastStream(model, batch_size=B)
+        xs = x.numpy()
 
         def fast_step():
             fast.reset()
             for t in range(n):
-                fast.step(xs[t : t + 1])
+                fast.step(xs[:, t])
 
         fns["fast step"] = (fast_step, n)
 
@@ -152,7 +167,7 @@ def runtimes(model, x, args) -> dict:
 
         from liquid_s4.deploy.onnx import OnnxStream, export_onnx
 
-        has_onnx = True
+        has_onnx = on_cpu
     except ImportError:
         has_onnx = False
     if has_onnx:
@@ -164,7 +179,7 @@ def runtimes(model, x, args) -> dict:
             session = OnnxStream(path, intra_op_num_threads=args.threads)
 
             def onnx_run(session=session, T=T, xn=xn):
-                state, lat = session.default_state(1), []
+                state, lat = session.default_state(B), []
                 for i in range(0, n, T):
                     t0 = time.perf_counter()
                     _, state = session.stream(xn[:, i : i + T], state)
@@ -177,6 +192,7 @@ def runtimes(model, x, args) -> dict:
 
     def forward():
         m_forward(x[:, :1600])
+        sync(x)
 
     fns["forward"] = (forward, 1600)
     del np, torch
@@ -188,6 +204,10 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=1, help="streams advanced together")
+    p.add_argument(
+        "--device", default="cpu", help="cpu, or cuda (step, stream, forward; FastStream and ONNX: cpu)"
+    )
     p.add_argument("--samples", type=int, default=RATE, help="samples streamed per measurement (1 s)")
     p.add_argument("--step-samples", type=int, default=2000, help="samples of the eager per-sample step")
     p.add_argument("--chunks-ms", type=int, nargs="+", default=[10, 100])
@@ -202,8 +222,8 @@ def main(argv=None) -> int:
     tune_cpu_allocator()
     results = {}
     for name in args.models:
-        model = build(name)
-        x = torch.randn(1, args.samples)
+        model = build(name).to(args.device)
+        x = torch.randn(args.batch, args.samples, device=args.device)
         with torch.no_grad():
             fns = runtimes(model, x, args)
             for fn, _ in fns.values():  # warm-up: caches, compilation, first-touch of buffers
@@ -218,7 +238,7 @@ def main(argv=None) -> int:
         results[name] = res
         print(
             f"\n{name} ({sum(p.numel() for p in model.parameters()) / 1e3:.0f}K parameters), "
-            f"{args.threads} threads, median of {args.rounds} rounds"
+            f"{args.threads} threads, batch {args.batch}, {args.device}, median of {args.rounds} rounds"
         )
         print(f"  {'runtime':<16} {'samples/s':>11} {'rtf':>8} {'chunk ms (median / p95)':>26}")
         for k, r in res.items():
