@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..models.sequence import batch_norm_affine
 from . import _fast_kernels as K
 
 _INSTALL = "the fast per-sample path needs numba: pip install 'liquid-s4[fast]'"
@@ -107,11 +108,7 @@ def _batch_norm_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
             "FastStream: a BatchNorm without running statistics normalizes with the statistics of each "
             "batch; the fast path needs eval-mode BatchNorm with running statistics"
         )
-    s = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
-    t = -bn.running_mean.double() * s
-    if bn.affine:
-        s, t = s * bn.weight.double(), t * bn.weight.double() + bn.bias.double()
-    return s, t
+    return batch_norm_affine(bn)
 
 
 def _layer_norm_affine(ln: nn.LayerNorm, H: int) -> tuple[torch.Tensor, torch.Tensor]:

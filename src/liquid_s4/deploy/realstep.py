@@ -43,6 +43,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..models.sequence import batch_norm_affine
+
 DEFAULT_BLOCK = 32
 _CARRY_LIMIT = 2**20  # most entries of a layer's one-product carry matrix (else block by block)
 
@@ -205,11 +207,8 @@ def _norm(norm_module) -> Norm:
                 "liquid_s4.deploy: BatchNorm without running statistics (track_running_stats=False) "
                 "normalizes with the batch's own statistics and has no streaming form"
             )
-        scale = 1.0 / np.sqrt(_np(m.running_var) + m.eps)
-        shift = -_np(m.running_mean) * scale
-        if m.affine:
-            scale, shift = scale * _np(m.weight), shift * _np(m.weight) + _np(m.bias)
-        return Norm("affine", scale, shift)
+        scale, shift = batch_norm_affine(m)
+        return Norm("affine", _np(scale), _np(shift))
     w = None if m.weight is None else _np(m.weight)
     b = None if m.bias is None else _np(m.bias)
     return Norm("layer", w, b, float(m.eps))

@@ -178,6 +178,16 @@ def masked_batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor) -
     return (xc * (scale * bn.weight)[:, None] + bn.bias[:, None]) * m
 
 
+def batch_norm_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) in float64 with bn(x) = scale * x + shift in eval mode: the map that the
+    streaming paths fold an eval-mode BatchNorm into. bn must keep running statistics."""
+    scale = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
+    shift = -bn.running_mean.double() * scale
+    if bn.affine:
+        scale, shift = scale * bn.weight.double(), shift * bn.weight.double() + bn.bias.double()
+    return scale, shift
+
+
 class ResidualBlock(nn.Module):
     """[norm] -> SSM layer -> dropout -> residual add -> [norm], on channels-first (B, H, L)
     (steps: (B, H)). Channels-first keeps every element-wise op of the layer contiguous."""

@@ -108,12 +108,9 @@ class _NormStep:
         if self.ln is None:  # (x - mean) / sqrt(var + eps) * w + b
             if norm.running_var is None:
                 raise NotImplementedError("BatchNorm without running statistics")
-            scale = torch.rsqrt(norm.running_var.double() + norm.eps)
-            if norm.affine:
-                scale = scale * norm.weight.double()
-            shift = -norm.running_mean.double() * scale
-            if norm.affine:
-                shift = shift + norm.bias.double()
+            from .sequence import batch_norm_affine  # sequence imports this module
+
+            scale, shift = batch_norm_affine(norm)
             self.scale, self.shift = scale.to(dtype), shift.to(dtype)
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
