@@ -556,17 +556,24 @@ def _pool_add(Ssum, buf, h, H, W, decay, lam, pos, count):
 
 
 @_jit()
+def _tokens_in_range(tok, vocab):
+    """Whether every token id of tok (B, L) lies in [0, vocab): checked before any state changes."""
+    for b in range(tok.shape[0]):
+        for k in range(tok.shape[1]):
+            if tok[b, k] < 0 or tok[b, k] >= vocab:
+                return False
+    return True
+
+
+@_jit()
 def run_model(g, lm, F, gf, aux, state, xin, tok, out):
     """Advance every stream b of `state` by the L inputs xin[b] (B, L, d_input) (or the tokens tok[b]
     (B, L) of an embedding encoder) and write the outputs out (B, L, d_output): exactly L calls of
     `SequenceModel.step`. aux is advanced once for all streams. Returns 0, or 1 without changing
     anything when a token id lies outside [0, vocab_size)."""
     B, L = out.shape[0], out.shape[1]
-    if g[G_TOK]:
-        for b in range(B):
-            for k in range(L):
-                if tok[b, k] < 0 or tok[b, k] >= g[G_VOCAB]:
-                    return 1
+    if g[G_TOK] and not _tokens_in_range(tok, g[G_VOCAB]):
+        return 1
     H, din, dout, NL = g[G_H], g[G_DIN], g[G_DOUT], g[G_NL]
     pool, W, decay, R = g[G_POOL], g[G_WIN], g[G_DECAY], g[G_RESET]
     prenorm = g[G_PRENORM] != 0
@@ -656,11 +663,8 @@ def run_model_chunked(g, lm, F, gf, aux, state, xin, tok, out, tile):
     are read once per piece instead of once per step (the model's weights together are larger than
     the per-core cache), and the projections' loops serve several steps per loaded weight."""
     B, L = out.shape[0], out.shape[1]
-    if g[G_TOK]:
-        for b in range(B):
-            for k in range(L):
-                if tok[b, k] < 0 or tok[b, k] >= g[G_VOCAB]:
-                    return 1
+    if g[G_TOK] and not _tokens_in_range(tok, g[G_VOCAB]):
+        return 1
     H, din, dout, NL = g[G_H], g[G_DIN], g[G_DOUT], g[G_NL]
     pool, W, decay, R = g[G_POOL], g[G_WIN], g[G_DECAY], g[G_RESET]
     prenorm = g[G_PRENORM] != 0
